@@ -1,0 +1,5 @@
+import sys
+
+from noisyseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""Sub-commands ``train``, ``eval`` and ``predict``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train Mask R-CNN from a YAML config",
+                       description="Train from CONFIG.yaml. Multi-GPU/CPU: torchrun --nproc_per_node N -m noisyseg "
+                                   "train CONFIG, or --nproc N.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=0.02 (repeatable)")
+    p.add_argument("--out", help="run folder (default: the config's out_dir, else runs/noisyseg)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--nproc", type=int, default=1, help="launch N processes with torchrun (gloo on CPU, nccl on GPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="COCO box and mask AP of a trained model on the clean val set")
+    p.add_argument("run", help="a run folder (uses its config.yaml and checkpoints/last.pt) or a YAML config")
+    p.add_argument("--checkpoint", help="checkpoint file (default: RUN/checkpoints/last.pt)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set data.val_json=other.json")
+    p.add_argument("--out", help="where to write metrics.json (default: the run folder)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="predict on images: overlays and a COCO results json")
+    p.add_argument("checkpoint", help="a noisyseg checkpoint (.pt)")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_predict)
+
+
+def _train(args) -> int:
+    from noisyseg.config import load_config
+    from noisyseg.errors import NoisysegError
+
+    cfg = load_config(args.config, args.overrides)  # validate before launching anything
+    if args.nproc > 1:
+        if "WORLD_SIZE" in os.environ:
+            raise NoisysegError("--nproc cannot be used inside a torchrun launch")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "noisyseg", "train", args.config]
+        for o in args.overrides:
+            cmd += ["--set", o]
+        if args.out:
+            cmd += ["--out", args.out]
+        if args.resume:
+            cmd.append("--resume")
+        if args.no_progress:
+            cmd.append("--no-progress")
+        return subprocess.call(cmd)
+    from noisyseg.engine.trainer import train
+
+    result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    if result.metrics:
+        from noisyseg.eval import format_metrics_table
+
+        print(format_metrics_table(result.metrics))
+        print(f"run folder: {result.out_dir}")
+    return 0
+
+
+def _eval(args) -> int:
+    import torch
+
+    from noisyseg.config import load_config
+    from noisyseg.data.coco import CocoInstances
+    from noisyseg.data.transforms import DetectionTransform
+    from noisyseg.engine.evaluate import evaluate_model
+    from noisyseg.engine.predict import load_trained_model
+    from noisyseg.errors import NoisysegError
+    from noisyseg.eval import format_metrics_table
+    from noisyseg.utils.io import atomic_write_json
+
+    run = Path(args.run)
+    if run.is_dir():
+        cfg_path, ckpt = run / "config.yaml", Path(args.checkpoint or run / "checkpoints" / "last.pt")
+        out = Path(args.out or run)
+    else:
+        cfg_path = run
+        if not args.checkpoint:
+            raise NoisysegError(f"{run}: with a config file, pass --checkpoint")
+        ckpt = Path(args.checkpoint)
+        out = Path(args.out or ckpt.parent)
+    cfg = load_config(cfg_path, args.overrides)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    model, _, label_map = load_trained_model(ckpt, device)
+    val = CocoInstances(cfg.data.val_json, cfg.data.val_image_root or cfg.data.image_root, train=False,
+                        transforms=DetectionTransform(0.0), label_map=label_map)
+    metrics = evaluate_model(model, val, label_map, cfg.data.val_json, device, batch_size=2,
+                             num_workers=cfg.data.num_workers, progress=not args.no_progress)
+    atomic_write_json(out / "metrics.json", {"checkpoint": str(ckpt), **metrics}, indent=2)
+    print(format_metrics_table(metrics))
+    print(f"wrote {out / 'metrics.json'}")
+    return 0
+
+
+def _predict(args) -> int:
+    from noisyseg.engine.predict import predict_images
+
+    path = predict_images(args.checkpoint, args.images, args.out, args.score_threshold, args.device)
+    print(f"wrote {len(args.images)} overlays and {path}")
+    return 0
