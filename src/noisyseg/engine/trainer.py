@@ -211,6 +211,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: DistInfo,
         running: dict[str, float] = {}
         bar = tqdm(loader, total=iters_per_epoch, disable=not (progress and info.is_main), dynamic_ncols=True,
                    desc=f"epoch {epoch + 1}/{cfg.train.epochs} [{loss_name}]", leave=True)
+        t_epoch = time.perf_counter()
         for i, (images, targets) in enumerate(bar):
             images, targets = _to_device(images, targets, device)
             with _amp_context(cfg.train.amp, device):
@@ -245,6 +246,9 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: DistInfo,
                 record.update({f"rois_{k}": int(v) for k, v in stats.items()})
                 logger.write(record, step=global_iter)
         bar.close()
+        epoch_seconds = time.perf_counter() - t_epoch
+        logger.write({"event": "epoch", "epoch": epoch + 1, "stage": stage, "seconds": epoch_seconds,
+                      "images_per_second": iters_per_epoch * cfg.train.batch_size / epoch_seconds})
 
         rngs = all_gather_objects(rng_state(), info)
         if info.is_main:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable
 
@@ -19,6 +20,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, misc as misc_ops
+from torchvision.ops.poolers import initLevelMapper
 
 from noisyseg.config import DataConfig, ModelConfig
 from noisyseg.errors import NoisysegError
@@ -41,6 +43,23 @@ class ScaleRangeTransform(GeneralizedRCNNTransform):
         super().train(mode)
         self.min_size = self.train_sizes if mode else (self.test_size,)
         return self
+
+
+class KnownStrideRoIAlign(MultiScaleRoIAlign):
+    """Multi-scale RoIAlign over FPN levels whose strides are given, not guessed.
+
+    torchvision's pooler infers each level's scale from the first batch it sees (feature size / largest
+    unpadded image size, rounded to a power of two) and caches it. With small images the padding to a
+    multiple of 32 skews that guess (a stride-4 level can come out as 1/2), and the result then depends
+    on which batch came first, which also breaks exact resume. The strides are known, so set them.
+    """
+
+    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int,
+                 strides: tuple[int, ...] = (4, 8, 16, 32)) -> None:
+        super().__init__(featmap_names, output_size=output_size, sampling_ratio=sampling_ratio)
+        self.scales = [1.0 / s for s in strides]
+        levels = [int(math.log2(s)) for s in strides]
+        self.map_levels = initLevelMapper(levels[0], levels[-1], canonical_scale=224, canonical_level=4)
 
 
 class ClassAgnosticBoxPredictor(FastRCNNPredictor):
@@ -67,10 +86,10 @@ def _tiny(cfg: ModelConfig, num_classes: int) -> dict:
         rpn_post_nms_top_n_train=300,
         rpn_pre_nms_top_n_test=300,
         rpn_post_nms_top_n_test=150,
-        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
+        box_roi_pool=KnownStrideRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
         box_head=TwoMLPHead(ch * 7 * 7, 256),
         box_predictor=box_predictor,
-        mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=14, sampling_ratio=2),
+        mask_roi_pool=KnownStrideRoIAlign(["0", "1", "2", "3"], output_size=14, sampling_ratio=2),
         mask_head=MaskRCNNHeads(ch, (64, 64), 1),
         mask_predictor=mask_predictor,
     )
@@ -113,7 +132,9 @@ def _r50_fpn(cfg: ModelConfig, num_classes: int) -> dict:
             )
     backbone = _resnet_fpn_extractor(resnet, trainable_layers=3 if pretrained else 5)
     box_predictor, mask_predictor = _predictors(1024, 256, 256, num_classes, cfg.class_agnostic)
-    return dict(backbone=backbone, box_predictor=box_predictor, mask_predictor=mask_predictor)
+    return dict(backbone=backbone, box_predictor=box_predictor, mask_predictor=mask_predictor,
+                box_roi_pool=KnownStrideRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
+                mask_roi_pool=KnownStrideRoIAlign(["0", "1", "2", "3"], output_size=14, sampling_ratio=2))
 
 
 _PRESETS: dict[str, Callable[[ModelConfig, int], dict]] = {

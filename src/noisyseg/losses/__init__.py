@@ -1,0 +1,25 @@
+"""RoI classification losses: CE, the noise-robust RCE/SCE/GCE/APL and the paper's task-specific loss."""
+
+from noisyseg.losses.functional import (
+    DEFAULT_LOG_ZERO,
+    active_passive_loss,
+    cross_entropy,
+    generalized_cross_entropy,
+    reverse_cross_entropy,
+    symmetric_cross_entropy,
+    task_specific_loss,
+)
+from noisyseg.losses.registry import RoIClassificationLoss, available_losses, build_loss
+
+__all__ = [
+    "DEFAULT_LOG_ZERO",
+    "RoIClassificationLoss",
+    "active_passive_loss",
+    "available_losses",
+    "build_loss",
+    "cross_entropy",
+    "generalized_cross_entropy",
+    "reverse_cross_entropy",
+    "symmetric_cross_entropy",
+    "task_specific_loss",
+]
