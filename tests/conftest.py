@@ -1,85 +1,18 @@
-"""Shared fixtures: a tiny hand-made COCO data set with known masks, written as real PNG files."""
+"""Shared fixtures (helpers live in tests/helpers.py, importable as ``helpers``)."""
 
-from __future__ import annotations
-
-import json
-from pathlib import Path
-
-import numpy as np
 import pytest
-from PIL import Image
-from pycocotools import mask as mask_utils
+import yaml
 
-CATEGORIES = [
-    {"id": 2, "name": "square", "supercategory": "box"},
-    {"id": 5, "name": "bar", "supercategory": "box"},
-    {"id": 9, "name": "dot", "supercategory": "round"},
-]
-
-
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    flat = mask.astype(np.uint8).flatten(order="F")
-    counts, current, run = [], 0, 0
-    for v in flat:
-        if v != current:
-            counts.append(run)
-            run, current = 0, v
-        run += 1
-    counts.append(run)
-    return {"size": list(mask.shape), "counts": counts}
-
-
-def write_tiny_coco(root: Path, n_images: int = 8, size: int = 64, seed: int = 0, extras: bool = True) -> dict:
-    """Write ``root/images/*.png`` and ``root/train.json``/``root/val.json``; return their paths.
-
-    Every image holds a few axis-aligned rectangles (class from their shape) drawn in distinct colours;
-    the first annotations use polygons, then compressed RLE, then uncompressed RLE. With ``extras`` the
-    train file also has a crowd annotation, a degenerate box and an image without annotations.
-    """
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    images, anns = [], []
-    ann_id = 1
-    for i in range(n_images):
-        img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
-        for k in range(2):
-            cat = CATEGORIES[(i + k) % 3]
-            w, h = {2: (16, 16), 5: (24, 8), 9: (8, 8)}[cat["id"]]
-            x = int(rng.integers(0, size - w)) if k == 0 else int(rng.integers(0, size - w))
-            y = 4 if k == 0 else size - h - 4
-            img[y:y + h, x:x + w] = np.array([200, 80 + 60 * k, 40 * (cat["id"] % 5)], dtype=np.uint8)
-            m = np.zeros((size, size), np.uint8)
-            m[y:y + h, x:x + w] = 1
-            fmt = ann_id % 3
-            seg = ([[x, y, x + w, y, x + w, y + h, x, y + h]] if fmt == 0 else _rle(m) if fmt == 1 else _uncompressed_rle(m))
-            anns.append({"id": ann_id, "image_id": i + 1, "category_id": cat["id"], "segmentation": seg,
-                         "area": float(w * h), "bbox": [x, y, w, h], "iscrowd": 0})
-            ann_id += 1
-        name = f"{i:04d}.png"
-        Image.fromarray(img).save(root / "images" / name)
-        images.append({"id": i + 1, "file_name": name, "height": size, "width": size})
-    val = {"images": images, "annotations": anns, "categories": CATEGORIES}
-    train = json.loads(json.dumps(val))
-    if extras:
-        m = np.zeros((size, size), np.uint8)
-        m[30:40, 30:40] = 1
-        train["annotations"].append({"id": ann_id, "image_id": 1, "category_id": 2, "segmentation": _rle(m),
-                                     "area": 100.0, "bbox": [30, 30, 10, 10], "iscrowd": 1})
-        train["annotations"].append({"id": ann_id + 1, "image_id": 2, "category_id": 9, "segmentation": [],
-                                     "area": 0.0, "bbox": [10, 10, 0.5, 4], "iscrowd": 0})
-        Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(root / "images" / "empty.png")
-        train["images"].append({"id": 999, "file_name": "empty.png", "height": size, "width": size})
-    (root / "train.json").write_text(json.dumps(train))
-    (root / "val.json").write_text(json.dumps(val))
-    return {"train_json": root / "train.json", "val_json": root / "val.json", "image_root": root / "images"}
+from helpers import tiny_config, write_tiny_coco
 
 
 @pytest.fixture
 def tiny_coco(tmp_path) -> dict:
     return write_tiny_coco(tmp_path / "tiny")
+
+
+@pytest.fixture
+def tiny_config_file(tiny_coco, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_coco)))
+    return path

@@ -50,7 +50,8 @@ class ModelConfig(_Strict):
 
     name: str = "maskrcnn_tiny"
     backbone_weights: str = Field(default="none", description="imagenet | none | path to a state dict")
-    rois_per_image: int = Field(default=512, ge=1)
+    rois_per_image: int = Field(default=512, ge=1, description="RoIs sampled per image for the RoI heads")
+    rpn_batch_size_per_image: int = Field(default=256, ge=1, description="anchors sampled per image for the RPN")
     positive_fraction: float = Field(default=0.25, gt=0.0, le=1.0)
     class_agnostic: bool = Field(
         default=False, description="one mask and one box-regression channel for all classes (beyond the paper)"

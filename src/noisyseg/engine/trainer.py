@@ -240,7 +240,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: DistInfo,
                 running[k] = 0.9 * running.get(k, v) + 0.1 * v
             bar.set_postfix(loss=f"{running['loss']:.3f}", cls=f"{running['loss_classifier']:.3f}")
             if (i + 1) % cfg.train.log_interval == 0 or i + 1 == iters_per_epoch:
-                record = {"event": "train", "epoch": epoch + 1, "iter": global_iter, "stage": stage,
+                record = {"event": "train", "epoch": epoch + 1, "iter": global_iter, "stage": stage, "roi_loss": loss_name,
                           "lr": optimizer.param_groups[0]["lr"], **values}
                 stats = model.roi_heads.last_loss_stats
                 record.update({f"rois_{k}": int(v) for k, v in stats.items()})
@@ -282,6 +282,6 @@ def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     flat = {}
     for iou_type, m in metrics.items():
         for k, v in m.items():
-            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+            if isinstance(v, (int, float)) and not math.isnan(v):
                 flat[f"{iou_type}_{k}"] = v
     return flat

@@ -80,7 +80,8 @@ def evaluate(gt: dict | str | Path, results: list[dict], iou_types: Sequence[str
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-            stats = [float(s) * 100 for s in ev.stats[:6]]
+            # -1 marks "no ground truth in this area range": reported as None
+            stats = [float(s) * 100 if s >= 0 else None for s in ev.stats[:6]]
             out[iou_type] = {**dict(zip(STAT_NAMES, stats)),
                              "per_class": _per_class_ap(np.asarray(ev.eval["precision"]), list(ev.params.catIds), names)}
     return out

@@ -162,6 +162,7 @@ def build_model(
         num_classes=None,
         min_size=data.test_min_size,
         max_size=data.max_size,
+        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
         box_batch_size_per_image=cfg.rois_per_image,
         box_positive_fraction=cfg.positive_fraction,
         box_detections_per_img=cfg.detections_per_image,
