@@ -20,6 +20,7 @@ _COMMAND_MODULES = [
     "noisyseg.data.cli",
     "noisyseg.engine.cli",
     "noisyseg.demo",
+    "noisyseg.bench",
 ]
 
 

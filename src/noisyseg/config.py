@@ -92,6 +92,13 @@ class TrainConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (default: torch's own choice)")
 
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as False
+        return "off" if v is False else v
+
+
 class Config(_Strict):
     """A whole run. ``seed`` drives every random choice: same seed, same result on the same machine."""
 

@@ -122,3 +122,17 @@ def test_eval_and_predict_on_a_finished_run(tiny_config_file, tiny_coco, tmp_pat
     results = json.loads((out / "results.json").read_text())
     assert all(r["category_id"] in (2, 5, 9) for r in results)
     assert {r["image_id"] for r in results} <= {0, 1}
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_runs_on_cpu_and_keeps_scaler_state(tiny_config_file, tmp_path, amp):
+    run = tmp_path / amp
+    assert main(["train", str(tiny_config_file), "--out", str(run), "--no-progress", "--set", f"train.amp={amp}",
+                 "--set", "train.epochs=1", "--set", "loss.warmup_epochs=0"]) == 0
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    losses = [r["loss"] for r in _records(run) if r["event"] == "train"]
+    assert losses and all(l == l and l < 1e6 for l in losses)  # finite
+    if amp == "fp16":
+        assert "scale" in ckpt["scaler"]  # the GradScaler state travels with the checkpoint
+    else:
+        assert ckpt["scaler"] == {}

@@ -1,0 +1,40 @@
+"""Every shipped YAML config validates, and the paper presets carry the paper's settings."""
+
+from pathlib import Path
+
+import pytest
+
+from noisyseg.config import load_config
+from noisyseg.losses import build_loss
+from noisyseg.models import available_models
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "src/noisyseg/configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.model.name in available_models()
+    build_loss(cfg.loss.name, **cfg.loss.params)
+    assert cfg.loss.warmup_epochs <= cfg.train.epochs
+
+
+@pytest.mark.parametrize("name", ["cityscapes_lncis_r50", "coco_lncis_r50", "voc_lncis_r50"])
+def test_paper_presets(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert cfg.model.name == "maskrcnn_r50_fpn" and cfg.model.backbone_weights == "imagenet"
+    assert cfg.model.rois_per_image == 512 and cfg.model.positive_fraction == 0.25
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay) == (8, 0.01, 0.9, 1e-4)
+    assert (cfg.train.warmup_iters, cfg.train.warmup_ratio) == (500, 0.001)
+    assert cfg.loss.warmup_epochs * 2 == cfg.train.epochs  # stage switch at half the epochs
+    assert len(cfg.train.lr_steps) == 1 and cfg.loss.warmup_epochs < cfg.train.lr_steps[0] < cfg.train.epochs
+
+
+def test_packaged_and_repo_shapes_configs_are_the_same():
+    assert (ROOT / "configs/shapes_tiny.yaml").read_text() == (ROOT / "src/noisyseg/configs/shapes_tiny.yaml").read_text()
+
+
+def test_cityscapes_preset_scales():
+    cfg = load_config(ROOT / "configs" / "cityscapes_lncis_r50.yaml")
+    assert cfg.data.train_min_size == (800, 1024) and cfg.data.max_size == 2048 and cfg.data.test_min_size == 1024
