@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         noisy, report = inject(coco, kind=args.kind, rate=args.rate, seed=args.seed, preset=args.preset,
                                pairs=args.pairs, matrix=matrix, classes=classes, sampling=args.sampling,
-                               include_crowd=args.include_crowd)
+                               include_crowd=args.include_crowd, in_place=True)
     except NoisysegError as e:
         raise NoisysegError(f"{args.input}: {e}") from None
     atomic_write_text(args.out, json.dumps(noisy, separators=(",", ":")))

@@ -151,8 +151,9 @@ def _check_matrix(matrix: Any) -> tuple[list[str], list[list[float]]]:
 def inject(coco: dict, kind: str, rate: float, seed: int, preset: str | None = None,
            pairs: list[tuple[str, str]] | str | None = None, matrix: dict | None = None,
            classes: list[str] | None = None, sampling: str = "exact",
-           include_crowd: bool = False) -> tuple[dict, dict]:
-    """Return (a noisy copy of ``coco``, a report). ``coco`` itself is not modified.
+           include_crowd: bool = False, in_place: bool = False) -> tuple[dict, dict]:
+    """Return (a noisy copy of ``coco``, a report). ``coco`` is not modified unless ``in_place``
+    (the CLI owns the dict it loaded and saves a copy of 860k annotation dicts that way).
 
     kind: "symmetric" (uniform over the *other* target classes), "asymmetric" (``preset``: cityscapes,
     voc or supercategory), "pairs" (``pairs``: [(source, target), ...] by name or "a>b,c>d"; a source
@@ -197,14 +198,12 @@ def inject(coco: dict, kind: str, rate: float, seed: int, preset: str | None = N
         new[chosen] = rng.choice(cands, size=len(chosen), p=probs)
         changed_counts[c] = len(chosen)
 
-    noisy = dict(coco)
-    out_anns = []
-    for a, before, after in zip(anns, current.tolist(), new.tolist()):
-        b = dict(a)
+    noisy = coco if in_place else dict(coco)
+    out_anns = anns if in_place else [dict(a) for a in anns]
+    for b, before, after in zip(out_anns, current.tolist(), new.tolist()):
         b["category_id"] = after
         if "clean_category_id" not in b:
             b["clean_category_id"] = before
-        out_anns.append(b)
     noisy["annotations"] = out_anns
 
     names = {cid: str(c["name"]) for cid, c in cats.items()}
