@@ -18,6 +18,7 @@ from noisyseg.errors import NoisysegError
 _COMMAND_MODULES = [
     "noisyseg.noise.cli",
     "noisyseg.data.cli",
+    "noisyseg.data.convert.cli",
     "noisyseg.engine.cli",
     "noisyseg.demo",
     "noisyseg.bench",
