@@ -8,7 +8,9 @@ stopped. After every cell ``results.csv``, ``table.md`` and ``ap_vs_noise.png`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
@@ -158,13 +160,13 @@ def run_bench(config: Path, methods: list[str], noise: list[NoiseSetting], seeds
               f"{' (resuming)' if resume else ''}", flush=True)
         result = train(cfg, run_dir, resume=resume, progress=progress)
         m = result.metrics
-        rows.append({"method": method, "noise": setting.name, "noise_kind": setting.kind, "noise_rate": setting.rate,
+        row = {"method": method, "noise": setting.name, "noise_kind": setting.kind, "noise_rate": setting.rate,
                      "seed": seed, "mask_AP": m["segm"]["AP"], "mask_AP50": m["segm"]["AP50"],
                      "mask_AP75": m["segm"]["AP75"], "box_AP": m["bbox"]["AP"], "box_AP50": m["bbox"]["AP50"],
                      "box_AP75": m["bbox"]["AP75"], "train_seconds": round(result.train_seconds, 1),
-                     "realised_noise_rate": round(realised, 4)})
-        write_outputs(out, rows, methods, noise)
-    write_outputs(out, rows, methods, noise)
+                     "realised_noise_rate": round(realised, 4)}
+        rows = record_row(out, row, methods, noise)
+    rows = record_row(out, None, methods, noise)
     print(f"[bench] {len(cells)} cells done in {out} ({time.time() - t0:.0f} s this call)")
     print((out / "table.md").read_text())
     return rows
@@ -183,6 +185,30 @@ def _read_rows(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    with open(out / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def record_row(out: Path, row: dict | None, methods: list[str], noise: list[NoiseSetting]) -> list[dict]:
+    """Add ``row`` to ``results.csv`` and rewrite the table and plot, under a file lock.
+
+    The csv is re-read first, so several bench processes (other seeds, other GPUs) can share one folder.
+    """
+    with _locked(out):
+        rows = _read_rows(out / "results.csv")
+        if row is not None:
+            key = (row["method"], row["noise"], str(row["seed"]))
+            rows = [r for r in rows if (r["method"], r["noise"], str(r["seed"])) != key] + [row]
+        write_outputs(out, rows, methods, noise)
+    return rows
 
 
 def write_outputs(out: Path, rows: list[dict], methods: list[str], noise: list[NoiseSetting]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from noisyseg.utils.io import atomic_write_bytes, atomic_write_text
 
+OVERLAY_SCORE = 0.3
 METHODS = {
     # name: (loss name, warm-up epochs as a fraction of all epochs)
     "ce": ("ce", 0.0),
@@ -28,8 +29,8 @@ class DemoSettings:
     out: Path = Path("runs/demo")
     noise_rate: float = 0.4
     seed: int = 0
-    epochs: int = 12
-    n_train: int = 400
+    epochs: int = 10
+    n_train: int = 224
     n_val: int = 100
     size: int = 128
     progress: bool = True
@@ -124,7 +125,7 @@ def run_demo(s: DemoSettings) -> dict:
         "",
         f"![AP]({plot_path.name})",
         "",
-        "Prediction overlays (score >= 0.5): " + ", ".join(f"[{p.relative_to(s.out)}]({p.relative_to(s.out)})" for p in overlays),
+        f"Prediction overlays (image, then one panel per method: {', '.join(METHODS)}; score >= {OVERLAY_SCORE}): " + ", ".join(f"[{p.relative_to(s.out)}]({p.relative_to(s.out)})" for p in overlays),
         "",
         f"Wall time: {wall:.0f} s.",
         "",
@@ -186,7 +187,7 @@ def write_overlays(out: Path, data, methods: list[str], n_images: int = 3) -> li
             for m in methods:
                 model, label_map = models[m]
                 pred = model([img.float() / 255])[0]
-                keep = pred["scores"] >= 0.5
+                keep = pred["scores"] >= OVERLAY_SCORE
                 panels.append(draw_overlay(img, pred["boxes"][keep], pred["labels"][keep], pred["scores"][keep],
                                            pred["masks"][keep][:, 0] > 0.5, label_map.names))
         grid = torch.cat(panels, dim=2).permute(1, 2, 0).numpy()
