@@ -46,8 +46,13 @@ def test_rce_is_symmetric_summed_over_all_labels():
         assert torch.allclose(total, torch.full((10,), -math.log(1e-4) * k, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("fn, _, kwargs", LOSSES + [(task_specific_loss, None, {}),
-                                                  (task_specific_loss, None, {"robust": "gce", "pon_threshold": 1.0})])
+@pytest.mark.parametrize("fn, _, kwargs", LOSSES + [
+    (task_specific_loss, None, {}),
+    (task_specific_loss, None, {"robust": "gce", "pon_threshold": 1.0, "q": 0.6}),
+    (task_specific_loss, None, {"robust": "sce", "alpha": 0.7, "beta": 0.4, "ce_weight": 2.0}),
+    (task_specific_loss, None, {"robust": "apl", "robust_weight": 0.5}),
+    (task_specific_loss, None, {"reduction": "none"}),
+])
 def test_gradcheck(fn, _, kwargs):
     z, y = _inputs(n=12, k=3, seed=4, scale=1.0)
     z.requires_grad_(True)

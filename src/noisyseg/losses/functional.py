@@ -57,30 +57,33 @@ def _reduce(values: Tensor, reduction: str) -> Tensor:
     return total / max(values.shape[0], 1)
 
 
-def _ce_terms(log_p: Tensor, labels: Tensor) -> Tensor:
-    return -log_p.gather(1, labels[:, None].long()).squeeze(1)
+def _label_log_prob(log_p: Tensor, labels: Tensor) -> Tensor:
+    """log p_i[y_i], (N,). Gathered once per loss: each gather costs an (N, K+1) scatter in backward."""
+    return log_p.gather(1, labels[:, None].long()).squeeze(1)
 
 
-def _rce_terms(log_p: Tensor, labels: Tensor, log_zero: float) -> Tensor:
+def _ce_terms(log_p_y: Tensor) -> Tensor:
+    return -log_p_y
+
+
+def _rce_terms(log_p_y: Tensor, log_zero: float) -> Tensor:
     # -sum_k p[k] log q[k] with q one-hot and log 0 := A  ->  -A * (1 - p[y])
-    p_y = log_p.gather(1, labels[:, None].long()).squeeze(1).exp()
-    return -log_zero * (1.0 - p_y)
+    return -log_zero * (1.0 - log_p_y.exp())
 
 
-def _gce_terms(log_p: Tensor, labels: Tensor, q: float) -> Tensor:
-    log_p_y = log_p.gather(1, labels[:, None].long()).squeeze(1)
+def _gce_terms(log_p_y: Tensor, q: float) -> Tensor:
     return (1.0 - torch.exp(q * log_p_y)) / q
 
 
-def _nce_terms(log_p: Tensor, labels: Tensor) -> Tensor:
+def _nce_terms(log_p: Tensor, log_p_y: Tensor) -> Tensor:
     # CE normalised by the CE summed over every possible label: -log p[y] / sum_k -log p[k]
-    return log_p.gather(1, labels[:, None].long()).squeeze(1) / log_p.sum(dim=1)
+    return log_p_y / log_p.sum(dim=1)
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
     """CE_i = -log p_i[y_i]."""
     _check(logits, labels, reduction)
-    return _reduce(_ce_terms(_log_probs(logits), labels), reduction)
+    return _reduce(_ce_terms(_label_log_prob(_log_probs(logits), labels)), reduction)
 
 
 def reverse_cross_entropy(logits: Tensor, labels: Tensor, log_zero: float = DEFAULT_LOG_ZERO,
@@ -90,21 +93,21 @@ def reverse_cross_entropy(logits: Tensor, labels: Tensor, log_zero: float = DEFA
     Equals ``-A * (1 - p_i[y_i])``; bounded in [0, -A], which is what makes it robust to wrong labels.
     """
     _check(logits, labels, reduction)
-    return _reduce(_rce_terms(_log_probs(logits), labels, log_zero), reduction)
+    return _reduce(_rce_terms(_label_log_prob(_log_probs(logits), labels), log_zero), reduction)
 
 
 def symmetric_cross_entropy(logits: Tensor, labels: Tensor, alpha: float = 1.0, beta: float = 0.1,
                             log_zero: float = DEFAULT_LOG_ZERO, reduction: str = "mean") -> Tensor:
     """SCE_i = alpha * CE_i + beta * RCE_i (Wang et al., ICCV 2019; reference defaults 1.0 and 0.1)."""
     _check(logits, labels, reduction)
-    log_p = _log_probs(logits)
-    return _reduce(alpha * _ce_terms(log_p, labels) + beta * _rce_terms(log_p, labels, log_zero), reduction)
+    log_p_y = _label_log_prob(_log_probs(logits), labels)
+    return _reduce(alpha * _ce_terms(log_p_y) + beta * _rce_terms(log_p_y, log_zero), reduction)
 
 
 def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float = 0.3, reduction: str = "mean") -> Tensor:
     """GCE_i = (1 - p_i[y_i]^q) / q (Zhang & Sabuncu, NeurIPS 2018); q -> 0 gives CE, q = 1 gives MAE."""
     _check(logits, labels, reduction)
-    return _reduce(_gce_terms(_log_probs(logits), labels, q), reduction)
+    return _reduce(_gce_terms(_label_log_prob(_log_probs(logits), labels), q), reduction)
 
 
 def active_passive_loss(logits: Tensor, labels: Tensor, alpha: float = 1.0, beta: float = 1.0,
@@ -113,24 +116,69 @@ def active_passive_loss(logits: Tensor, labels: Tensor, alpha: float = 1.0, beta
     RCE as the passive one), with NCE_i = CE_i / sum_k (-log p_i[k])."""
     _check(logits, labels, reduction)
     log_p = _log_probs(logits)
-    return _reduce(alpha * _nce_terms(log_p, labels) + beta * _rce_terms(log_p, labels, log_zero), reduction)
+    log_p_y = _label_log_prob(log_p, labels)
+    return _reduce(alpha * _nce_terms(log_p, log_p_y) + beta * _rce_terms(log_p_y, log_zero), reduction)
 
 
 ROBUST_TERMS = ("rce", "sce", "gce", "apl")
 
 
-def _robust_terms(name: str, log_p: Tensor, labels: Tensor, log_zero: float, kwargs: dict) -> Tensor:
+def _robust_terms(name: str, log_p: Tensor, log_p_y: Tensor, log_zero: float, kwargs: dict) -> Tensor:
     if name == "rce":
-        return _rce_terms(log_p, labels, log_zero)
+        return _rce_terms(log_p_y, log_zero)
     if name == "sce":
-        return kwargs.get("alpha", 1.0) * _ce_terms(log_p, labels) + kwargs.get("beta", 0.1) * _rce_terms(
-            log_p, labels, log_zero)
+        return kwargs.get("alpha", 1.0) * _ce_terms(log_p_y) + kwargs.get("beta", 0.1) * _rce_terms(log_p_y, log_zero)
     if name == "gce":
-        return _gce_terms(log_p, labels, kwargs.get("q", 0.3))
+        return _gce_terms(log_p_y, kwargs.get("q", 0.3))
     if name == "apl":
-        return kwargs.get("alpha", 1.0) * _nce_terms(log_p, labels) + kwargs.get("beta", 1.0) * _rce_terms(
-            log_p, labels, log_zero)
+        return kwargs.get("alpha", 1.0) * _nce_terms(log_p, log_p_y) + kwargs.get("beta", 1.0) * _rce_terms(
+            log_p_y, log_zero)
     raise NoisysegError(f"robust loss must be one of {', '.join(ROBUST_TERMS)}, got {name!r}")
+
+
+_FUSED_ROBUST = ("rce", "sce", "gce")
+
+
+class _FusedTaskSpecific(torch.autograd.Function):
+    """Per-RoI task-specific values with a one-pass analytic gradient.
+
+    For CE, RCE, SCE and GCE the gradient of a RoI's value with respect to its logits is a scalar times
+    (p - onehot(y)): CE -> 1, RCE -> -A p_y, SCE -> alpha - beta A p_y, GCE -> p_y^q. So the backward is
+    one (N, K+1) expression, like plain CE's, instead of autograd's chain of gathers and scatters.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, ce_set, rest, robust, ce_weight, robust_weight, pon_threshold, log_zero, kw):
+        log_p = _log_probs(logits.detach())
+        log_p_y = _label_log_prob(log_p, labels)
+        p_y = log_p_y.exp()
+        ce = -log_p_y
+        if robust == "rce":
+            r, dr = -log_zero * (1.0 - p_y), -log_zero * p_y
+        elif robust == "sce":
+            alpha, beta = kw.get("alpha", 1.0), kw.get("beta", 0.1)
+            r, dr = alpha * ce + beta * -log_zero * (1.0 - p_y), alpha + beta * -log_zero * p_y
+        else:  # gce
+            q = kw.get("q", 0.3)
+            p_y_q = torch.exp(q * log_p_y)
+            r, dr = (1.0 - p_y_q) / q, p_y_q
+        keep = rest if pon_threshold is None else rest & (ce <= pon_threshold)
+        zero = torch.zeros((), dtype=ce.dtype, device=ce.device)
+        values = torch.where(ce_set, ce_weight * ce, zero) + torch.where(keep, robust_weight * r, zero)
+        coef = torch.where(ce_set, torch.full_like(ce, ce_weight), zero) + torch.where(keep, robust_weight * dr, zero)
+        ctx.save_for_backward(log_p, labels, coef)
+        ctx.in_dtype = logits.dtype
+        ctx.mark_non_differentiable(ce)
+        return values, ce
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_values, _grad_ce):
+        log_p, labels, coef = ctx.saved_tensors
+        scale = (grad_values * coef)[:, None]
+        grad = log_p.exp().mul_(scale)
+        grad.scatter_add_(1, labels[:, None], -scale)
+        return grad.to(ctx.in_dtype), None, None, None, None, None, None, None, None, None
 
 
 def task_specific_loss(logits: Tensor, labels: Tensor, robust: str = "rce", ce_weight: float = 1.0,
@@ -155,22 +203,33 @@ def task_specific_loss(logits: Tensor, labels: Tensor, robust: str = "rce", ce_w
     unknown = set(robust_kwargs) - {"alpha", "beta", "q"}
     if unknown:
         raise NoisysegError(f"task_specific_loss: unknown parameter(s) {', '.join(sorted(unknown))}")
-    log_p = _log_probs(logits)
     labels = labels.long()
-    ce = _ce_terms(log_p, labels)
     fg = labels > 0
     neg = ~fg
-    psn = fg & (log_p.argmax(dim=1) == 0)
+    # argmax_k p[k] = 0  <=>  the background logit is at least every other logit (argmax picks the first
+    # maximum, so ties go to background too); amax vectorises where argmax does not
+    z = logits.detach()
+    psn = fg & (z[:, 0] >= z[:, 1:].amax(dim=1))
     rest = fg & ~psn
+    ce_set = neg | psn
+    if robust in _FUSED_ROBUST:
+        values, ce = _FusedTaskSpecific.apply(logits, labels, ce_set, rest, robust, ce_weight, robust_weight,
+                                              pon_threshold, log_zero, robust_kwargs)
+    else:
+        log_p = _log_probs(logits)
+        log_p_y = _label_log_prob(log_p, labels)
+        ce = _ce_terms(log_p_y).detach()
+        robust_values = _robust_terms(robust, log_p, log_p_y, log_zero, robust_kwargs)
+        zero = torch.zeros((), dtype=robust_values.dtype, device=robust_values.device)
+        keep = rest if pon_threshold is None else rest & (ce <= pon_threshold)
+        values = torch.where(ce_set, ce_weight * _ce_terms(log_p_y), zero) + \
+            torch.where(keep, robust_weight * robust_values, zero)
     if pon_threshold is not None:
         pon = rest & (ce > pon_threshold)
         os_set = rest & ~pon
     else:
         pon = torch.zeros_like(rest)
         os_set = rest
-    robust_values = _robust_terms(robust, log_p, labels, log_zero, robust_kwargs)
-    zero = torch.zeros((), dtype=ce.dtype, device=ce.device)
-    values = torch.where(neg | psn, ce_weight * ce, zero) + torch.where(os_set, robust_weight * robust_values, zero)
     loss = _reduce(values, reduction)
     if not return_counts:
         return loss
