@@ -98,10 +98,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a base config value (repeatable)")
     p.add_argument("-o", "--out", type=Path, required=True, help="bench folder")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rewrite table.md and ap_vs_noise.png from results.csv")
     p.set_defaults(func=_run_cli)
 
 
 def _run_cli(a) -> int:
+    methods, noise = parse_methods(a.methods), parse_noise(a.noise)
+    if a.report_only:
+        if not (a.out / "results.csv").exists():
+            raise NoisysegError(f"{a.out / 'results.csv'}: not found; nothing to report")
+        rows = record_row(a.out, None, methods, noise)
+        print((a.out / "table.md").read_text())
+        print(f"{len(rows)} runs in {a.out / 'results.csv'}")
+        return 0
     run_bench(Path(a.config), parse_methods(a.methods), parse_noise(a.noise), parse_seeds(a.seeds), a.out,
               a.asym_preset, a.overrides, progress=not a.no_progress)
     return 0
