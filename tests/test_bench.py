@@ -37,6 +37,8 @@ def test_cell_config_sets_the_method_loss_and_warmup():
     assert tree["seed"] == 2 and tree["data"]["train_json"] == "n.json"
     assert base["data"]["train_json"] == "clean.json"  # the base is not modified
     assert set(METHODS) >= {"ce", "sce", "gce", "apl", "lncis", "lncis-nowarmup", "lncis-pon", "lncis-sce", "lncis-gce"}
+    agnostic = cell_config(base, "lncis-agnostic", "n.json", 0)
+    assert agnostic["model"] == {"class_agnostic": True} and agnostic["loss"]["warmup_epochs"] == 6
 
 
 def test_table_has_mean_std_and_bold_best():

@@ -25,17 +25,20 @@ import yaml
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import atomic_write_bytes, atomic_write_text
 
-# method -> (loss name, loss params, use the config's CE warm-up?)
-METHODS: dict[str, tuple[str, dict[str, Any], bool]] = {
-    "ce": ("ce", {}, False),
-    "sce": ("sce", {}, False),
-    "gce": ("gce", {}, False),
-    "apl": ("apl", {}, False),
-    "lncis": ("lncis", {}, True),
-    "lncis-nowarmup": ("lncis", {}, False),
-    "lncis-pon": ("lncis", {"pon_threshold": 6.0}, True),
-    "lncis-sce": ("lncis", {"robust": "sce"}, True),
-    "lncis-gce": ("lncis", {"robust": "gce"}, True),
+# method -> (loss name, loss params, use the config's CE warm-up?, model overrides)
+METHODS: dict[str, tuple[str, dict[str, Any], bool, dict[str, Any]]] = {
+    "ce": ("ce", {}, False, {}),
+    "sce": ("sce", {}, False, {}),
+    "gce": ("gce", {}, False, {}),
+    "apl": ("apl", {}, False, {}),
+    "lncis": ("lncis", {}, True, {}),
+    "lncis-nowarmup": ("lncis", {}, False, {}),
+    "lncis-pon": ("lncis", {"pon_threshold": 6.0}, True, {}),
+    "lncis-sce": ("lncis", {"robust": "sce"}, True, {}),
+    "lncis-gce": ("lncis", {"robust": "gce"}, True, {}),
+    # beyond the paper: one mask/box channel for all classes, so a wrong label cannot pick the wrong one
+    "ce-agnostic": ("ce", {}, False, {"class_agnostic": True}),
+    "lncis-agnostic": ("lncis", {}, True, {"class_agnostic": True}),
 }
 DEFAULT_NOISE = "clean,sym0.2,sym0.4,sym0.6,sym0.8,asym0.2,asym0.4"
 CSV_FIELDS = ["method", "noise", "noise_kind", "noise_rate", "seed", "mask_AP", "mask_AP50", "mask_AP75",
@@ -135,8 +138,9 @@ def _noisy_train_json(clean_json: Path, setting: NoiseSetting, seed: int, asym_p
 def cell_config(base: dict, method: str, train_json: Path, seed: int) -> dict:
     """The base config tree with this cell's loss, seed and noisy train file."""
     tree = json.loads(json.dumps(base))
-    loss, params, warm = METHODS[method]
+    loss, params, warm, model = METHODS[method]
     tree["seed"] = seed
+    tree.setdefault("model", {}).update(model)
     tree["data"]["train_json"] = str(train_json)
     tree.setdefault("loss", {})
     warmup = tree["loss"].get("warmup_epochs", 0) if warm else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,6 @@ def run_demo(s: DemoSettings) -> dict:
             results[method] = json.loads(done.read_text())
             continue
         if run_dir.exists():
-            import shutil
-
             shutil.rmtree(run_dir)
         print(f"[demo] training {method} ({s.epochs} epochs, loss {loss}, CE warm-up "
               f"{cfg.loss.warmup_epochs} epochs)", flush=True)
