@@ -114,6 +114,8 @@ def test_eval_and_predict_on_a_finished_run(tiny_config_file, tiny_coco, tmp_pat
     again = json.loads((run / "metrics.json").read_text())
     assert again["segm"]["AP"] == pytest.approx(trained["segm"]["AP"])
     assert again["bbox"]["AP"] == pytest.approx(trained["bbox"]["AP"])
+    detections = json.loads((run / "detections.json").read_text())
+    assert detections and {d["category_id"] for d in detections} <= {2, 5, 9}
     out = tmp_path / "pred"
     images = [str(tiny_coco["image_root"] / "0000.png"), str(tiny_coco["image_root"] / "0001.png")]
     assert main(["predict", str(run / "checkpoints" / "last.pt"), *images, "-o", str(out),

@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="COCO box and mask AP of a trained model on the clean val set")
+    p = sub.add_parser("eval", help="COCO box and mask AP of a trained model on the clean val set",
+                       description="Writes metrics.json (box and mask AP, AP50, AP75, S/M/L, per class) and "
+                                   "detections.json (COCO results in the data set's own category ids).")
     p.add_argument("run", help="a run folder (uses its config.yaml and checkpoints/last.pt) or a YAML config")
     p.add_argument("--checkpoint", help="checkpoint file (default: RUN/checkpoints/last.pt)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -77,10 +79,10 @@ def _eval(args) -> int:
     from noisyseg.config import load_config
     from noisyseg.data.coco import CocoInstances
     from noisyseg.data.transforms import DetectionTransform
-    from noisyseg.engine.evaluate import evaluate_model
+    from noisyseg.engine.evaluate import predict_dataset
     from noisyseg.engine.predict import load_trained_model
     from noisyseg.errors import NoisysegError
-    from noisyseg.eval import format_metrics_table
+    from noisyseg.eval import evaluate, format_metrics_table
     from noisyseg.utils.io import atomic_write_json
 
     run = Path(args.run)
@@ -99,11 +101,13 @@ def _eval(args) -> int:
     model, _, label_map = load_trained_model(ckpt, device)
     val = CocoInstances(cfg.data.val_json, cfg.data.val_image_root or cfg.data.image_root, train=False,
                         transforms=DetectionTransform(0.0), label_map=label_map)
-    metrics = evaluate_model(model, val, label_map, cfg.data.val_json, device, batch_size=2,
-                             num_workers=cfg.data.num_workers, progress=not args.no_progress)
+    detections = predict_dataset(model, val, label_map, device, batch_size=2, num_workers=cfg.data.num_workers,
+                                 progress=not args.no_progress)
+    metrics = evaluate(cfg.data.val_json, detections)
+    atomic_write_json(out / "detections.json", detections)  # COCO results, the data set's own category ids
     atomic_write_json(out / "metrics.json", {"checkpoint": str(ckpt), **metrics}, indent=2)
     print(format_metrics_table(metrics))
-    print(f"wrote {out / 'metrics.json'}")
+    print(f"wrote {out / 'metrics.json'} and {out / 'detections.json'}")
     return 0
 
 
