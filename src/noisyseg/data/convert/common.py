@@ -1,0 +1,41 @@
+"""Pieces shared by the converters: mask -> COCO annotation, atomic json output, progress."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from noisyseg.errors import NoisysegError
+from noisyseg.utils.io import atomic_write_text
+
+
+def mask_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict:
+    """A COCO annotation for a binary (H, W) mask: compressed RLE, pixel-count area, tight xywh box."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id,
+            "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+            "area": int(mask.sum()), "bbox": [x, y, w, h], "iscrowd": 0}
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise NoisysegError(f"{path}: {what} folder not found")
+    return path
+
+
+def write_coco(path: Path, images: list, annotations: list, categories: list, info: dict) -> Path:
+    return atomic_write_text(path, json.dumps({"info": info, "images": images, "annotations": annotations,
+                                               "categories": categories}))
+
+
+def summary(split: str, n_images: int, annotations: list, categories: list, dropped: int) -> str:
+    names = {c["id"]: c["name"] for c in categories}
+    per = {n: 0 for n in names.values()}
+    for a in annotations:
+        per[names[a["category_id"]]] += 1
+    counts = ", ".join(f"{n} {k}" for n, k in per.items())
+    return f"[{split}] {n_images} images, {len(annotations)} instances ({counts}); {dropped} dropped (no visible pixels)"

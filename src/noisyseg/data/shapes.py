@@ -1,0 +1,529 @@
+"""The built-in benchmark: a seeded synthetic instance-segmentation data set in COCO format.
+
+``make_shapes(out_dir)`` (CLI: ``noisyseg data shapes -o DIR``) draws small RGB images holding 1-5
+overlapping coloured shapes on cluttered backgrounds and writes::
+
+    DIR/images/train/000000.png ...   DIR/images/val/000000.png ...
+    DIR/train.json                    DIR/val.json        (COCO instances; file_name relative to DIR/images)
+
+Classes
+-------
+Eight classes in four confusable pairs. The two classes of a pair come from the *same* outline
+generator (so their masks follow the same distribution) and share a ``supercategory``; only the surface
+pattern tells them apart, the way rider/person or truck/bus differ by details rather than silhouette.
+This makes supercategory (asymmetric) label noise meaningful.
+
+==  =================  =============  ==============================================================
+id  name               supercategory  look
+==  =================  =============  ==============================================================
+1   disc               round          ellipse (aspect 0.7-1), plain colour with soft shading
+2   striped_disc       round          same outline, parallel stripes of a second colour
+3   square             box            rectangle (aspect 0.6-1), plain colour with soft shading
+4   dotted_square      box            same outline, a rotated grid of dots of a second colour
+5   triangle           triangle       jittered triangle, plain colour with soft shading
+6   striped_triangle   triangle       same outline, parallel stripes of a second colour
+7   star               star           five-pointed star (random inner radius), plain colour
+8   dotted_star        star           same outline, a rotated grid of dots of a second colour
+==  =================  =============  ==============================================================
+
+Stripes and dots have a random orientation, period, phase and a random second colour that is
+contrasting but not always strongly so. Every object is randomly coloured, scaled and rotated. The
+background is a random colour gradient plus low-frequency colour noise, soft blobs and distractor
+lines/arcs/hatching (never annotated); pixel noise is added on top.
+
+Masks
+-----
+Objects are painted in order, later ones occluding earlier ones; the annotation of an instance is its
+*visible* mask, and instances with fewer than :data:`MIN_VISIBLE_AREA` visible pixels are dropped.
+Each shape is rasterised from its polygon with pycocotools, so an instance that is neither occluded
+nor cut by the image border stores that exact polygon (it decodes to exactly the mask that was
+painted); every other instance stores its visible mask as compressed RLE. ``area`` is the visible
+pixel count and ``bbox`` ([x, y, w, h]) the box of the visible mask.
+
+Determinism
+-----------
+Image ``i`` of a split is drawn from ``numpy.random.default_rng([seed, split_code, i])``, so the same
+arguments give byte-identical files, train and val never share an image, and a set with more images
+starts with the same images as a smaller one. A folder that already holds a complete set made with the
+same parameters is reused as it is (``force=True`` regenerates).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
+
+from noisyseg.errors import NoisysegError
+from noisyseg.utils.io import atomic_write_text
+
+# Bump when a change to the generator alters its output, so old folders are not silently reused.
+SHAPES_VERSION = 1
+
+DEFAULT_N_TRAIN = 600
+DEFAULT_N_VAL = 150
+DEFAULT_SIZE = 128
+DEFAULT_SEED = 0
+
+MIN_SIZE = 32
+MAX_OBJECTS = 5
+MIN_VISIBLE_AREA = 30       # pixels; smaller visible remnants are not annotated
+MIN_KEEP_FRACTION = 0.35    # a new shape may hide at most 65% of any shape already placed
+PLACEMENT_TRIES = 12
+
+SPLITS = ("train", "val")
+_SPLIT_CODE = {"train": 0, "val": 1}
+_IMAGE_NAME = re.compile(r"^\d{6}\.png$")
+
+
+@dataclass(frozen=True)
+class ShapeClass:
+    """One category: its COCO id and name, the outline family (= supercategory) and surface pattern."""
+
+    id: int
+    name: str
+    supercategory: str
+    pattern: str  # "solid" | "stripes" | "dots"
+
+
+CLASSES: tuple[ShapeClass, ...] = (
+    ShapeClass(1, "disc", "round", "solid"),
+    ShapeClass(2, "striped_disc", "round", "stripes"),
+    ShapeClass(3, "square", "box", "solid"),
+    ShapeClass(4, "dotted_square", "box", "dots"),
+    ShapeClass(5, "triangle", "triangle", "solid"),
+    ShapeClass(6, "striped_triangle", "triangle", "stripes"),
+    ShapeClass(7, "star", "star", "solid"),
+    ShapeClass(8, "dotted_star", "star", "dots"),
+)
+
+CATEGORIES: list[dict] = [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in CLASSES]
+
+# Outline radius multiplier per family, so the four families cover similar areas at the same scale.
+_FAMILY_SCALE = {"round": 0.85, "box": 0.9, "triangle": 1.2, "star": 1.15}
+
+
+@dataclass(frozen=True)
+class ShapesPaths:
+    """Where a generated set lives. ``reused`` is True when an existing matching set was kept."""
+
+    train_json: Path
+    val_json: Path
+    image_root: Path
+    reused: bool = False
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def make_shapes(
+    out_dir: str | os.PathLike,
+    n_train: int = DEFAULT_N_TRAIN,
+    n_val: int = DEFAULT_N_VAL,
+    size: int = DEFAULT_SIZE,
+    seed: int = DEFAULT_SEED,
+    force: bool = False,
+    progress: bool = True,
+) -> ShapesPaths:
+    """Write (or reuse) the synthetic shapes data set in ``out_dir`` and return its paths.
+
+    Args:
+        out_dir: output folder; gets ``images/{train,val}/NNNNNN.png``, ``train.json`` and ``val.json``.
+        n_train, n_val: number of images per split (>= 0).
+        size: width and height of every image in pixels (>= 32).
+        seed: non-negative base seed; identical arguments give byte-identical files.
+        force: regenerate even if ``out_dir`` already holds a complete set with these parameters.
+        progress: show a progress bar and one status line on stderr.
+
+    Raises:
+        NoisysegError: bad arguments, or ``out_dir`` is not usable as a folder.
+    """
+    params = _check_params(n_train, n_val, size, seed)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NoisysegError(f"{out}: output path exists and is not a folder")
+    paths = ShapesPaths(out / "train.json", out / "val.json", out / "images")
+
+    if not force and _is_complete(paths, params):
+        _say(progress, f"[shapes] reusing the existing data set in {out} (same parameters; --force regenerates)")
+        return ShapesPaths(paths.train_json, paths.val_json, paths.image_root, reused=True)
+
+    t0 = time.perf_counter()
+    # Remove the old index files first: an interrupted run must never look like a complete set.
+    for p in (paths.train_json, paths.val_json):
+        if p.exists():
+            p.unlink()
+    counts = {"train": n_train, "val": n_val}
+    bar = _progress_bar(n_train + n_val, progress)
+    n_instances = {}
+    try:
+        for split in SPLITS:
+            folder = paths.image_root / split
+            folder.mkdir(parents=True, exist_ok=True)
+            _remove_stale_images(folder, counts[split])
+            coco = _generate_split(split, counts[split], size, seed, folder, params, bar)
+            n_instances[split] = len(coco["annotations"])
+            atomic_write_text(out / f"{split}.json", json.dumps(coco, separators=(",", ":")))
+    finally:
+        bar.close()
+    _say(progress, f"[shapes] wrote {n_train} train + {n_val} val images ({n_instances['train']} + "
+                   f"{n_instances['val']} instances) to {out} in {time.perf_counter() - t0:.1f} s")
+    return paths
+
+
+def generate_image(split: str, index: int, size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED
+                   ) -> tuple[np.ndarray, list[dict]]:
+    """Draw image ``index`` of ``split`` in memory, exactly as :func:`make_shapes` writes it.
+
+    Returns:
+        image: (size, size, 3) uint8 RGB array.
+        instances: one dict per annotated instance, in painting order, with ``category_id``,
+            ``segmentation`` (polygon list or compressed RLE with a str ``counts``), ``area`` (int visible
+            pixel count), ``bbox`` ([x, y, w, h] ints) and ``mask`` ((size, size) bool visible mask).
+    """
+    if split not in _SPLIT_CODE:
+        raise NoisysegError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
+    return _draw_scene(rng, size, first_class=index % len(CLASSES))
+
+
+# --------------------------------------------------------------------------------------------------
+# set-level helpers
+
+
+def _check_params(n_train: int, n_val: int, size: int, seed: int) -> dict:
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("size", size), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise NoisysegError(f"shapes: {name} must be an integer, got {value!r}")
+    if n_train < 0 or n_val < 0:
+        raise NoisysegError(f"shapes: image counts must be >= 0, got train={n_train}, val={n_val}")
+    if size < MIN_SIZE:
+        raise NoisysegError(f"shapes: size must be at least {MIN_SIZE} pixels, got {size}")
+    if seed < 0:
+        raise NoisysegError(f"shapes: seed must be >= 0, got {seed}")
+    return {"generator": "noisyseg.data.shapes", "version": SHAPES_VERSION, "seed": int(seed),
+            "n_train": int(n_train), "n_val": int(n_val), "size": int(size)}
+
+
+def _is_complete(paths: ShapesPaths, params: dict) -> bool:
+    """True if both index files were written with ``params`` and all their images exist."""
+    for split, path in (("train", paths.train_json), ("val", paths.val_json)):
+        try:
+            with open(path, "rb") as f:
+                coco = json.load(f)
+        except (OSError, ValueError):
+            return False
+        info = coco.get("info") if isinstance(coco, dict) else None
+        if not isinstance(info, dict) or info.get("params") != params or info.get("split") != split:
+            return False
+        images = coco.get("images", [])
+        if len(images) != params[f"n_{split}"]:
+            return False
+        for im in images:
+            if not (paths.image_root / str(im.get("file_name", ""))).is_file():
+                return False
+    return True
+
+
+def _remove_stale_images(folder: Path, keep: int) -> None:
+    """Delete generated images numbered ``keep`` and above (left over from a larger earlier set)."""
+    for p in folder.iterdir():
+        if _IMAGE_NAME.match(p.name) and int(p.name[:6]) >= keep:
+            p.unlink()
+
+
+def _generate_split(split: str, n: int, size: int, seed: int, folder: Path, params: dict, bar) -> dict:
+    images, annotations = [], []
+    for i in range(n):
+        img, instances = generate_image(split, i, size, seed)
+        name = f"{i:06d}.png"
+        _write_png(folder / name, img)
+        image_id = i + 1
+        images.append({"id": image_id, "file_name": f"{split}/{name}", "width": size, "height": size})
+        for inst in instances:
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": inst["category_id"],
+                "segmentation": inst["segmentation"],
+                "area": inst["area"],
+                "bbox": inst["bbox"],
+                "iscrowd": 0,
+            })
+        bar.update(1)
+    info = {
+        "description": f"noisyseg synthetic shapes, {split} split",
+        "version": str(SHAPES_VERSION),
+        "contributor": "noisyseg",
+        "split": split,
+        "params": params,
+    }
+    return {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
+
+
+def _write_png(path: Path, img: np.ndarray) -> None:
+    """Write a PNG with fixed encoder settings (no metadata), via a temporary file and a rename."""
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG", compress_level=6, optimize=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="shapes", unit="img", file=sys.stderr, disable=not enabled, leave=False)
+
+
+def _say(enabled: bool, line: str) -> None:
+    if enabled:
+        print(line, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# drawing one image
+
+
+def _draw_scene(rng: np.random.Generator, size: int, first_class: int) -> tuple[np.ndarray, list[dict]]:
+    """Paint background, clutter and objects; return the uint8 image and the visible instances."""
+    img = _background(rng, size)
+    img = _clutter(rng, img)
+    label = np.full((size, size), -1, dtype=np.int16)   # index of the object owning each pixel
+    placed: list[tuple[ShapeClass, list[float], int]] = []  # (class, polygon, drawn pixel count)
+
+    n_objects = int(rng.integers(1, MAX_OBJECTS + 1))
+    for j in range(n_objects):
+        cls = CLASSES[first_class] if j == 0 else CLASSES[int(rng.integers(len(CLASSES)))]
+        drawn_areas = np.array([a for _, _, a in placed], dtype=np.int64)
+        for _ in range(PLACEMENT_TRIES):
+            poly = _outline(rng, cls.supercategory, size)
+            mask = _rasterise(poly, size)
+            area = int(mask.sum())
+            if area < 2 * MIN_VISIBLE_AREA:
+                continue
+            if placed:
+                visible_now = np.bincount(label[label >= 0], minlength=len(placed))
+                covered = np.bincount(label[mask & (label >= 0)], minlength=len(placed))
+                remaining = visible_now - covered
+                if np.any(remaining < np.maximum(MIN_VISIBLE_AREA, MIN_KEEP_FRACTION * drawn_areas)):
+                    continue
+            break
+        else:
+            continue  # no acceptable placement for this object: leave it out
+        _paint(rng, img, mask, cls)
+        label[mask] = len(placed)
+        placed.append((cls, poly, area))
+
+    instances = []
+    for k, (cls, poly, area) in enumerate(placed):
+        visible = label == k
+        n_visible = int(visible.sum())
+        if n_visible < MIN_VISIBLE_AREA:
+            continue
+        inside = all(0.0 <= v <= size for v in poly)
+        rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
+        if n_visible == area and inside:
+            segmentation = [poly]
+        else:
+            segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        instances.append({
+            "category_id": cls.id,
+            "segmentation": segmentation,
+            "area": n_visible,
+            "bbox": _mask_bbox(visible),
+            "mask": visible,
+        })
+
+    sigma = rng.uniform(2.0, 8.0)
+    img += rng.normal(0.0, sigma, img.shape).astype(np.float32)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), instances
+
+
+def _rasterise(poly: list[float], size: int) -> np.ndarray:
+    """The (size, size) bool mask pycocotools makes of one flat polygon [x0, y0, x1, y1, ...]."""
+    rles = mask_utils.frPyObjects([poly], size, size)
+    return mask_utils.decode(rles)[:, :, 0].astype(bool)
+
+
+def _mask_bbox(mask: np.ndarray) -> list[int]:
+    """[x, y, w, h] of the True pixels of a 2-D mask (pixel-edge convention, as pycocotools toBbox)."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
+
+
+def _outline(rng: np.random.Generator, family: str, size: int) -> list[float]:
+    """A random polygon of ``family`` as a flat [x0, y0, ...] list rounded to 0.01 px."""
+    r = rng.uniform(max(5.0, 0.085 * size), 0.2 * size) * _FAMILY_SCALE[family]
+    theta = rng.uniform(0.0, 2.0 * math.pi)
+    if family == "round":
+        n = 28
+        t = np.arange(n) * (2.0 * math.pi / n)
+        local = np.stack([r * np.cos(t), r * rng.uniform(0.7, 1.0) * np.sin(t)], axis=1)
+    elif family == "box":
+        hw, hh = 0.85 * r, 0.85 * r * rng.uniform(0.6, 1.0)
+        local = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]])
+    elif family == "triangle":
+        ang = np.radians([90.0, 210.0, 330.0] + rng.uniform(-12.0, 12.0, 3))
+        rad = r * rng.uniform(0.88, 1.1, 3)
+        local = np.stack([rad * np.cos(ang), rad * np.sin(ang)], axis=1)
+    elif family == "star":
+        points = 5
+        inner = rng.uniform(0.42, 0.56)
+        ang = np.arange(2 * points) * (math.pi / points)
+        rad = np.where(np.arange(2 * points) % 2 == 0, r * rng.uniform(0.92, 1.08, 2 * points), r * inner)
+        local = np.stack([rad * np.cos(ang), rad * np.sin(ang)], axis=1)
+    else:  # pragma: no cover - CLASSES only uses the families above
+        raise ValueError(family)
+    c, s = math.cos(theta), math.sin(theta)
+    rot = local @ np.array([[c, s], [-s, c]])
+    # Centres may sit near the border so some shapes are cut by the image edge (stored as RLE then).
+    margin = 0.5 * r
+    centre = rng.uniform(margin, size - margin, 2)
+    pts = rot + centre
+    return [round(float(v), 2) for v in pts.reshape(-1)]
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """A random RGB colour (float32, 0-255) with moderate to full saturation and brightness."""
+    h = rng.uniform(0.0, 1.0)
+    s = rng.uniform(0.25, 1.0)
+    v = rng.uniform(0.3, 1.0)
+    i = int(h * 6.0) % 6
+    f = h * 6.0 - int(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return np.array(rgb, dtype=np.float32) * 255.0
+
+
+def _distinct_colour(rng: np.random.Generator, other: np.ndarray, min_dist: float, tries: int = 16) -> np.ndarray:
+    """A random colour at least ``min_dist`` (RGB Euclidean) away from ``other``, if one turns up."""
+    best, best_d = None, -1.0
+    for _ in range(tries):
+        col = _random_colour(rng)
+        d = float(np.linalg.norm(col - other))
+        if d >= min_dist:
+            return col
+        if d > best_d:
+            best, best_d = col, d
+    return best
+
+
+def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, cls: ShapeClass) -> None:
+    """Paint object pixels of ``mask`` into ``img`` (float32, in place) with the class's pattern."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+    m = mask[y0:y1, x0:x1]
+    region = img[y0:y1, x0:x1]
+    bg_mean = region[m].mean(axis=0)
+    base = _distinct_colour(rng, bg_mean, 70.0)
+
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
+    # Soft directional shading so a "solid" object is not one flat colour.
+    phi = rng.uniform(0.0, 2.0 * math.pi)
+    proj = xx * math.cos(phi) + yy * math.sin(phi)
+    span = max(float(proj.max() - proj.min()), 1.0)
+    shade = 1.0 + rng.uniform(0.0, 0.25) * ((proj - proj.min()) / span * 2.0 - 1.0)
+
+    colour = np.broadcast_to(base, region.shape).copy()
+    if cls.pattern != "solid":
+        second = _distinct_colour(rng, base, rng.uniform(45.0, 150.0))
+        unit = max(img.shape[0] / 128.0, 0.6)
+        angle = rng.uniform(0.0, math.pi)
+        u = xx * math.cos(angle) + yy * math.sin(angle)
+        if cls.pattern == "stripes":
+            period = rng.uniform(4.0, 7.0) * unit
+            duty = rng.uniform(0.35, 0.6)
+            on = np.mod(u / period + rng.uniform(0.0, 1.0), 1.0) < duty
+        else:  # dots on a rotated square grid
+            period = rng.uniform(4.5, 7.0) * unit
+            v = -xx * math.sin(angle) + yy * math.cos(angle)
+            du = np.mod(u / period + rng.uniform(0.0, 1.0), 1.0) - 0.5
+            dv = np.mod(v / period + rng.uniform(0.0, 1.0), 1.0) - 0.5
+            on = du * du + dv * dv < rng.uniform(0.24, 0.34) ** 2
+        colour[on] = second
+    colour *= shade[..., None]
+    region[m] = np.clip(colour[m], 0.0, 255.0)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 3) float32: a random two-colour gradient, low-frequency colour noise and soft blobs."""
+    coords = (np.arange(size, dtype=np.float32) + 0.5) / size
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    phi = rng.uniform(0.0, 2.0 * math.pi)
+    t = xx * math.cos(phi) + yy * math.sin(phi)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    c0, c1 = rng.uniform(0.0, 255.0, 3), rng.uniform(0.0, 255.0, 3)
+    img = (c0 + (c1 - c0) * t[..., None]).astype(np.float32)
+
+    # Low-frequency noise: a coarse random grid, bilinearly upsampled.
+    k = int(rng.integers(3, 8))
+    coarse = rng.normal(0.0, rng.uniform(8.0, 30.0), (k, k, 3)).astype(np.float32)
+    w = _interp_matrix(k, size)
+    for c in range(3):
+        img[..., c] += w @ coarse[:, :, c] @ w.T
+
+    for _ in range(int(rng.integers(0, 5))):
+        cy, cx = rng.uniform(0.0, size, 2)
+        sig = rng.uniform(0.04, 0.15) * size
+        alpha = rng.uniform(0.2, 0.7) * np.exp(-((yy * size - cy) ** 2 + (xx * size - cx) ** 2) / (2.0 * sig * sig))
+        img += alpha[..., None] * (rng.uniform(0.0, 255.0, 3).astype(np.float32) - img)
+    return img
+
+
+def _interp_matrix(k: int, size: int) -> np.ndarray:
+    """(size, k) linear-interpolation weights mapping k evenly spaced knots onto size pixels."""
+    pos = np.linspace(0.0, k - 1.0, size)
+    lo = np.minimum(np.floor(pos).astype(int), k - 2)
+    frac = (pos - lo).astype(np.float32)
+    w = np.zeros((size, k), dtype=np.float32)
+    w[np.arange(size), lo] = 1.0 - frac
+    w[np.arange(size), lo + 1] = frac
+    return w
+
+
+def _clutter(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Draw distractor lines, arcs and hatching (never annotated) onto a float image; returns float32."""
+    size = img.shape[0]
+    pil = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(pil)
+    width_max = max(1, round(size / 64))
+
+    def colour() -> tuple[int, int, int]:
+        return tuple(int(v) for v in _random_colour(rng))
+
+    for _ in range(int(rng.integers(1, 7))):  # long straight lines
+        x0, y0, x1, y1 = (float(v) for v in rng.uniform(-0.1 * size, 1.1 * size, 4))
+        draw.line([(x0, y0), (x1, y1)], fill=colour(), width=int(rng.integers(1, width_max + 1)))
+    for _ in range(int(rng.integers(0, 3))):  # open arcs
+        cx, cy = rng.uniform(0.0, size, 2)
+        r = rng.uniform(0.05, 0.25) * size
+        start = float(rng.uniform(0.0, 360.0))
+        draw.arc([float(cx - r), float(cy - r), float(cx + r), float(cy + r)], start,
+                 start + float(rng.uniform(40.0, 200.0)), fill=colour(), width=int(rng.integers(1, width_max + 1)))
+    if rng.random() < 0.4:  # a patch of parallel hatching with no outline
+        cx, cy = rng.uniform(0.1 * size, 0.9 * size, 2)
+        ang = rng.uniform(0.0, math.pi)
+        d = np.array([math.cos(ang), math.sin(ang)])
+        n = np.array([-d[1], d[0]])
+        gap = rng.uniform(3.0, 7.0) * max(size / 128.0, 0.6)
+        half = rng.uniform(0.05, 0.15) * size
+        fill = colour()
+        for j in range(int(rng.integers(3, 7))):
+            c = np.array([cx, cy]) + n * gap * j
+            a, b = c - d * half, c + d * half
+            draw.line([(float(a[0]), float(a[1])), (float(b[0]), float(b[1]))], fill=fill, width=1)
+    return np.asarray(pil, dtype=np.float32).copy()

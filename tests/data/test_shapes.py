@@ -1,0 +1,213 @@
+"""Tests for the synthetic shapes benchmark (noisyseg.data.shapes) and ``noisyseg data shapes``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from noisyseg.data import shapes
+from noisyseg.data.shapes import CLASSES, MIN_VISIBLE_AREA, ShapesPaths, generate_image, make_shapes
+from noisyseg.errors import NoisysegError
+
+TINY = dict(n_train=12, n_val=4, size=64, seed=0)
+
+
+def _all_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _mask_bbox(mask: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> ShapesPaths:
+    return make_shapes(tmp_path_factory.mktemp("shapes") / "set", progress=False, **TINY)
+
+
+@pytest.fixture(scope="module")
+def train(tiny) -> dict:
+    return json.loads(tiny.train_json.read_text())
+
+
+def test_layout_and_paths(tiny):
+    root = tiny.train_json.parent
+    assert tiny.train_json == root / "train.json" and tiny.val_json == root / "val.json"
+    assert tiny.image_root == root / "images" and not tiny.reused
+    assert sorted(p.name for p in (root / "images" / "train").iterdir()) == [f"{i:06d}.png" for i in range(12)]
+    assert sorted(p.name for p in (root / "images" / "val").iterdir()) == [f"{i:06d}.png" for i in range(4)]
+
+
+def test_same_arguments_give_identical_bytes(tiny, tmp_path):
+    again = make_shapes(tmp_path / "again", progress=False, **TINY)
+    assert _all_files(again.train_json.parent) == _all_files(tiny.train_json.parent)
+
+
+def test_another_seed_gives_other_images(tiny, tmp_path):
+    other = make_shapes(tmp_path / "other", progress=False, **{**TINY, "seed": 1, "n_val": 0})
+    a = (tiny.image_root / "train" / "000000.png").read_bytes()
+    assert (other.image_root / "train" / "000000.png").read_bytes() != a
+
+
+def test_train_and_val_images_differ(tiny):
+    train_imgs = {p.read_bytes() for p in (tiny.image_root / "train").iterdir()}
+    val_imgs = {p.read_bytes() for p in (tiny.image_root / "val").iterdir()}
+    assert not train_imgs & val_imgs
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_coco_file_is_valid_and_areas_and_boxes_match_the_masks(tiny, split):
+    path = tiny.train_json if split == "train" else tiny.val_json
+    coco = COCO(str(path))
+    raw = json.loads(path.read_text())
+    assert set(raw) == {"info", "images", "annotations", "categories"}
+    assert [im["id"] for im in raw["images"]] == list(range(1, len(raw["images"]) + 1))
+    for im in raw["images"]:
+        assert im["file_name"].startswith(f"{split}/") and im["width"] == im["height"] == 64
+    ann_ids = [a["id"] for a in raw["annotations"]]
+    assert ann_ids == list(range(1, len(ann_ids) + 1))
+    assert raw["annotations"], "no instances at all"
+    for a in raw["annotations"]:
+        assert set(a) == {"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"}
+        assert a["iscrowd"] == 0 and 1 <= a["category_id"] <= 8
+        m = coco.annToMask(a)
+        assert m.shape == (64, 64)
+        assert int(m.sum()) == a["area"] >= MIN_VISIBLE_AREA
+        assert a["bbox"] == _mask_bbox(m)
+
+
+def test_visible_masks_of_one_image_do_not_overlap(tiny):
+    coco = COCO(str(tiny.train_json))
+    for image_id in coco.getImgIds():
+        total = sum(coco.annToMask(a).astype(int) for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id)))
+        assert np.max(total) <= 1
+
+
+def test_polygons_and_rle_both_appear(tiny, train):
+    val = json.loads(tiny.val_json.read_text())
+    kinds = Counter("polygon" if isinstance(a["segmentation"], list) else "rle"
+                    for a in train["annotations"] + val["annotations"])
+    assert kinds["polygon"] > 0 and kinds["rle"] > 0
+    for a in train["annotations"]:
+        if not isinstance(a["segmentation"], list):
+            assert isinstance(a["segmentation"]["counts"], str) and a["segmentation"]["size"] == [64, 64]
+
+
+def test_stored_polygons_rasterise_to_the_painted_masks(train):
+    """Every polygon decodes (pycocotools) to nearly the mask the generator painted: IoU > 0.9."""
+    n_checked = 0
+    for im in train["images"]:
+        index = int(Path(im["file_name"]).stem)
+        _, instances = generate_image("train", index, size=64, seed=0)
+        anns = [a for a in train["annotations"] if a["image_id"] == im["id"]]
+        assert len(anns) == len(instances)
+        for a, inst in zip(anns, instances):
+            assert a["segmentation"] == inst["segmentation"] and a["category_id"] == inst["category_id"]
+            if not isinstance(a["segmentation"], list):
+                continue
+            decoded = mask_utils.decode(mask_utils.frPyObjects(a["segmentation"], 64, 64))[:, :, 0].astype(bool)
+            iou = (decoded & inst["mask"]).sum() / (decoded | inst["mask"]).sum()
+            assert iou > 0.9
+            n_checked += 1
+    assert n_checked > 0
+
+
+def test_every_class_appears_in_train(train):
+    assert {a["category_id"] for a in train["annotations"]} == set(range(1, 9))
+
+
+def test_categories_form_four_supercategory_pairs(train):
+    cats = train["categories"]
+    assert [c["id"] for c in cats] == list(range(1, 9))
+    assert len({c["name"] for c in cats}) == 8
+    by_super: dict[str, list[str]] = {}
+    for c in cats:
+        by_super.setdefault(c["supercategory"], []).append(c["name"])
+    assert len(by_super) == 4 and all(len(v) == 2 for v in by_super.values())
+    # each pair: one plain class and one patterned class of the same outline family
+    for cls in CLASSES:
+        partner = next(o for o in CLASSES if o.supercategory == cls.supercategory and o.id != cls.id)
+        assert {cls.pattern, partner.pattern} & {"solid"} and cls.pattern != partner.pattern
+    assert by_super["round"] == ["disc", "striped_disc"]
+
+
+def test_image_files_exist_with_the_right_size(tiny, train):
+    for im in train["images"]:
+        with Image.open(tiny.image_root / im["file_name"]) as img:
+            assert img.size == (64, 64) and img.mode == "RGB"
+
+
+def test_info_block_records_the_generator_parameters(train):
+    info = train["info"]
+    assert info["split"] == "train"
+    assert info["params"] == {"generator": "noisyseg.data.shapes", "version": shapes.SHAPES_VERSION, "seed": 0,
+                              "n_train": 12, "n_val": 4, "size": 64}
+
+
+def test_matching_set_is_reused_and_force_regenerates(tmp_path, capsys):
+    out = tmp_path / "reuse"
+    args = dict(n_train=3, n_val=2, size=48, seed=5)
+    first = make_shapes(out, progress=False, **args)
+    stamp = first.train_json.stat().st_mtime_ns
+    again = make_shapes(out, progress=True, **args)
+    assert again.reused and again.train_json.stat().st_mtime_ns == stamp
+    assert "reusing" in capsys.readouterr().err
+    forced = make_shapes(out, force=True, progress=False, **args)
+    assert not forced.reused
+    # other parameters, or a missing image, mean the folder is regenerated
+    assert not make_shapes(out, progress=False, **{**args, "seed": 6}).reused
+    (out / "images" / "val" / "000001.png").unlink()
+    assert not make_shapes(out, progress=False, **{**args, "seed": 6}).reused
+    assert (out / "images" / "val" / "000001.png").is_file()
+
+
+def test_regenerating_a_smaller_set_removes_left_over_images(tmp_path):
+    out = tmp_path / "shrink"
+    make_shapes(out, n_train=4, n_val=1, size=32, progress=False)
+    make_shapes(out, n_train=2, n_val=1, size=32, progress=False)
+    assert sorted(p.name for p in (out / "images" / "train").iterdir()) == ["000000.png", "000001.png"]
+
+
+@pytest.mark.parametrize("kwargs, text", [
+    ({"size": 16}, "size"),
+    ({"n_train": -1}, "counts"),
+    ({"n_val": -3}, "counts"),
+    ({"seed": -1}, "seed"),
+])
+def test_bad_arguments_raise_one_line(tmp_path, kwargs, text):
+    with pytest.raises(NoisysegError, match=text) as e:
+        make_shapes(tmp_path / "bad", progress=False, **{**TINY, **kwargs})
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(NoisysegError, match="not a folder"):
+        make_shapes(f, progress=False, **TINY)
+
+
+def test_cli_writes_the_set_and_bad_args_return_2(tmp_path, capsys):
+    from noisyseg.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(["data", "shapes", "-o", str(out), "--train", "3", "--val", "2", "--size", "48", "--seed", "1",
+               "--no-progress"])
+    assert rc == 0
+    assert f"train_json: {out / 'train.json'}" in capsys.readouterr().out
+    info = json.loads((out / "val.json").read_text())["info"]["params"]
+    assert (info["n_train"], info["n_val"], info["size"], info["seed"]) == (3, 2, 48, 1)
+
+    assert main(["data", "shapes", "-o", str(tmp_path / "x"), "--size", "16", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("noisyseg data: error:") and "size" in err and len(err.splitlines()) == 1
+    assert main(["data", "shapes", "-o", str(tmp_path / "x"), "--train", "-2", "--no-progress"]) == 2
