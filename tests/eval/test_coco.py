@@ -1,4 +1,10 @@
+"""noisyseg.eval.coco: faster-coco-eval and pycocotools give the same figures; edge cases do not crash."""
+
+import contextlib
 import copy
+import io
+import json
+import math
 
 import numpy as np
 import pytest
@@ -6,114 +12,238 @@ from pycocotools import mask as mask_utils
 
 from noisyseg.errors import NoisysegError
 from noisyseg.eval import evaluate, format_metrics_table
-from noisyseg.eval.coco import STAT_NAMES
+from noisyseg.eval.coco import STAT_NAMES, coco_evaluators
+
+SIZE = 160
+CATS = [{"id": 3, "name": "a", "supercategory": "x"}, {"id": 7, "name": "b", "supercategory": "x"},
+        {"id": 11, "name": "c", "supercategory": "y"}]
 
 
-def _rle(m):
-    r = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+def _rle(m, compressed=True):
+    """RLE of a (H, W) binary mask; compressed with str counts, or uncompressed with a list of run lengths."""
+    m = np.asfortranarray(m.astype(np.uint8))
+    if not compressed:  # run lengths in column-major order, starting with a run of zeros
+        flat = m.ravel(order="F")
+        change = np.flatnonzero(np.diff(flat)) + 1
+        bounds = np.concatenate([[0], change, [flat.size]])
+        runs = np.diff(bounds).tolist()
+        if flat[0] == 1:
+            runs = [0] + runs
+        return {"size": list(m.shape), "counts": runs}
+    r = mask_utils.encode(m)
     r["counts"] = r["counts"].decode("ascii")
     return r
 
 
-def _gt_and_predictions(seed=0):
-    """Six 160 px images, categories with ids 3/7/11, small/medium/large objects, a crowd region, an
-    empty image; predictions: jittered true boxes/masks, wrong classes and false positives."""
+def _square(x, y, side):
+    m = np.zeros((SIZE, SIZE), np.uint8)
+    m[y:y + side, x:x + side] = 1
+    return m
+
+
+def _gt_and_predictions(seed=0, tie_scores=False):
+    """A small COCO set and noisy predictions for it.
+
+    Seven 160 px images; categories 3/7/11; squares of side 20 (small), 50 (medium) and 110 (large) stored
+    as polygons or RLE; annotations carry ``clean_category_id``; one crowd region (uncompressed RLE); image
+    6 has no annotations; category 11 (id) is never annotated in image 7. Predictions: two jittered copies
+    of every object (20% of them with a wrong class), one false positive per image, random scores
+    (rounded to one decimal with ``tie_scores``, so many are equal).
+    """
     rng = np.random.default_rng(seed)
-    cats = [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}, {"id": 11, "name": "c"}]
     images, anns, results = [], [], []
     aid = 0
-    for i in range(1, 7):
-        images.append({"id": i, "file_name": f"{i}.png", "height": 160, "width": 160})
+    for i in range(1, 8):
+        images.append({"id": i, "file_name": f"{i}.png", "height": SIZE, "width": SIZE, "license": 1})
         if i == 6:
             continue  # an image without annotations
         for side in (20, 50, 110)[: 1 + i % 3]:
             aid += 1
-            x, y = rng.integers(0, 160 - side, 2)
-            m = np.zeros((160, 160), np.uint8)
-            m[y:y + side, x:x + side] = 1
-            cat = cats[aid % 3]["id"]
-            seg = [[float(x), float(y), float(x + side), float(y), float(x + side), float(y + side), float(x),
-                    float(y + side)]] if aid % 2 else _rle(m)
-            anns.append({"id": aid, "image_id": i, "category_id": cat, "bbox": [float(x), float(y), side, side],
-                         "area": float(side * side), "iscrowd": 0, "segmentation": seg, "clean_category_id": cat})
+            x, y = (int(v) for v in rng.integers(0, SIZE - side, 2))
+            m = _square(x, y, side)
+            cat = CATS[aid % 3]["id"]
+            poly = [[x, y, x + side, y, x + side, y + side, x, y + side]]
+            anns.append({"id": aid, "image_id": i, "category_id": cat, "bbox": [x, y, side, side],
+                         "area": float(side * side), "iscrowd": 0, "segmentation": poly if aid % 2 else _rle(m),
+                         "clean_category_id": CATS[(aid + 1) % 3]["id"], "attributes": {"occluded": False}})
             for _ in range(2):
-                dx, dy = rng.integers(-4, 5, 2)
+                dx, dy = (int(v) for v in rng.integers(-4, 5, 2))
                 pm = np.roll(np.roll(m, dx, axis=1), dy, axis=0)
                 wrong = rng.random() < 0.2
-                results.append({"image_id": i, "category_id": cats[(aid + 1) % 3]["id"] if wrong else cat,
-                                "bbox": [float(x + dx), float(y + dy), side, side], "score": float(rng.random()),
-                                "segmentation": _rle(pm)})
-        fx, fy = rng.integers(0, 120, 2)
-        fm = np.zeros((160, 160), np.uint8)
-        fm[fy:fy + 30, fx:fx + 30] = 1
+                score = float(rng.random())
+                results.append({"image_id": i, "category_id": CATS[(aid + 1) % 3]["id"] if wrong else cat,
+                                "bbox": [float(x + dx), float(y + dy), float(side), float(side)],
+                                "score": round(score, 1) if tie_scores else score, "segmentation": _rle(pm)})
+        fx, fy = (int(v) for v in rng.integers(0, SIZE - 30, 2))
+        score = float(rng.random())
         results.append({"image_id": i, "category_id": 7, "bbox": [float(fx), float(fy), 30.0, 30.0],
-                        "score": float(rng.random()), "segmentation": _rle(fm)})
-    crowd = np.zeros((160, 160), np.uint8)
-    crowd[0:40, 0:40] = 1
+                        "score": round(score, 1) if tie_scores else score, "segmentation": _rle(_square(fx, fy, 30))})
     anns.append({"id": 999, "image_id": 1, "category_id": 3, "bbox": [0.0, 0.0, 40.0, 40.0], "area": 1600.0,
-                 "iscrowd": 1, "segmentation": _rle(crowd)})
-    return {"images": images, "annotations": anns, "categories": cats}, results
+                 "iscrowd": 1, "segmentation": _rle(_square(0, 0, 40), compressed=False)})
+    return {"info": {"description": "synthetic"}, "images": images, "annotations": anns, "categories": CATS}, results
 
 
-def test_faster_coco_eval_equals_pycocotools():
-    gt, results = _gt_and_predictions()
-    fast = evaluate(gt, results, backend="faster")
-    slow = evaluate(gt, results, backend="pycocotools")
-    for iou_type in ("segm", "bbox"):
-        for s in STAT_NAMES:
-            a, b = fast[iou_type][s], slow[iou_type][s]
-            assert (a is None and b is None) or a == pytest.approx(b, abs=1e-9), (iou_type, s)
-        for name in ("a", "b", "c"):
-            assert fast[iou_type]["per_class"][name] == pytest.approx(slow[iou_type]["per_class"][name], abs=1e-9)
-    assert 0 < fast["segm"]["AP"] < 100
-
-
-def test_per_class_ap_is_the_mean_of_that_class_precision():
+def _pycocotools_precision(gt, results, iou_type):
+    """eval['precision'] computed by pycocotools directly, as an independent reference."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
-    import contextlib
-    import io
 
-    gt, results = _gt_and_predictions(seed=1)
-    ours = evaluate(gt, results, iou_types=("bbox",))
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = copy.deepcopy(gt)
         coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), "bbox")
+        dets = copy.deepcopy(results)
+        if iou_type == "segm":
+            for d in dets:
+                d.pop("bbox")
+        ev = COCOeval(coco, coco.loadRes(dets), iou_type)
         ev.evaluate()
         ev.accumulate()
-    precision = ev.eval["precision"]
+        ev.summarize()
+    return ev
+
+
+@pytest.mark.parametrize("tie_scores", [False, True])
+def test_faster_backend_equals_pycocotools(tie_scores):
+    gt, results = _gt_and_predictions(seed=0, tie_scores=tie_scores)
+    fast, _ = coco_evaluators(gt, results, backend="faster")
+    slow, _ = coco_evaluators(gt, results, backend="pycocotools")
+    for iou_type in ("segm", "bbox"):
+        a, b = np.asarray(fast[iou_type].stats[:12]), np.asarray(slow[iou_type].stats[:12])
+        assert a.shape == b.shape == (12,)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, err_msg=iou_type)
+        np.testing.assert_allclose(fast[iou_type].eval["precision"], slow[iou_type].eval["precision"],
+                                   rtol=0, atol=1e-12)
+    m_fast, m_slow = evaluate(gt, results, backend="faster"), evaluate(gt, results, backend="pycocotools")
+    for iou_type in ("segm", "bbox"):
+        for s in STAT_NAMES:
+            assert m_fast[iou_type][s] == pytest.approx(m_slow[iou_type][s], abs=1e-9), (iou_type, s)
+        assert m_fast[iou_type]["per_class"].keys() == {"a", "b", "c"}
+        for name, v in m_fast[iou_type]["per_class"].items():
+            assert v == pytest.approx(m_slow[iou_type]["per_class"][name], abs=1e-9), (iou_type, name)
+    assert 0 < m_fast["segm"]["AP"] < 100 and 0 < m_fast["bbox"]["AP"] < 100
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_figures_and_per_class_ap_match_plain_pycocotools(iou_type):
+    gt, results = _gt_and_predictions(seed=1)
+    ours = evaluate(gt, results, iou_types=(iou_type,))
+    ref = _pycocotools_precision(gt, results, iou_type)
+    for s, v in zip(STAT_NAMES, ref.stats[:6]):
+        assert ours[iou_type][s] == pytest.approx(v * 100, abs=1e-9)
+    precision = ref.eval["precision"]  # (T, R, K, A, M); K in sorted category-id order 3, 7, 11
     for k, name in enumerate(["a", "b", "c"]):
         p = precision[:, :, k, 0, 2]
-        assert ours["bbox"]["per_class"][name] == pytest.approx(p[p > -1].mean() * 100)
+        assert ours[iou_type]["per_class"][name] == pytest.approx(p[p > -1].mean() * 100, abs=1e-9)
 
 
-def test_perfect_predictions_score_100_and_none_score_0():
+def test_gt_is_not_modified_and_iou_types_are_independent():
+    gt, results = _gt_and_predictions()
+    gt_before, results_before = copy.deepcopy(gt), copy.deepcopy(results)
+    both = evaluate(gt, results, backend="pycocotools")
+    both_fast = evaluate(gt, results)
+    assert gt == gt_before and results == results_before
+    assert evaluate(gt, results, iou_types=("bbox",)) == {"bbox": both_fast["bbox"]}
+    assert both["bbox"]["AP"] == pytest.approx(both_fast["bbox"]["AP"], abs=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_perfect_predictions_score_100(backend):
     gt, _ = _gt_and_predictions()
-    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0,
-                "segmentation": a["segmentation"] if isinstance(a["segmentation"], dict) else
-                _rle(mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], 160, 160))))}
-               for a in gt["annotations"] if not a["iscrowd"]]
-    m = evaluate(gt, perfect)
-    assert m["bbox"]["AP"] == pytest.approx(100.0) and m["segm"]["AP"] == pytest.approx(100.0)
-    empty = evaluate(gt, [])
-    assert empty["segm"]["AP"] == 0.0 and empty["bbox"]["per_class"]["b"] == 0.0
+    perfect = []
+    for a in gt["annotations"]:
+        if a["iscrowd"]:
+            continue
+        seg = a["segmentation"]
+        if isinstance(seg, list):
+            seg = _rle(mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, SIZE, SIZE))))
+        perfect.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                        "score": 1.0, "segmentation": seg})
+    m = evaluate(gt, perfect, backend=backend)
+    for iou_type in ("segm", "bbox"):
+        assert all(m[iou_type][s] == pytest.approx(100.0) for s in STAT_NAMES), m[iou_type]
+        assert all(v == pytest.approx(100.0) for v in m[iou_type]["per_class"].values())
 
 
-def test_unknown_image_and_table():
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_no_results_give_zero(backend):
+    gt, _ = _gt_and_predictions()
+    m = evaluate(gt, [], backend=backend)
+    for iou_type in ("segm", "bbox"):
+        assert all(m[iou_type][s] == 0.0 for s in STAT_NAMES)
+        assert m[iou_type]["per_class"] == {"a": 0.0, "b": 0.0, "c": 0.0}
+
+
+def test_class_without_ground_truth_is_none_and_annotation_id_zero_is_fine():
+    gt, results = _gt_and_predictions()
+    gt["categories"] = gt["categories"] + [{"id": 20, "name": "unused"}]
+    results = results + [dict(results[0], category_id=20)]
+    for a in gt["annotations"]:
+        a["id"] -= 1  # one annotation now has id 0, which both libraries would treat as "unmatched"
+    fast, slow = evaluate(gt, results), evaluate(gt, results, backend="pycocotools")
+    assert fast["segm"]["per_class"]["unused"] is None and slow["bbox"]["per_class"]["unused"] is None
+    assert fast["bbox"]["AP"] == pytest.approx(slow["bbox"]["AP"], abs=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_annotation_id_zero_still_matches(backend):
+    # Both libraries store matched annotation ids and read 0 as "unmatched"; fed this ground truth
+    # directly, they score the perfect detection as a false positive (AP 0). Renumbering avoids that.
+    gt = {"images": [{"id": 1, "height": 50, "width": 50}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 0, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20], "area": 400,
+                           "iscrowd": 0}]}
+    res = [{"image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20], "score": 0.9}]
+    assert evaluate(gt, res, iou_types=("bbox",), backend=backend)["bbox"]["AP"] == pytest.approx(100.0)
+
+
+def test_bad_results_raise_one_line_errors():
     gt, results = _gt_and_predictions()
     with pytest.raises(NoisysegError, match="image_id 77"):
         evaluate(gt, results + [dict(results[0], image_id=77)])
-    table = format_metrics_table(evaluate(gt, results))
-    assert table.splitlines()[0].split() == list(STAT_NAMES)
-    assert table.splitlines()[1].startswith("segm")
+    with pytest.raises(NoisysegError, match="category_id 5"):
+        evaluate(gt, results + [dict(results[0], category_id=5)])
+    no_mask = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    with pytest.raises(NoisysegError, match="segmentation"):
+        evaluate(gt, no_mask)
+    assert evaluate(gt, no_mask, iou_types=("bbox",))["bbox"]["AP"] > 0
+    small = dict(results[0], segmentation=_rle(np.ones((8, 8), np.uint8)))
+    with pytest.raises(NoisysegError, match="mask size"):
+        evaluate(gt, [small])
+    with pytest.raises(NoisysegError, match="IoU type"):
+        evaluate(gt, results, iou_types=("keypoints",))
+    with pytest.raises(NoisysegError, match="backend"):
+        evaluate(gt, results, backend="nope")
 
 
 def test_gt_from_a_path(tmp_path):
-    import json
-
     gt, results = _gt_and_predictions()
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
-    assert evaluate(str(path), results)["segm"]["AP"] == pytest.approx(evaluate(gt, results)["segm"]["AP"])
+    assert evaluate(str(path), results) == evaluate(gt, results)
+    assert evaluate(path, results, iou_types=("bbox",), backend="pycocotools")["bbox"]["AP"] > 0
+    with pytest.raises(NoisysegError, match="not found"):
+        evaluate(tmp_path / "missing.json", results)
+    bad = copy.deepcopy(gt)
+    del bad["annotations"][0]["area"]
+    with pytest.raises(NoisysegError, match=r"annotations\[0\] has no 'area'"):
+        evaluate(bad, results)
+
+
+def test_quiet_unless_verbose(capsys):
+    gt, results = _gt_and_predictions()
+    evaluate(gt, results, backend="pycocotools")
+    evaluate(gt, results)
+    assert capsys.readouterr().out == ""
+    evaluate(gt, results, iou_types=("bbox",), verbose=True)
+    assert "Average Precision" in capsys.readouterr().out
+
+
+def test_metrics_table():
+    table = format_metrics_table({"bbox": {"AP": 12.345, "AP50": 50.0, "AP75": None, "APs": 1.0, "APm": 2.0,
+                                           "APl": math.nan, "per_class": {}},
+                                  "segm": {s: 10.0 for s in STAT_NAMES}})
+    lines = table.splitlines()
+    assert lines[0].split() == list(STAT_NAMES)
+    assert lines[1].split() == ["segm"] + ["10.0"] * 6
+    assert lines[2].split() == ["bbox", "12.3", "50.0", "-", "1.0", "2.0", "-"]
+    assert len({len(line) for line in lines}) == 1  # aligned
