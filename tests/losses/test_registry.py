@@ -1,46 +1,166 @@
+"""noisyseg.losses.registry: every named loss builds, runs, resolves its defaults and refuses bad input."""
+
+import math
+
 import pytest
 import torch
 
 from noisyseg.errors import NoisysegError
-from noisyseg.losses import available_losses, build_loss, cross_entropy, task_specific_loss
+from noisyseg.losses import (
+    RoIClassificationLoss,
+    active_passive_loss,
+    available_losses,
+    build_loss,
+    cross_entropy,
+    generalized_cross_entropy,
+    reverse_cross_entropy,
+    symmetric_cross_entropy,
+    task_specific_loss,
+)
+
+A = math.log(1e-4)
 
 
-def test_registered_names():
+def batch(n=40, k=4, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k + 1, generator=g, dtype=dtype) * 2
+    labels = torch.randint(0, k + 1, (n,), generator=g)
+    return logits, labels
+
+
+def test_the_registered_names():
     assert available_losses() == ["ce", "rce", "sce", "gce", "apl", "lncis"]
+    assert available_losses() is not available_losses()  # callers may not mutate the registry
 
 
 @pytest.mark.parametrize("name", available_losses())
-def test_every_loss_builds_and_runs(name):
-    loss = build_loss(name)
-    z = torch.randn(20, 5, requires_grad=True)
-    y = torch.randint(0, 5, (20,))
-    value, stats = loss(z, y)
-    assert value.shape == () and torch.isfinite(value)
-    value.backward()
-    assert (stats == {}) == (name != "lncis")
-    assert loss.name == name and "reduction" not in loss.params
+def test_every_registered_loss_builds_runs_and_backpropagates(name):
+    loss_fn = build_loss(name)
+    assert isinstance(loss_fn, RoIClassificationLoss) and loss_fn.name == name
+    assert "reduction" not in loss_fn.params and "return_counts" not in loss_fn.params
+    z, y = batch()
+    z.requires_grad_(True)
+    loss, stats = loss_fn(z, y)
+    assert loss.shape == () and loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    if name == "lncis":
+        assert set(stats) == {"neg", "psn", "os", "pon"}
+        assert sum(int(v) for v in stats.values()) == 40
+    else:
+        assert stats == {}
+    assert name in repr(loss_fn)
 
 
-def test_params_are_resolved_and_forwarded():
-    loss = build_loss("lncis", robust="sce", beta=0.5, pon_threshold=6.0)
-    assert loss.params["robust"] == "sce" and loss.params["beta"] == 0.5 and loss.params["ce_weight"] == 1.0
-    z, y = torch.randn(30, 4), torch.randint(0, 4, (30,))
-    value, counts = loss(z, y)
-    assert value.item() == pytest.approx(task_specific_loss(z, y, robust="sce", beta=0.5, pon_threshold=6.0).item())
-    assert sum(int(c) for c in counts.values()) == 30
-    assert build_loss("ce")(z, y)[0].item() == pytest.approx(cross_entropy(z, y).item())
+@pytest.mark.parametrize("name", available_losses())
+def test_every_registered_loss_handles_half_precision_and_no_rois(name):
+    loss_fn = build_loss(name)
+    z, y = batch(dtype=torch.bfloat16)
+    assert loss_fn(z, y)[0].dtype == torch.float32
+    empty = torch.zeros(0, 5, requires_grad=True)
+    loss, _ = loss_fn(empty, torch.zeros(0, dtype=torch.int64))
+    loss.backward()
+    assert loss.item() == 0.0 and empty.grad.shape == (0, 5)
+
+
+@pytest.mark.parametrize("name, params, resolved", [
+    ("ce", {}, {}),
+    ("rce", {}, {"log_zero": A}),
+    ("sce", {"beta": 0.5}, {"alpha": 1.0, "beta": 0.5, "log_zero": A}),
+    ("gce", {}, {"q": 0.3}),
+    ("apl", {}, {"alpha": 1.0, "beta": 1.0, "log_zero": A}),
+    ("lncis", {}, {"robust": "rce", "ce_weight": 1.0, "robust_weight": 1.0, "pon_threshold": None,
+                   "log_zero": A}),
+    ("lncis", {"robust": "sce", "pon_threshold": 6.0},
+     {"robust": "sce", "ce_weight": 1.0, "robust_weight": 1.0, "pon_threshold": 6.0, "log_zero": A,
+      "alpha": 1.0, "beta": 0.1}),
+    ("lncis", {"robust": "gce", "q": 0.7}, {"robust": "gce", "ce_weight": 1.0, "robust_weight": 1.0,
+                                            "pon_threshold": None, "log_zero": A, "q": 0.7}),
+    ("lncis", {"robust": "apl", "alpha": 10.0}, {"robust": "apl", "ce_weight": 1.0, "robust_weight": 1.0,
+                                                 "pon_threshold": None, "log_zero": A, "alpha": 10.0,
+                                                 "beta": 1.0}),
+])
+def test_params_hold_every_resolved_value(name, params, resolved):
+    assert build_loss(name, **params).params == resolved
+
+
+@pytest.mark.parametrize("name, params, direct", [
+    ("ce", {}, lambda z, y: cross_entropy(z, y)),
+    ("rce", {"log_zero": -3.0}, lambda z, y: reverse_cross_entropy(z, y, log_zero=-3.0)),
+    ("sce", {"alpha": 0.5, "beta": 1.0}, lambda z, y: symmetric_cross_entropy(z, y, alpha=0.5, beta=1.0)),
+    ("gce", {"q": 0.9}, lambda z, y: generalized_cross_entropy(z, y, q=0.9)),
+    ("apl", {"beta": 0.2}, lambda z, y: active_passive_loss(z, y, beta=0.2)),
+    ("lncis", {"robust": "sce", "beta": 0.5, "pon_threshold": 2.0, "ce_weight": 0.5},
+     lambda z, y: task_specific_loss(z, y, robust="sce", beta=0.5, pon_threshold=2.0, ce_weight=0.5)),
+])
+def test_parameters_reach_the_function(name, params, direct):
+    z, y = batch(dtype=torch.float64)
+    loss, _ = build_loss(name, **params)(z, y)
+    assert loss.item() == pytest.approx(direct(z, y).item(), rel=1e-12)
+
+
+def test_lncis_statistics_are_the_partition_counts():
+    z, y = batch(n=200, seed=3)
+    _, stats = build_loss("lncis", pon_threshold=1.0)(z, y)
+    _, counts = task_specific_loss(z, y, pon_threshold=1.0, return_counts=True)
+    assert {k: int(v) for k, v in stats.items()} == {k: int(v) for k, v in counts.items()}
+    assert all(v.dtype == torch.int64 and v.shape == () for v in stats.values())
+
+
+def test_params_are_copied():
+    given = {"q": 0.5}
+    loss_fn = build_loss("gce", **given)
+    given["q"] = 0.9
+    assert loss_fn.params == {"q": 0.5}
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("focal", {}, "unknown loss 'focal'; available: ce, rce, sce, gce, apl, lncis"),
-    ("sce", {"gamma": 1}, r"loss sce: unknown parameter\(s\) gamma; valid: alpha, beta, log_zero"),
-    ("gce", {"q": 0}, r"q must be in \(0, 1\]"),
-    ("gce", {"q": "big"}, "q must be a finite number"),
-    ("lncis", {"robust": "mae"}, "robust must be one of rce, sce, gce, apl"),
-    ("lncis", {"ce_weight": -1}, "ce_weight must be >= 0"),
-    ("rce", {"log_zero": 1.0}, "log_zero must be negative"),
-    ("lncis", {"pon_threshold": 0}, "pon_threshold must be > 0"),
+    ("focal", {}, r"^unknown loss 'focal'; available: ce, rce, sce, gce, apl, lncis$"),
+    (None, {}, r"^unknown loss None; available: ce, rce, sce, gce, apl, lncis$"),
+    ("ce", {"q": 0.3}, r"^loss ce: unknown parameter\(s\) q; valid: none$"),
+    ("sce", {"gamma": 1, "delta": 2}, r"^loss sce: unknown parameter\(s\) delta, gamma; valid: alpha, beta, log_zero$"),
+    ("gce", {"reduction": "sum"}, r"unknown parameter\(s\) reduction; valid: q$"),
+    ("lncis", {"gamma": 6.0}, r"^loss lncis: unknown parameter\(s\) gamma with robust='rce'; "
+                              r"valid: ce_weight, log_zero, pon_threshold, robust, robust_weight$"),
+    ("lncis", {"robust": "gce", "beta": 0.1}, r"unknown parameter\(s\) beta with robust='gce'; "
+                                              r"valid: ce_weight, log_zero, pon_threshold, robust, robust_weight, q$"),
+    ("lncis", {"robust": "mae"}, r"^loss lncis: robust must be one of rce, sce, gce, apl, got 'mae'$"),
+    ("lncis", {"robust": 3}, "robust must be one of rce, sce, gce, apl, got 3"),
 ])
-def test_bad_names_and_parameters(name, params, message):
+def test_unknown_names_and_parameters_list_the_valid_ones(name, params, message):
     with pytest.raises(NoisysegError, match=message):
         build_loss(name, **params)
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("gce", {"q": 0}, r"loss gce: q must be in \(0, 1\], got 0"),
+    ("gce", {"q": 1.01}, r"q must be in \(0, 1\]"),
+    ("gce", {"q": "0.3"}, "q must be a finite number, got '0.3'"),
+    ("gce", {"q": True}, "q must be a finite number"),
+    ("sce", {"alpha": -1.0}, "alpha must be >= 0"),
+    ("apl", {"beta": float("inf")}, "beta must be a finite number"),
+    ("rce", {"log_zero": 0.0}, "log_zero must be < 0"),
+    ("lncis", {"ce_weight": -0.5}, "ce_weight must be >= 0"),
+    ("lncis", {"robust_weight": None}, "robust_weight must be a finite number"),
+    ("lncis", {"pon_threshold": 0}, "pon_threshold must be > 0 or None"),
+    ("lncis", {"pon_threshold": "6"}, "pon_threshold must be a finite number"),
+    ("lncis", {"robust": "sce", "beta": -0.1}, "beta must be >= 0"),
+])
+def test_wrong_types_and_values_are_refused(name, params, message):
+    with pytest.raises(NoisysegError, match=message) as info:
+        build_loss(name, **params)
+    assert "\n" not in str(info.value)
+
+
+def test_integer_parameters_are_accepted():
+    assert build_loss("lncis", pon_threshold=6, ce_weight=2).params["pon_threshold"] == 6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", available_losses())
+def test_every_registered_loss_runs_on_cuda(name):
+    z, y = batch(n=64)
+    loss, stats = build_loss(name)(z.cuda().half(), y.cuda())
+    assert loss.device.type == "cuda" and loss.dtype == torch.float32
+    assert all(v.device.type == "cuda" for v in stats.values())
+    assert loss.item() == pytest.approx(build_loss(name)(z.half().float(), y)[0].item(), rel=1e-5)

@@ -1,67 +1,260 @@
+"""The task-specific (LNCIS) loss: the NEG/PSN/OS/PON partition, each set's term, normalisation by N."""
+
+import math
+
 import numpy as np
 import pytest
 import torch
 
-import loss_reference as ref
-from noisyseg.losses import reverse_cross_entropy, task_specific_loss
+from noisyseg.errors import NoisysegError
+from noisyseg.losses import task_specific_loss
+
+A = math.log(1e-4)
 
 
-def _crafted():
-    """Six RoIs, K = 3: two NEG, one PSN, two OS, one PON-candidate (foreground, confident elsewhere)."""
-    z = torch.tensor([
-        [4.0, 0.0, 0.0, 0.0],   # y=0            -> NEG
-        [0.0, 3.0, 0.0, 0.0],   # y=0            -> NEG (the model says class 1: still CE)
-        [5.0, 1.0, 0.0, 0.0],   # y=2, argmax 0  -> PSN
-        [0.0, 4.0, 0.0, 0.0],   # y=1, argmax 1  -> OS
-        [0.0, 1.0, 2.0, 0.0],   # y=2, argmax 2  -> OS
-        [0.0, 9.0, 0.0, -1.0],  # y=3, CE ~ 10   -> PON when the threshold is 6
+# ---- independent float64 reference: a plain loop over RoIs on numpy softmax probabilities --------------
+
+def np_probs(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+ROBUST_REFERENCE = {
+    # per-RoI robust value from the probability row p (K+1,) and label y
+    "rce": lambda p, y, kw: -sum(p[k] * (0.0 if k == y else kw.get("log_zero", A)) for k in range(len(p))),
+    "sce": lambda p, y, kw: kw.get("alpha", 1.0) * -np.log(p[y])
+    + kw.get("beta", 0.1) * ROBUST_REFERENCE["rce"](p, y, kw),
+    "gce": lambda p, y, kw: (1 - p[y] ** kw.get("q", 0.3)) / kw.get("q", 0.3),
+    "apl": lambda p, y, kw: kw.get("alpha", 1.0) * np.log(p[y]) / np.log(p).sum()
+    + kw.get("beta", 1.0) * ROBUST_REFERENCE["rce"](p, y, kw),
+}
+
+
+def loop_reference(z, y, robust="rce", ce_weight=1.0, robust_weight=1.0, pon_threshold=None, **kw):
+    """Per-RoI values (N,) and the set name of every RoI, one RoI at a time."""
+    p = np_probs(np.asarray(z, dtype=np.float64))
+    values, sets = [], []
+    for i, label in enumerate(np.asarray(y)):
+        ce = -np.log(p[i, label])
+        if label == 0:
+            name, value = "neg", ce_weight * ce
+        elif int(np.argmax(p[i])) == 0:
+            name, value = "psn", ce_weight * ce
+        elif pon_threshold is not None and ce > pon_threshold:
+            name, value = "pon", 0.0
+        else:
+            name, value = "os", robust_weight * ROBUST_REFERENCE[robust](p[i], label, kw)
+        sets.append(name)
+        values.append(value)
+    return np.array(values), sets
+
+
+def as_ints(counts):
+    return {k: int(v) for k, v in counts.items()}
+
+
+# ---- crafted RoIs, one or more in every set ------------------------------------------------------------
+
+def crafted():
+    """Seven RoIs, K = 3: NEG x2, PSN x2 (one by a tie with the background), OS x2, one OS/PON candidate."""
+    logits = torch.tensor([
+        [4.0, 0.0, 0.0, 0.0],    # y=0                                  -> NEG
+        [0.0, 3.0, 0.0, 0.0],    # y=0, model says class 1              -> NEG (still CE)
+        [5.0, 1.0, 0.0, 0.0],    # y=2, model says background           -> PSN
+        [2.0, 2.0, 0.0, 0.0],    # y=1, background ties class 1         -> PSN (argmax takes the first)
+        [0.0, 4.0, 0.0, 0.0],    # y=1, model agrees                    -> OS
+        [0.0, 1.0, 2.0, 0.0],    # y=1, model says class 2 (CE ~ 1.4)   -> OS
+        [0.0, 9.0, 0.0, -1.0],   # y=3, model says class 1 (CE ~ 10)    -> OS, or PON with threshold 6
     ], dtype=torch.float64)
-    y = torch.tensor([0, 0, 2, 1, 2, 3])
-    return z, y
+    labels = torch.tensor([0, 0, 2, 1, 1, 1, 3])
+    return logits, labels
 
 
-def test_each_roi_gets_its_term():
-    z, y = _crafted()
-    ce = torch.nn.functional.cross_entropy(z, y, reduction="none")
-    rce = reverse_cross_entropy(z, y, reduction="none")
-    per, counts = task_specific_loss(z, y, reduction="none", return_counts=True)
-    assert torch.allclose(per[:3], ce[:3]) and torch.allclose(per[3:], rce[3:])
-    assert {k: int(v) for k, v in counts.items()} == {"neg": 2, "psn": 1, "os": 3, "pon": 0}
-    per, counts = task_specific_loss(z, y, reduction="none", pon_threshold=6.0, return_counts=True)
-    assert per[5].item() == 0.0 and torch.allclose(per[3:5], rce[3:5])
-    assert {k: int(v) for k, v in counts.items()} == {"neg": 2, "psn": 1, "os": 2, "pon": 1}
+NEG_PSN, OS, PON_CANDIDATE = slice(0, 4), slice(4, 7), 6
 
 
-def test_weights_scale_their_terms():
-    z, y = _crafted()
+def per_roi_ce(z, y):
+    return -torch.log_softmax(z, dim=1)[torch.arange(len(y)), y]
+
+
+@pytest.mark.parametrize("robust", ["rce", "sce", "gce", "apl"])
+def test_each_crafted_roi_gets_the_term_of_its_set(robust):
+    z, y = crafted()
+    ce = per_roi_ce(z, y)
+    robust_ref, _ = loop_reference(z.numpy(), y.numpy(), robust=robust)
+
+    values, counts = task_specific_loss(z, y, robust=robust, reduction="none", return_counts=True)
+    torch.testing.assert_close(values[NEG_PSN], ce[NEG_PSN])
+    np.testing.assert_allclose(values[OS].numpy(), robust_ref[OS], rtol=1e-12)
+    assert as_ints(counts) == {"neg": 2, "psn": 2, "os": 3, "pon": 0}
+
+    values, counts = task_specific_loss(z, y, robust=robust, pon_threshold=6.0, reduction="none",
+                                        return_counts=True)
+    assert ce[PON_CANDIDATE] > 6.0 and values[PON_CANDIDATE].item() == 0.0
+    torch.testing.assert_close(values[NEG_PSN], ce[NEG_PSN])
+    np.testing.assert_allclose(values[4:6].numpy(), robust_ref[4:6], rtol=1e-12)
+    assert as_ints(counts) == {"neg": 2, "psn": 2, "os": 2, "pon": 1}
+
+
+def test_rce_is_the_default_robust_term():
+    z, y = crafted()
+    values = task_specific_loss(z, y, reduction="none")
+    p_y = torch.softmax(z, dim=1)[torch.arange(7), y]
+    torch.testing.assert_close(values[OS], -A * (1 - p_y[OS]))
+
+
+def test_counts_are_int64_scalars_on_the_logits_device():
+    z, y = crafted()
+    _, counts = task_specific_loss(z, y, return_counts=True)
+    assert list(counts) == ["neg", "psn", "os", "pon"]
+    for value in counts.values():
+        assert isinstance(value, torch.Tensor) and value.shape == () and value.dtype == torch.int64
+        assert value.device == z.device
+    assert sum(as_ints(counts).values()) == 7
+
+
+def test_gradients_go_only_where_the_sets_say():
+    z, y = crafted()
+    z.requires_grad_(True)
+    task_specific_loss(z, y, pon_threshold=6.0, reduction="sum").backward()
+    ce_grad = torch.softmax(z.detach(), dim=1) - torch.nn.functional.one_hot(y, 4)
+    torch.testing.assert_close(z.grad[NEG_PSN], ce_grad[NEG_PSN])  # NEG and PSN: the CE gradient
+    assert (z.grad[PON_CANDIDATE] == 0).all()  # PON: no gradient at all
+    p = torch.softmax(z.detach(), dim=1)
+    p_y = p[torch.arange(7), y][:, None]
+    rce_grad = -A * p_y * (p - torch.nn.functional.one_hot(y, 4))  # d/dz of -A (1 - p_y)
+    torch.testing.assert_close(z.grad[4:6], rce_grad[4:6])
+
+
+@pytest.mark.parametrize("robust, kwargs", [
+    ("rce", {}), ("rce", {"log_zero": -3.0}),
+    ("sce", {}), ("sce", {"alpha": 0.5, "beta": 2.0}),
+    ("gce", {}), ("gce", {"q": 0.8}),
+    ("apl", {}), ("apl", {"alpha": 10.0, "beta": 0.1}),
+])
+@pytest.mark.parametrize("pon_threshold", [None, 3.0])
+def test_random_batches_against_a_loop_over_rois(robust, kwargs, pon_threshold):
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(300, 7, generator=g, dtype=torch.float64) * 3
+    z[:40, 0] += 6.0  # make sure PSN is well populated
+    y = torch.randint(0, 7, (300,), generator=g)
+    expected, sets = loop_reference(z.numpy(), y.numpy(), robust, 1.5, 0.7, pon_threshold, **kwargs)
+    values, counts = task_specific_loss(z, y, robust=robust, ce_weight=1.5, robust_weight=0.7,
+                                        pon_threshold=pon_threshold, reduction="none", return_counts=True, **kwargs)
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-10, atol=1e-12)
+    assert as_ints(counts) == {name: sets.count(name) for name in ("neg", "psn", "os", "pon")}
+    assert min(sets.count(name) for name in ("neg", "psn", "os")) > 0
+    assert (pon_threshold is None) == (sets.count("pon") == 0)
+    mean = task_specific_loss(z, y, robust=robust, ce_weight=1.5, robust_weight=0.7,
+                              pon_threshold=pon_threshold, **kwargs)
+    total = task_specific_loss(z, y, robust=robust, ce_weight=1.5, robust_weight=0.7,
+                               pon_threshold=pon_threshold, reduction="sum", **kwargs)
+    assert mean.item() == pytest.approx(expected.sum() / 300, rel=1e-10)
+    assert total.item() == pytest.approx(expected.sum(), rel=1e-10)
+    assert values.mean().item() == pytest.approx(mean.item(), rel=1e-12)
+
+
+def test_mean_divides_by_all_rois_not_by_the_size_of_each_set():
+    z, y = crafted()
+    total = task_specific_loss(z, y, reduction="sum").item()
+    assert task_specific_loss(z, y).item() == pytest.approx(total / 7, rel=1e-12)
+    # three more background RoIs with (numerically) zero CE: the sum stays, N grows 7 -> 10
+    confident_background = torch.tensor([[80.0, 0.0, 0.0, 0.0]] * 3, dtype=torch.float64)
+    z10, y10 = torch.cat([z, confident_background]), torch.cat([y, torch.zeros(3, dtype=torch.int64)])
+    assert task_specific_loss(z10, y10, reduction="sum").item() == pytest.approx(total, rel=1e-12)
+    assert task_specific_loss(z10, y10).item() == pytest.approx(task_specific_loss(z, y).item() * 7 / 10, rel=1e-12)
+    # PON RoIs also count in N although they contribute nothing
+    with_pon = task_specific_loss(z, y, pon_threshold=6.0)
+    without_pon_roi = task_specific_loss(z[:6], y[:6], pon_threshold=6.0)
+    assert with_pon.item() == pytest.approx(without_pon_roi.item() * 6 / 7, rel=1e-12)
+
+
+def test_weights_scale_only_their_own_terms():
+    z, y = crafted()
     base = task_specific_loss(z, y, reduction="none")
-    scaled = task_specific_loss(z, y, reduction="none", ce_weight=2.0, robust_weight=0.5)
-    assert torch.allclose(scaled[:3], 2 * base[:3]) and torch.allclose(scaled[3:], 0.5 * base[3:])
+    scaled = task_specific_loss(z, y, reduction="none", ce_weight=2.0, robust_weight=0.25)
+    torch.testing.assert_close(scaled[NEG_PSN], 2.0 * base[NEG_PSN])
+    torch.testing.assert_close(scaled[OS], 0.25 * base[OS])
+    off = task_specific_loss(z, y, reduction="none", robust_weight=0.0)
+    assert (off[OS] == 0).all()
 
 
-@pytest.mark.parametrize("robust, fn", [("rce", ref.rce), ("sce", ref.sce), ("gce", ref.gce), ("apl", ref.apl)])
-def test_random_inputs_against_a_loop_over_rois(robust, fn):
-    g = torch.Generator().manual_seed(1)
-    z = torch.randn(200, 6, generator=g, dtype=torch.float64) * 3
-    y = torch.randint(0, 6, (200,), generator=g)
-    expected, sets = ref.task_specific(z.numpy(), y.numpy(), robust=fn, pon=4.0)
-    per, counts = task_specific_loss(z, y, robust=robust, pon_threshold=4.0, reduction="none", return_counts=True)
-    np.testing.assert_allclose(per.numpy(), expected, rtol=1e-10, atol=1e-12)
-    assert {k: int(v) for k, v in counts.items()} == {s: sets.count(s) for s in ("neg", "psn", "os", "pon")}
-    assert task_specific_loss(z, y, robust=robust, pon_threshold=4.0).item() == pytest.approx(expected.mean())
+def test_all_background_batch_is_plain_cross_entropy():
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(30, 5, generator=g, dtype=torch.float64)
+    y = torch.zeros(30, dtype=torch.int64)
+    loss, counts = task_specific_loss(z, y, return_counts=True)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(z, y))
+    assert as_ints(counts) == {"neg": 30, "psn": 0, "os": 0, "pon": 0}
 
 
-def test_mean_divides_by_all_rois_not_by_each_set():
-    z, y = _crafted()
-    total = task_specific_loss(z, y, reduction="sum")
-    assert task_specific_loss(z, y).item() == pytest.approx(total.item() / 6)
-    # adding a confident background RoI (near-zero CE) adds a RoI to N, so the mean shrinks by 6/7
-    z2 = torch.cat([z, torch.tensor([[50.0, 0.0, 0.0, 0.0]], dtype=torch.float64)])
-    y2 = torch.cat([y, torch.tensor([0])])
-    assert task_specific_loss(z2, y2).item() == pytest.approx(total.item() / 7, rel=1e-12)
+@pytest.mark.parametrize("kwargs", [
+    {}, {"robust": "sce", "alpha": 0.7, "beta": 0.4, "ce_weight": 2.0}, {"robust": "gce", "q": 0.6},
+    {"robust": "apl", "robust_weight": 0.5}, {"pon_threshold": 1.5},
+])
+def test_gradcheck_float64(kwargs):
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(16, 4, generator=g, dtype=torch.float64)
+    z[:4, 0] += 3.0  # some PSN RoIs; the partition is constant under gradcheck's tiny perturbations
+    y = torch.randint(0, 4, (16,), generator=g)
+    z.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: task_specific_loss(x, y, **kwargs), (z,))
+    assert torch.autograd.gradcheck(lambda x: task_specific_loss(x, y, reduction="none", **kwargs), (z,),
+                                    fast_mode=True)
 
 
-def test_robust_parameters_reach_the_robust_term():
-    z, y = _crafted()
-    a = task_specific_loss(z, y, robust="gce", q=0.9, reduction="none")
-    np.testing.assert_allclose(a[3:].numpy(), ref.gce(z.numpy(), y.numpy(), 0.9)[3:], rtol=1e-10)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_gives_float32_and_the_same_partition(dtype):
+    z, y = crafted()
+    half = z.to(dtype)
+    loss, counts = task_specific_loss(half, y, pon_threshold=6.0, return_counts=True)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(task_specific_loss(half.float(), y, pon_threshold=6.0).item(), rel=1e-6)
+    assert loss.item() == pytest.approx(task_specific_loss(z, y, pon_threshold=6.0).item(), rel=1e-2)
+    assert as_ints(counts) == {"neg": 2, "psn": 2, "os": 2, "pon": 1}
+
+
+def test_no_rois():
+    z = torch.zeros(0, 81, requires_grad=True)
+    loss, counts = task_specific_loss(z, torch.zeros(0, dtype=torch.int64), return_counts=True)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert z.grad.shape == (0, 81)
+    assert as_ints(counts) == {"neg": 0, "psn": 0, "os": 0, "pon": 0}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"robust": "mae"}, "robust must be one of rce, sce, gce, apl, got 'mae'"),
+    ({"robust": "rce", "q": 0.5}, r"q do not apply to robust='rce' \(its own parameters: none\)"),
+    ({"robust": "gce", "alpha": 0.5}, r"alpha do not apply to robust='gce' \(its own parameters: q\)"),
+    ({"robust": "sce", "gamma": 1.0}, r"gamma do not apply to robust='sce' \(its own parameters: alpha, beta\)"),
+    ({"robust": "gce", "q": 0.0}, r"q must be in \(0, 1\]"),
+    ({"ce_weight": -1.0}, "ce_weight must be >= 0"),
+    ({"pon_threshold": -6.0}, "pon_threshold must be > 0 or None"),
+    ({"log_zero": 2.0}, "log_zero must be < 0"),
+])
+def test_bad_parameters(kwargs, message):
+    z, y = crafted()
+    with pytest.raises(NoisysegError, match=message):
+        task_specific_loss(z, y, **kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("robust", ["rce", "sce", "gce", "apl"])
+def test_cuda_matches_cpu_without_synchronising(robust):
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(512, 11, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, 11, (512,), generator=g)
+    zc = z.cuda().requires_grad_(True)
+    yc = y.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss, counts = task_specific_loss(zc, yc, robust=robust, pon_threshold=6.0, return_counts=True)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(v.device.type == "cuda" for v in counts.values())
+    cpu_loss, cpu_counts = task_specific_loss(z, y, robust=robust, pon_threshold=6.0, return_counts=True)
+    assert loss.item() == pytest.approx(cpu_loss.item(), rel=1e-9)
+    assert as_ints(counts) == as_ints(cpu_counts)

@@ -1,7 +1,10 @@
-"""RoI classification losses: CE, the noise-robust RCE/SCE/GCE/APL and the paper's task-specific loss."""
+"""RoI classification losses: cross-entropy, the noise-robust RCE/SCE/GCE/APL and the paper's
+task-specific loss, as functions over (logits (N, K+1), labels (N,)) and as named, configurable objects.
+"""
 
 from noisyseg.losses.functional import (
     DEFAULT_LOG_ZERO,
+    ROBUST_LOSSES,
     active_passive_loss,
     cross_entropy,
     generalized_cross_entropy,
@@ -13,6 +16,7 @@ from noisyseg.losses.registry import RoIClassificationLoss, available_losses, bu
 
 __all__ = [
     "DEFAULT_LOG_ZERO",
+    "ROBUST_LOSSES",
     "RoIClassificationLoss",
     "active_passive_loss",
     "available_losses",

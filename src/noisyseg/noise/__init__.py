@@ -1,6 +1,12 @@
-"""Class-label noise for COCO-format files: symmetric, asymmetric presets, pairs, matrices (numpy only)."""
+"""Class-label noise for COCO-format files: symmetric, asymmetric presets, pairs, matrices (numpy only).
 
-from noisyseg.noise.inject import KINDS, SAMPLINGS, inject, parse_pairs, realised_matrix, transition_counts
-from noisyseg.noise.presets import PRESETS
+``inject(coco, kind, rate, seed, ...) -> (noisy_coco, report)`` is the entry point; see
+:mod:`noisyseg.noise.inject` for the exact semantics. This package never imports torch.
+"""
 
-__all__ = ["KINDS", "PRESETS", "SAMPLINGS", "inject", "parse_pairs", "realised_matrix", "transition_counts"]
+from noisyseg.noise.inject import (KINDS, SAMPLINGS, check_matrix, inject, noise_stats, parse_pairs,
+                                   realised_matrix, transition_counts)
+from noisyseg.noise.presets import CITYSCAPES, PRESETS, VOC
+
+__all__ = ["CITYSCAPES", "KINDS", "PRESETS", "SAMPLINGS", "VOC", "check_matrix", "inject", "noise_stats",
+           "parse_pairs", "realised_matrix", "transition_counts"]
