@@ -206,8 +206,49 @@ def test_cli_writes_the_set_and_bad_args_return_2(tmp_path, capsys):
     assert f"train_json: {out / 'train.json'}" in capsys.readouterr().out
     info = json.loads((out / "val.json").read_text())["info"]["params"]
     assert (info["n_train"], info["n_val"], info["size"], info["seed"]) == (3, 2, 48, 1)
+    assert main(["data", "shapes", "-o", str(tmp_path / "cc"), "--train", "1", "--val", "1", "--size", "48",
+                 "--class-colours", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "cc" / "train.json").read_text())["info"]["params"]["class_colours"] is True
 
     assert main(["data", "shapes", "-o", str(tmp_path / "x"), "--size", "16", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("noisyseg data: error:") and "size" in err and len(err.splitlines()) == 1
     assert main(["data", "shapes", "-o", str(tmp_path / "x"), "--train", "-2", "--no-progress"]) == 2
+
+
+def _hue(rgb: np.ndarray) -> np.ndarray:
+    """Hue in [0, 1) of (n, 3) RGB rows (the standard hexcone formula, written out independently)."""
+    r, g, b = (rgb[:, k].astype(np.float64) for k in range(3))
+    mx, mn = rgb.max(axis=1).astype(np.float64), rgb.min(axis=1).astype(np.float64)
+    d = np.maximum(mx - mn, 1e-9)
+    h = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
+    return h / 6.0
+
+
+def test_class_colours_put_every_solid_object_in_its_class_hue_band():
+    checked = 0
+    for i in range(24):
+        img, instances = generate_image("train", i, size=96, seed=3, class_colours=True)
+        for inst in instances:
+            cls = CLASSES[inst["category_id"] - 1]
+            if cls.pattern != "solid" or inst["area"] < 150:
+                continue
+            hue = float(np.median(_hue(img[inst["mask"]])))
+            centre = (inst["category_id"] - 1) / len(CLASSES)
+            dist = min(abs(hue - centre), 1 - abs(hue - centre))
+            # band half-width 0.03, plus slack for pixel noise on dark or pale pixels
+            assert dist < 0.05, (i, cls.name, hue, centre)
+            checked += 1
+    assert checked >= 10
+
+
+def test_class_colours_are_recorded_and_change_the_images(tmp_path):
+    args = dict(n_train=2, n_val=1, size=48, seed=1, progress=False)
+    plain = make_shapes(tmp_path / "plain", **args)
+    coloured = make_shapes(tmp_path / "coloured", class_colours=True, **args)
+    assert "class_colours" not in json.loads(plain.train_json.read_text())["info"]["params"]
+    assert json.loads(coloured.train_json.read_text())["info"]["params"]["class_colours"] is True
+    assert _all_files(tmp_path / "plain" / "images") != _all_files(tmp_path / "coloured" / "images")
+    # a set made without the option is not reused for a request with it, and vice versa
+    assert not make_shapes(tmp_path / "plain", class_colours=True, **args).reused
+    assert not make_shapes(tmp_path / "plain", **args).reused

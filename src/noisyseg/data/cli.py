@@ -38,6 +38,8 @@ def _add_shapes(data_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=S.DEFAULT_SIZE,
                    help=f"image width and height in pixels (default {S.DEFAULT_SIZE})")
     p.add_argument("--seed", type=int, default=S.DEFAULT_SEED, help=f"random seed (default {S.DEFAULT_SEED})")
+    p.add_argument("--class-colours", action="store_true",
+                   help="give each class its own hue band (the CPU noise x method benchmark uses this)")
     p.add_argument("--force", action="store_true", help="regenerate even if a matching set exists")
     p.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bar or status line")
     p.set_defaults(func=_run_shapes)
@@ -47,7 +49,7 @@ def _run_shapes(args: argparse.Namespace) -> int:
     from noisyseg.data.shapes import make_shapes
 
     paths = make_shapes(args.out, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
-                        force=args.force, progress=args.progress)
+                        force=args.force, progress=args.progress, class_colours=args.class_colours)
     print(f"train_json: {paths.train_json}")
     print(f"val_json: {paths.val_json}")
     print(f"image_root: {paths.image_root}")
