@@ -1,3 +1,5 @@
+import json
+
 from noisyseg.cli import main
 
 
@@ -14,6 +16,7 @@ def test_demo_end_to_end_on_a_tiny_set(tmp_path, capsys):
     assert len(list((out / "overlays").glob("*.png"))) == 3
     noisy = next((out / "data").glob("train_sym40_seed0.json"))
     assert noisy.stat().st_size > 0
+    assert json.loads((out / "data" / "train.json").read_text())["info"]["params"]["class_colours"] is True
     # a second call reuses the data and both finished runs
     assert main(args) == 0
     again = capsys.readouterr().out
