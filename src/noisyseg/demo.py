@@ -80,7 +80,7 @@ def run_demo(s: DemoSettings) -> dict:
     # Class colours: without them a model this small, trained this briefly, finds the shapes but names them
     # near chance even on clean labels, and then label noise has nothing to spoil (see noisyseg.data.shapes).
     data = make_shapes(s.out / "data", n_train=s.n_train, n_val=s.n_val, size=s.size, seed=s.seed,
-                       class_colours=True)
+                       class_colours=True, progress=s.progress)
     tag = f"sym{round(s.noise_rate * 100)}"
     noisy_json = Path(data.train_json).with_name(f"train_{tag}_seed{s.seed}.json")
     report = noisy_train_file(Path(data.train_json), noisy_json, s.noise_rate, s.seed)
