@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from helpers import tiny_config
-from noisyseg.bench import METHODS, cell_config, format_table, parse_methods, parse_noise, parse_seeds
+from noisyseg.bench import METHODS, cell_config, method_dir, format_table, parse_methods, parse_noise, parse_seeds
 from noisyseg.cli import main
 from noisyseg.errors import NoisysegError
 
@@ -22,6 +22,13 @@ def test_methods_and_seeds_parse():
     assert parse_methods("ce,lncis-pon") == ["ce", "lncis-pon"]
     with pytest.raises(NoisysegError, match="unknown method 'focal'; available: ce, sce"):
         parse_methods("ce,focal")
+    assert parse_methods("lncis:log_zero=-4,lncis-gce:q=0.5") == ["lncis:log_zero=-4", "lncis-gce:q=0.5"]
+    with pytest.raises(NoisysegError, match="'lncis:beta=1'.*unknown parameter"):
+        parse_methods("lncis:beta=1")  # beta belongs to the sce robust term, not rce
+    with pytest.raises(NoisysegError, match="cannot read 'log_zero' in 'lncis:log_zero'"):
+        parse_methods("lncis:log_zero")
+    with pytest.raises(NoisysegError, match="log_zero"):
+        parse_methods("lncis:log_zero=2")
     assert parse_seeds("0,1,2") == [0, 1, 2]
     with pytest.raises(NoisysegError, match="integers"):
         parse_seeds("a")
@@ -33,6 +40,9 @@ def test_cell_config_sets_the_method_loss_and_warmup():
     assert cell_config(base, "lncis-nowarmup", "n.json", 2)["loss"]["warmup_epochs"] == 0
     assert cell_config(base, "lncis-pon", "n.json", 2)["loss"]["params"] == {"pon_threshold": 6.0}
     assert cell_config(base, "sce", "n.json", 2)["loss"] == {"name": "sce", "params": {}, "warmup_epochs": 0}
+    assert cell_config(base, "lncis-pon:log_zero=-4", "n.json", 2)["loss"] == {
+        "name": "lncis", "params": {"pon_threshold": 6.0, "log_zero": -4}, "warmup_epochs": 6}
+    assert method_dir("lncis:log_zero=-4") == "lncis_log_zero=-4"
     tree = cell_config(base, "ce", "n.json", 2)
     assert tree["seed"] == 2 and tree["data"]["train_json"] == "n.json"
     assert base["data"]["train_json"] == "clean.json"  # the base is not modified

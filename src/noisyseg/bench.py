@@ -71,14 +71,45 @@ def parse_noise(spec: str) -> list[NoiseSetting]:
     return out
 
 
+def split_method(method: str) -> tuple[str, dict[str, Any]]:
+    """``lncis:log_zero=-4:robust=sce`` -> ("lncis", {"log_zero": -4, "robust": "sce"}).
+
+    Parameters after the name are loss parameters added to the method's own (values read as YAML), so one
+    bench can compare settings of a loss, e.g. its ``log_zero`` constant.
+    """
+    name, *pairs = method.split(":")
+    if name not in METHODS:
+        raise NoisysegError(f"--methods: unknown method {name!r}; available: {', '.join(METHODS)}")
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise NoisysegError(f"--methods: cannot read {pair!r} in {method!r}; expected METHOD:KEY=VALUE")
+        params[key.strip()] = yaml.safe_load(value)
+    return name, params
+
+
 def parse_methods(spec: str) -> list[str]:
+    """Comma-separated methods, each a name from METHODS with optional ``:KEY=VALUE`` loss parameters."""
+    from noisyseg.losses import build_loss
+
     methods = [m.strip() for m in spec.split(",") if m.strip()]
     for m in methods:
-        if m not in METHODS:
-            raise NoisysegError(f"--methods: unknown method {m!r}; available: {', '.join(METHODS)}")
+        name, extra = split_method(m)
+        if extra:
+            loss, params, _, _ = METHODS[name]
+            try:
+                build_loss(loss, **{**params, **extra})
+            except NoisysegError as e:
+                raise NoisysegError(f"--methods: {m!r}: {e}") from None
     if not methods:
         raise NoisysegError("--methods: no method given")
     return methods
+
+
+def method_dir(method: str) -> str:
+    """A folder name for a method spec (``lncis:log_zero=-4`` -> ``lncis_log_zero=-4``)."""
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", method)
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -92,7 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="methods x noise settings x seeds: results.csv, table.md, ap_vs_noise.png",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="base YAML config (its train set is the clean one that noise is added to)")
-    p.add_argument("--methods", default="ce,sce,gce,lncis", help=f"comma-separated, from: {', '.join(METHODS)}")
+    p.add_argument("--methods", default="ce,sce,gce,lncis", help=f"comma-separated, from: {', '.join(METHODS)}; "
+                   "loss parameters may follow a name, e.g. lncis:log_zero=-4")
     p.add_argument("--noise", default=DEFAULT_NOISE, help=f"comma-separated settings (default {DEFAULT_NOISE})")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--asym-preset", default="supercategory",
@@ -138,7 +170,9 @@ def _noisy_train_json(clean_json: Path, setting: NoiseSetting, seed: int, asym_p
 def cell_config(base: dict, method: str, train_json: Path, seed: int) -> dict:
     """The base config tree with this cell's loss, seed and noisy train file."""
     tree = json.loads(json.dumps(base))
-    loss, params, warm, model = METHODS[method]
+    name, extra = split_method(method)
+    loss, params, warm, model = METHODS[name]
+    params = {**params, **extra}
     tree["seed"] = seed
     tree.setdefault("model", {}).update(model)
     tree["data"]["train_json"] = str(train_json)
@@ -167,7 +201,7 @@ def run_bench(config: Path, methods: list[str], noise: list[NoiseSetting], seeds
         if (method, setting.name, seed) in done:
             continue
         train_json, realised = _noisy_train_json(clean_json, setting, seed, asym_preset, out)
-        run_dir = out / "runs" / method / setting.name / f"seed{seed}"
+        run_dir = out / "runs" / method_dir(method) / setting.name / f"seed{seed}"
         cfg = config_from_dict(cell_config(base, method, train_json, seed), source=f"bench[{method}/{setting.name}]")
         resume = (run_dir / "checkpoints" / "last.pt").exists()
         print(f"[bench] cell {i}/{len(cells)}: {method} / {setting.name} / seed {seed}"
