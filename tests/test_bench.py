@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from helpers import tiny_config
-from noisyseg.bench import METHODS, cell_config, method_dir, format_table, parse_methods, parse_noise, parse_seeds
+from noisyseg.bench import METHODS, cell_config, method_dir, record_command, format_table, parse_methods, parse_noise, parse_seeds
 from noisyseg.cli import main
 from noisyseg.errors import NoisysegError
 
@@ -79,3 +79,10 @@ def test_bench_runs_cells_once_and_resumes(tiny_coco, tmp_path, capsys):
     assert main(args) == 0  # every cell done: nothing is trained again
     assert "[bench] cell" not in capsys.readouterr().out
     assert len((out / "results.csv").read_text().splitlines()) == 5
+
+
+def test_command_file_keeps_every_distinct_call(tmp_path):
+    record_command(tmp_path, "noisyseg bench a --seeds 0\n")
+    record_command(tmp_path, "noisyseg bench a --seeds 1\n")
+    record_command(tmp_path, "noisyseg bench a --seeds 0\n")  # a resumed call adds nothing
+    assert (tmp_path / "command.txt").read_text() == "noisyseg bench a --seeds 0\nnoisyseg bench a --seeds 1\n"

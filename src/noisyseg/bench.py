@@ -193,7 +193,7 @@ def run_bench(config: Path, methods: list[str], noise: list[NoiseSetting], seeds
     clean_json = Path(base_cfg.data.train_json)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(m, n, s) for n in noise for m in methods for s in seeds]
-    atomic_write_text(out / "command.txt", _command_text(config, methods, noise, seeds, asym_preset, overrides))
+    record_command(out, _command_text(config, methods, noise, seeds, asym_preset, overrides))
     rows: list[dict] = _read_rows(out / "results.csv")
     done = {(r["method"], r["noise"], int(r["seed"])) for r in rows}
     t0 = time.time()
@@ -218,6 +218,19 @@ def run_bench(config: Path, methods: list[str], noise: list[NoiseSetting], seeds
     print(f"[bench] {len(cells)} cells done in {out} ({time.time() - t0:.0f} s this call)")
     print((out / "table.md").read_text())
     return rows
+
+
+def record_command(out: Path, line: str) -> None:
+    """Add a bench command to ``command.txt`` unless it is there already.
+
+    A folder is often filled by several calls (one per seed or GPU, or a resumed bench), so the file keeps
+    every distinct command that trained in it, in order.
+    """
+    with _locked(out):
+        path = out / "command.txt"
+        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+        if line not in lines:
+            atomic_write_text(path, "".join(lines) + line)
 
 
 def _command_text(config, methods, noise, seeds, asym_preset, overrides) -> str:
