@@ -74,10 +74,12 @@ def test_bench_runs_cells_once_and_resumes(tiny_coco, tmp_path, capsys):
     assert (out / "table.md").is_file() and (out / "ap_vs_noise.png").stat().st_size > 1000
     noisy = json.loads((out / "noisy" / "sym0.5_seed0.json").read_text())
     assert noisy["info"]["noise"]["kind"] == "symmetric"
-    assert "noisyseg bench" in (out / "command.txt").read_text()
+    command = (out / "command.txt").read_text()
+    assert command.startswith("noisyseg bench") and command.rstrip().endswith(f"-o {out}")
     capsys.readouterr()
     assert main(args) == 0  # every cell done: nothing is trained again
     assert "[bench] cell" not in capsys.readouterr().out
+    assert (out / "command.txt").read_text() == command  # the same call is recorded once
     assert len((out / "results.csv").read_text().splitlines()) == 5
 
 

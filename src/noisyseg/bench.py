@@ -193,7 +193,7 @@ def run_bench(config: Path, methods: list[str], noise: list[NoiseSetting], seeds
     clean_json = Path(base_cfg.data.train_json)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(m, n, s) for n in noise for m in methods for s in seeds]
-    record_command(out, _command_text(config, methods, noise, seeds, asym_preset, overrides))
+    record_command(out, _command_text(config, methods, noise, seeds, asym_preset, overrides, out))
     rows: list[dict] = _read_rows(out / "results.csv")
     done = {(r["method"], r["noise"], int(r["seed"])) for r in rows}
     t0 = time.time()
@@ -233,12 +233,12 @@ def record_command(out: Path, line: str) -> None:
             atomic_write_text(path, "".join(lines) + line)
 
 
-def _command_text(config, methods, noise, seeds, asym_preset, overrides) -> str:
+def _command_text(config, methods, noise, seeds, asym_preset, overrides, out) -> str:
     parts = ["noisyseg bench", str(config), "--methods", ",".join(methods), "--noise", ",".join(n.name for n in noise),
              "--seeds", ",".join(map(str, seeds)), "--asym-preset", asym_preset]
     for o in overrides or []:
         parts += ["--set", o]
-    return " ".join(parts) + "\n"
+    return " ".join(parts + ["-o", str(out)]) + "\n"
 
 
 def _read_rows(path: Path) -> list[dict]:
