@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = DemoSettings()
     p = sub.add_parser("demo", help="CE vs the task-specific loss under 40%% symmetric noise, on CPU",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out})")
+    p.add_argument("-o", "--out", type=Path, default=d.out, help=f"output folder (default {d.out})")
     p.add_argument("--noise", type=float, default=d.noise_rate, dest="noise_rate", help="symmetric noise rate")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--epochs", type=int, default=d.epochs)

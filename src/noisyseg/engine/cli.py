@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.02 (repeatable)")
-    p.add_argument("--out", help="run folder (default: the config's out_dir, else runs/noisyseg)")
+    p.add_argument("-o", "--out", help="run folder (default: the config's out_dir, else runs/noisyseg)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--nproc", type=int, default=1, help="launch N processes with torchrun (gloo on CPU, nccl on GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
