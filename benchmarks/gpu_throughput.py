@@ -36,12 +36,10 @@ from PIL import Image
 from noisyseg.config import config_from_dict
 from noisyseg.engine.distributed import DistInfo
 from noisyseg.engine.trainer import _to_device, _train_loader, make_datasets, train
-from noisyseg.losses import build_loss
-from noisyseg.models import build_model
 from noisyseg.utils.io import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_overhead import bare_roi_heads  # noqa: E402  (same folder)
+from train_overhead import bare_model_and_optimizer  # noqa: E402  (same folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
@@ -112,13 +110,9 @@ def engine_run(cfg, work: Path, device: torch.device) -> tuple[float, float]:
 
 def bare_run(cfg, device: torch.device) -> tuple[float, float]:
     reset_peak(device)
-    torch.manual_seed(cfg.seed)
     train_set, _ = make_datasets(cfg)
-    model = build_model(cfg.model, cfg.data, train_set.label_map.num_classes, build_loss("ce"))
-    model.roi_heads = bare_roi_heads(model.roi_heads)
-    model.to(device).train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr, momentum=0.9,
-                          weight_decay=cfg.train.weight_decay)
+    model, opt = bare_model_and_optimizer(cfg, train_set)
+    model.to(device)  # moves the parameters in place, so the optimizer (no state yet) still holds them
     amp = cfg.train.amp
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16

@@ -36,13 +36,18 @@ def bare_roi_heads(h) -> RoIHeads:
                     h.detections_per_img, h.mask_roi_pool, h.mask_head, h.mask_predictor)
 
 
-def bare_epoch(cfg, train_set) -> tuple[float, int]:
+def bare_model_and_optimizer(cfg, train_set):
+    """The config's model with torchvision's own RoIHeads (plain CE), in train mode, and a plain SGD."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.data, train_set.label_map.num_classes, build_loss("ce"))
     model.roi_heads = bare_roi_heads(model.roi_heads)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr, momentum=0.9,
                           weight_decay=cfg.train.weight_decay)
-    model.train()
+    return model.train(), opt
+
+
+def bare_epoch(cfg, train_set) -> tuple[float, int]:
+    model, opt = bare_model_and_optimizer(cfg, train_set)
     t = time.perf_counter()
     n = 0
     for images, targets in _train_loader(train_set, cfg, DistInfo(), 0):
