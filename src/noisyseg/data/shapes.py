@@ -186,7 +186,7 @@ def make_shapes(
             folder = paths.image_root / split
             folder.mkdir(parents=True, exist_ok=True)
             _remove_stale_images(folder, counts[split])
-            coco = _generate_split(split, counts[split], size, seed, folder, params, bar, class_colours)
+            coco = _generate_split(split, counts[split], size, seed, folder, params, bar)
             n_instances[split] = len(coco["annotations"])
             atomic_write_text(out / f"{split}.json", json.dumps(coco, separators=(",", ":")))
     finally:
@@ -260,9 +260,9 @@ def _remove_stale_images(folder: Path, keep: int) -> None:
             p.unlink()
 
 
-def _generate_split(split: str, n: int, size: int, seed: int, folder: Path, params: dict, bar,
-                    class_colours: bool = False) -> dict:
+def _generate_split(split: str, n: int, size: int, seed: int, folder: Path, params: dict, bar) -> dict:
     images, annotations = [], []
+    class_colours = params.get("class_colours", False)
     for i in range(n):
         img, instances = generate_image(split, i, size, seed, class_colours)
         name = f"{i:06d}.png"
