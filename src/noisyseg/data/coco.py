@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 
+from noisyseg.data.images import load_rgb
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import read_json
 
@@ -186,18 +186,12 @@ class CocoInstances(torch.utils.data.Dataset):
 
     def load_image(self, index: int) -> torch.Tensor:
         r = self.records[index]
-        try:
-            with Image.open(r.path) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except FileNotFoundError:
-            raise NoisysegError(f"{self.json_path}: image not found: {r.path}") from None
-        except OSError as e:
-            raise NoisysegError(f"{r.path}: cannot read image ({e})") from None
-        if arr.shape[:2] != (r.height, r.width):
+        image = load_rgb(r.path)
+        if tuple(image.shape[1:]) != (r.height, r.width):
             raise NoisysegError(
-                f"{r.path}: image is {arr.shape[1]}x{arr.shape[0]} but the json says {r.width}x{r.height}"
+                f"{r.path}: image is {image.shape[2]}x{image.shape[1]} but {self.json_path} says {r.width}x{r.height}"
             )
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        return image
 
     def target(self, index: int) -> dict[str, Any]:
         r = self.records[index]

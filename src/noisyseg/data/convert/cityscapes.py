@@ -55,7 +55,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from noisyseg.data.convert.common import mask_annotation, require_dir, summary, write_coco
+from noisyseg.data.convert.common import check_splits, mask_annotation, require_dir, summary, write_coco
 from noisyseg.errors import NoisysegError
 
 CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
@@ -168,17 +168,6 @@ def convert_file(path: str | Path, image_id: int, first_ann_id: int) -> tuple[di
     for k, ann in enumerate(found):
         ann["id"] = first_ann_id + k
     return {"id": image_id, "height": height, "width": width}, found, dropped
-
-
-def check_splits(splits: Iterable[str]) -> list[str]:
-    """The split names as a list; one-line error for an empty list or a name that is not a plain folder name."""
-    splits = [s for s in splits]
-    if not splits:
-        raise NoisysegError("no splits given (e.g. --splits train,val)")
-    for s in splits:
-        if not s or "/" in s or "\\" in s or s in (".", ".."):
-            raise NoisysegError(f"bad split name {s!r}")
-    return splits
 
 
 def convert_cityscapes(root: str | Path, out_dir: str | Path, splits: Iterable[str] = ("train", "val"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -19,6 +20,17 @@ def mask_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: i
     return {"id": ann_id, "image_id": image_id, "category_id": category_id,
             "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
             "area": int(mask.sum()), "bbox": [x, y, w, h], "iscrowd": 0}
+
+
+def check_splits(splits: Iterable[str]) -> list[str]:
+    """The split names as a list; one-line error for an empty list or a name that is not a plain folder name."""
+    splits = [s for s in splits]
+    if not splits:
+        raise NoisysegError("no splits given (e.g. --splits train,val)")
+    for s in splits:
+        if not s or "/" in s or "\\" in s or s in (".", ".."):
+            raise NoisysegError(f"bad split name {s!r}")
+    return splits
 
 
 def require_dir(path: Path, what: str) -> Path:

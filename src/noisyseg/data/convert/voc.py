@@ -36,8 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from noisyseg.data.convert.cityscapes import check_splits
-from noisyseg.data.convert.common import mask_annotation, require_dir, write_coco
+from noisyseg.data.convert.common import check_splits, mask_annotation, require_dir, write_coco
 from noisyseg.errors import NoisysegError
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
