@@ -18,6 +18,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from noisyseg.data.images import load_rgb
+from noisyseg.data.validate import validate_coco
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import read_json
 
@@ -57,36 +58,13 @@ class LabelMap:
 
 
 def load_coco(path: str | Path) -> dict:
-    """Read a COCO instance json and check the fields this package relies on (one-line errors)."""
+    """Read a COCO instance json and check every field a data set relies on (see
+    :func:`noisyseg.data.validate.validate_coco`); problems are one-line errors naming the file."""
     coco = read_json(path, "COCO annotation file")
-    if not isinstance(coco, dict):
-        raise NoisysegError(f"{path}: expected a JSON object with images/annotations/categories")
-    for key in ("images", "annotations", "categories"):
-        if key not in coco:
-            raise NoisysegError(f"{path}: missing '{key}'")
-        if not isinstance(coco[key], list):
-            raise NoisysegError(f"{path}: '{key}' must be a list")
-    if not coco["categories"]:
-        raise NoisysegError(f"{path}: 'categories' is empty")
-    cat_ids = set()
-    for i, c in enumerate(coco["categories"]):
-        if not isinstance(c, dict) or "id" not in c:
-            raise NoisysegError(f"{path}: categories[{i}] has no 'id'")
-        cat_ids.add(c["id"])
-    image_ids = set()
-    for i, im in enumerate(coco["images"]):
-        for key in ("id", "file_name", "height", "width"):
-            if not isinstance(im, dict) or key not in im:
-                raise NoisysegError(f"{path}: images[{i}] has no '{key}'")
-        image_ids.add(im["id"])
-    for i, a in enumerate(coco["annotations"]):
-        for key in ("image_id", "category_id", "bbox"):
-            if not isinstance(a, dict) or key not in a:
-                raise NoisysegError(f"{path}: annotations[{i}] has no '{key}'")
-        if a["category_id"] not in cat_ids:
-            raise NoisysegError(f"{path}: annotations[{i}] has category_id {a['category_id']}, not a listed category")
-        if a["image_id"] not in image_ids:
-            raise NoisysegError(f"{path}: annotations[{i}] has image_id {a['image_id']}, not a listed image")
+    try:
+        validate_coco(coco, dataset=True)
+    except NoisysegError as e:
+        raise NoisysegError(f"{path}: {e}") from None
     return coco
 
 
@@ -117,14 +95,27 @@ class _Record:
 class CocoInstances(torch.utils.data.Dataset):
     """Images and Mask R-CNN targets from a COCO instance json.
 
-    Each item is ``(image, target)``: image a float32 tensor (3, H, W) in [0, 1]; target a dict with
-    ``boxes`` (N, 4) float32 xyxy pixels, ``labels`` (N,) int64 in 1..K, ``masks`` (N, H, W) uint8,
-    ``image_id`` int, and ``clean_labels`` (N,) int64 when the file records ``clean_category_id``
-    (for analysis only; training never reads it).
+    Each item is ``(image, target)`` (before ``transforms``): image a uint8 tensor (3, H, W), RGB; target
+    a dict with, for the G annotations kept on that image:
+
+    - ``boxes`` (G, 4) float32 ``x1, y1, x2, y2`` pixels;
+    - ``labels`` (G,) int64 contiguous labels in 1..K (see :class:`LabelMap`);
+    - ``masks`` (G, H, W) uint8 0/1 (left out when ``load_masks`` is False);
+    - ``image_id`` the image's id in the json;
+    - ``clean_labels`` (G,) int64, when the file records ``clean_category_id`` (the label before noise was
+      injected; 0 where the clean id is not a class of the label map). For analysis only: training never
+      reads it;
+    - ``class_ignored`` (G,) bool, when the file has ``class_ignored`` annotations (written by the audit's
+      ``--fix --action ignore``): True where the class label is not to be trusted, so the RoI heads drop
+      that annotation's classification loss and keep its objectness, box and mask losses.
 
     For training (``train=True``): crowd annotations are excluded, degenerate boxes (width or height
     under 1 px) are dropped and counted in ``num_degenerate``, and images left without annotations are
     skipped. For evaluation every image is kept.
+
+    The file is checked when the data set is made (:func:`load_coco`): a malformed field is a one-line
+    :class:`NoisysegError` naming the file, the entry and the field, never a crash mid-epoch.
+    ``load_masks=False`` skips decoding ground-truth masks (evaluation never uses them).
     """
 
     def __init__(
@@ -135,17 +126,26 @@ class CocoInstances(torch.utils.data.Dataset):
         transforms: Callable | None = None,
         label_map: LabelMap | None = None,
         check_files: bool = True,
+        load_masks: bool = True,
     ) -> None:
         self.json_path = Path(json_path)
         self.image_root = Path(image_root)
         self.train = train
         self.transforms = transforms
+        self.load_masks = load_masks
         coco = load_coco(json_path)
         own = LabelMap.from_categories(coco["categories"])
         if label_map is not None and label_map.category_ids != own.category_ids:
             raise NoisysegError(
                 f"{json_path}: categories {list(own.category_ids)} differ from the training set's "
                 f"{list(label_map.category_ids)}"
+            )
+        if label_map is not None and label_map.names != own.names:
+            # same ids, other classes: scoring against them would silently compare apples with pears
+            diff = next((cid, a, b) for cid, a, b in zip(own.category_ids, own.names, label_map.names) if a != b)
+            raise NoisysegError(
+                f"{json_path}: category {diff[0]} is named {diff[1]!r}, but {diff[2]!r} in the training set "
+                "(same ids, different class names)"
             )
         self.label_map = label_map or own
         index = self.label_map._index
@@ -172,6 +172,7 @@ class CocoInstances(torch.utils.data.Dataset):
         self.num_skipped_images = len(coco["images"]) - len(self.records)
         self._label_index = index
         self.has_clean_labels = any("clean_category_id" in a for a in coco["annotations"])
+        self.has_class_ignored = any("class_ignored" in a for a in coco["annotations"])
         if check_files:
             for r in self.records:
                 if not os.path.isfile(r.path):
@@ -194,26 +195,33 @@ class CocoInstances(torch.utils.data.Dataset):
         return image
 
     def target(self, index: int) -> dict[str, Any]:
+        """The target dict of item ``index`` (see the class docstring)."""
         r = self.records[index]
         anns = r.annotations
         n = len(anns)
         boxes = torch.zeros((n, 4), dtype=torch.float32)
-        masks = np.zeros((n, r.height, r.width), dtype=np.uint8)
         labels = torch.zeros(n, dtype=torch.int64)
         clean = torch.zeros(n, dtype=torch.int64)
+        ignored = torch.zeros(n, dtype=torch.bool)
+        masks = np.zeros((n, r.height, r.width), dtype=np.uint8) if self.load_masks else None
         for i, a in enumerate(anns):
             x, y, w, h = a["bbox"]
             boxes[i] = torch.tensor([x, y, x + w, y + h])
             labels[i] = self._label_index[a["category_id"]]
             clean[i] = self._label_index.get(a.get("clean_category_id", a["category_id"]), 0)
-            if "segmentation" in a:
+            ignored[i] = a.get("class_ignored", False)
+            if masks is not None and "segmentation" in a:
                 try:
                     masks[i] = decode_mask(a["segmentation"], r.height, r.width)
                 except Exception as e:  # pycocotools raises bare Exceptions on malformed input
                     raise NoisysegError(f"{self.json_path}: annotation {a.get('id', i)}: bad segmentation ({e})") from None
-        target = {"boxes": boxes, "labels": labels, "masks": torch.from_numpy(masks), "image_id": r.image_id}
+        target: dict[str, Any] = {"boxes": boxes, "labels": labels, "image_id": r.image_id}
+        if masks is not None:
+            target["masks"] = torch.from_numpy(masks)
         if self.has_clean_labels:
             target["clean_labels"] = clean
+        if self.has_class_ignored:
+            target["class_ignored"] = ignored
         return target
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -15,7 +15,11 @@ from torchvision.transforms import v2
 
 
 class DetectionTransform:
-    """uint8 image + target dict -> float image in [0, 1] + target, with optional horizontal flip."""
+    """uint8 image (3, H, W) + target dict -> float32 image in [0, 1] + target, with optional horizontal flip.
+
+    ``boxes`` (G, 4) and ``masks`` (G, H, W; optional) move with the image; every other entry
+    (``labels``, ``clean_labels``, ``class_ignored``, ``image_id``) passes through unchanged.
+    """
 
     def __init__(self, hflip_prob: float = 0.0) -> None:
         steps: list = []
@@ -28,8 +32,10 @@ class DetectionTransform:
         h, w = image.shape[-2:]
         wrapped = dict(target)
         wrapped["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
-        wrapped["masks"] = tv_tensors.Mask(target["masks"])
+        if "masks" in target:  # absent when the data set skips decoding them (evaluation)
+            wrapped["masks"] = tv_tensors.Mask(target["masks"])
         image, out = self.pipeline(tv_tensors.Image(image), wrapped)
         out["boxes"] = out["boxes"].as_subclass(torch.Tensor)
-        out["masks"] = out["masks"].as_subclass(torch.Tensor)
+        if "masks" in out:
+            out["masks"] = out["masks"].as_subclass(torch.Tensor)
         return image.as_subclass(torch.Tensor), out

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from noisyseg.data.validate import validate_coco
 from noisyseg.errors import NoisysegError
 from noisyseg.noise.presets import PRESETS
 
@@ -49,31 +50,21 @@ Rows = dict[int, tuple[np.ndarray, np.ndarray, float]]
 
 
 def check_coco(coco: Any) -> dict[int, dict]:
-    """Check the fields noise injection relies on; return {category id: category dict}.
+    """Check the file's fields (:func:`noisyseg.data.validate.validate_coco` with ``dataset=False``);
+    return {category id: category dict}.
 
-    Raises :class:`NoisysegError` (one line) for a non-object, a missing or non-list ``annotations`` /
-    ``categories``, a category without an integer ``id`` or a ``name``, a repeated category id, or an
-    ``info`` that is not an object.
+    Noise needs ``annotations`` with a ``category_id`` and ``categories`` with an integer ``id`` and a
+    ``name``; every other field present (ids, image sizes, boxes, ...) is checked too, so a broken file
+    is refused here rather than copied into the output (a NaN box would make the output invalid JSON).
+    Raises :class:`NoisysegError` (one line, without the file name) at the first problem.
     """
-    if not isinstance(coco, dict):
-        raise NoisysegError("expected a COCO JSON object with 'annotations' and 'categories'")
-    for key in ("annotations", "categories"):
-        if key not in coco:
-            raise NoisysegError(f"missing '{key}'")
-        if not isinstance(coco[key], list):
-            raise NoisysegError(f"'{key}' must be a list")
-    if "info" in coco and coco["info"] is not None and not isinstance(coco["info"], dict):
-        raise NoisysegError("'info' must be an object")
+    validate_coco(coco, dataset=False)
     cats: dict[int, dict] = {}
     for i, c in enumerate(coco["categories"]):
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise NoisysegError(f"categories[{i}] needs an 'id' and a 'name'")
         cid = c["id"]
-        if isinstance(cid, bool) or not isinstance(cid, int) or not -2**63 <= cid < 2**63:
-            raise NoisysegError(f"categories[{i}] has id {cid!r}, expected an integer")
-        if cid in cats:
-            raise NoisysegError(f"categories[{i}] repeats category id {cid}")
-        cats[cid] = c
+        if not -2**63 <= cid < 2**63:
+            raise NoisysegError(f"categories[{i}] has id {cid!r}, expected an integer that fits in 64 bits")
+        cats[int(cid)] = c
     return cats
 
 
