@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from noisyseg.data import shapes
-from noisyseg.data.shapes import CLASSES, MIN_VISIBLE_AREA, ShapesPaths, generate_image, make_shapes
+from noisyseg.data.shapes import CLASSES, MIN_VISIBLE_AREA, SetPaths, generate_image, make_shapes
 from noisyseg.errors import NoisysegError
 
 TINY = dict(n_train=12, n_val=4, size=64, seed=0)
@@ -29,7 +30,7 @@ def _mask_bbox(mask: np.ndarray) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> ShapesPaths:
+def tiny(tmp_path_factory) -> SetPaths:
     return make_shapes(tmp_path_factory.mktemp("shapes") / "set", progress=False, **TINY)
 
 
@@ -49,6 +50,33 @@ def test_layout_and_paths(tiny):
 def test_same_arguments_give_identical_bytes(tiny, tmp_path):
     again = make_shapes(tmp_path / "again", progress=False, **TINY)
     assert _all_files(again.train_json.parent) == _all_files(tiny.train_json.parent)
+
+
+def _content_digest(root: Path) -> str:
+    """sha256 over every file's relative path and content, PNGs by their decoded pixels (independent of
+    the zlib build that encoded them)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(np.asarray(Image.open(p)).tobytes() if p.suffix == ".png" else p.read_bytes())
+    return h.hexdigest()
+
+
+# Digests of sets written by the generator before it moved to the shared atomic writer and colorsys
+# (commit 683a6a6): committed benchmark figures were made with those images, so they must not change.
+RECORDED = [
+    (TINY, "5b0d301a907946055e32a54f8f7e837d62bfe08fca756f107adf7d978e7e7398"),
+    (dict(n_train=6, n_val=2, size=96, seed=2, class_colours=True),
+     "ddbeae4b4071195e1cb18716f0e15f030d5d6680a812056cec71844326d28a2e"),
+]
+
+
+@pytest.mark.parametrize("kwargs, digest", RECORDED)
+def test_output_is_identical_to_the_recorded_sets(tiny, tmp_path, kwargs, digest):
+    root = tiny.train_json.parent if kwargs == TINY else make_shapes(tmp_path / "s", progress=False,
+                                                                     **kwargs).train_json.parent
+    assert _content_digest(root) == digest
 
 
 def test_another_seed_gives_other_images(tiny, tmp_path):
@@ -161,18 +189,48 @@ def test_matching_set_is_reused_and_force_regenerates(tmp_path, capsys):
     assert again.reused and again.train_json.stat().st_mtime_ns == stamp
     assert "reusing" in capsys.readouterr().err
     forced = make_shapes(out, force=True, progress=False, **args)
-    assert not forced.reused
-    # other parameters, or a missing image, mean the folder is regenerated
-    assert not make_shapes(out, progress=False, **{**args, "seed": 6}).reused
+    assert not forced.reused and forced.train_json.stat().st_mtime_ns != stamp
+    # a missing image of a set with the same parameters means the folder is completed again
     (out / "images" / "val" / "000001.png").unlink()
-    assert not make_shapes(out, progress=False, **{**args, "seed": 6}).reused
+    assert not make_shapes(out, progress=False, **args).reused
     assert (out / "images" / "val" / "000001.png").is_file()
+
+
+def test_a_set_made_with_other_parameters_is_refused_without_force(tmp_path):
+    out = tmp_path / "other"
+    args = dict(n_train=3, n_val=2, size=48, seed=5)
+    make_shapes(out, progress=False, **args)
+    before = _all_files(out)
+    with pytest.raises(NoisysegError) as e:
+        make_shapes(out, progress=False, **{**args, "seed": 6})
+    assert str(e.value) == (f"{out}: holds a shapes set made with other parameters (seed 5 (asked 6)); "
+                            "refusing to replace it (pass --force to allow)")
+    with pytest.raises(NoisysegError, match=r"class_colours None \(asked True\)"):
+        make_shapes(out, progress=False, class_colours=True, **args)
+    assert _all_files(out) == before  # nothing touched
+    assert not make_shapes(out, progress=False, force=True, **{**args, "seed": 6}).reused
+    assert json.loads((out / "train.json").read_text())["info"]["params"]["seed"] == 6
+
+
+@pytest.mark.parametrize("content", ['{"images": [], "annotations": [], "categories": []}', "not json",
+                                     '{"info": {"split": "train", "params": {"generator": "someone.else"}}}'])
+def test_a_users_own_train_json_is_refused_without_force(tmp_path, content):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "train.json").write_text(content)
+    with pytest.raises(NoisysegError) as e:
+        make_shapes(out, progress=False, **TINY)
+    assert str(e.value) == (f"{out / 'train.json'}: not written by noisyseg data shapes; refusing to replace it "
+                            "(pass --force to allow)")
+    assert (out / "train.json").read_text() == content and sorted(p.name for p in out.iterdir()) == ["train.json"]
+    make_shapes(out, progress=False, force=True, **TINY)
+    assert json.loads((out / "train.json").read_text())["info"]["params"]["generator"] == "noisyseg.data.shapes"
 
 
 def test_regenerating_a_smaller_set_removes_left_over_images(tmp_path):
     out = tmp_path / "shrink"
     make_shapes(out, n_train=4, n_val=1, size=32, progress=False)
-    make_shapes(out, n_train=2, n_val=1, size=32, progress=False)
+    make_shapes(out, n_train=2, n_val=1, size=32, progress=False, force=True)
     assert sorted(p.name for p in (out / "images" / "train").iterdir()) == ["000000.png", "000001.png"]
 
 
@@ -214,6 +272,17 @@ def test_cli_writes_the_set_and_bad_args_return_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("noisyseg data: error:") and "size" in err and len(err.splitlines()) == 1
     assert main(["data", "shapes", "-o", str(tmp_path / "x"), "--train", "-2", "--no-progress"]) == 2
+    capsys.readouterr()
+
+    # another seed into the same folder: refused with one line, accepted with --force
+    again = ["data", "shapes", "-o", str(out), "--train", "3", "--val", "2", "--size", "48", "--seed", "2",
+             "--no-progress"]
+    assert main(again) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"noisyseg data: error: {out}: holds a shapes set made with other parameters "
+                   "(seed 1 (asked 2)); refusing to replace it (pass --force to allow)")
+    assert main(again + ["--force"]) == 0
+    assert json.loads((out / "train.json").read_text())["info"]["params"]["seed"] == 2
 
 
 def _hue(rgb: np.ndarray) -> np.ndarray:
@@ -249,6 +318,8 @@ def test_class_colours_are_recorded_and_change_the_images(tmp_path):
     assert "class_colours" not in json.loads(plain.train_json.read_text())["info"]["params"]
     assert json.loads(coloured.train_json.read_text())["info"]["params"]["class_colours"] is True
     assert _all_files(tmp_path / "plain" / "images") != _all_files(tmp_path / "coloured" / "images")
-    # a set made without the option is not reused for a request with it, and vice versa
-    assert not make_shapes(tmp_path / "plain", class_colours=True, **args).reused
-    assert not make_shapes(tmp_path / "plain", **args).reused
+    # a set made without the option does not pass for one with it; --force turns it into that set
+    with pytest.raises(NoisysegError, match="made with other parameters"):
+        make_shapes(tmp_path / "plain", class_colours=True, **args)
+    assert not make_shapes(tmp_path / "plain", class_colours=True, force=True, **args).reused
+    assert _all_files(tmp_path / "plain") == _all_files(tmp_path / "coloured")

@@ -52,11 +52,14 @@ Determinism
 Image ``i`` of a split is drawn from ``numpy.random.default_rng([seed, split_code, i])``, so the same
 arguments give byte-identical files, train and val never share an image, and a set with more images
 starts with the same images as a smaller one. A folder that already holds a complete set made with the
-same parameters is reused as it is (``force=True`` regenerates).
+same parameters is reused as it is (``force=True`` regenerates). A folder holding a set made with other
+parameters, or a ``train.json`` / ``val.json`` this generator did not write, is refused unless
+``force=True``: noisy label files made from the old set would otherwise point at replaced images.
 """
 
 from __future__ import annotations
 
+import colorsys
 import io
 import json
 import math
@@ -66,13 +69,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
 from noisyseg.errors import NoisysegError
-from noisyseg.utils.io import atomic_write_text
+from noisyseg.utils.io import atomic_write_bytes, atomic_write_text
 
 # Bump when a change to the generator alters its output, so old folders are not silently reused.
 SHAPES_VERSION = 1
@@ -92,7 +96,7 @@ MIN_KEEP_FRACTION = 0.35    # a new shape may hide at most 65% of any shape alre
 PLACEMENT_TRIES = 12
 
 SPLITS = ("train", "val")
-_SPLIT_CODE = {"train": 0, "val": 1}
+SPLIT_CODE = {"train": 0, "val": 1}
 _IMAGE_NAME = re.compile(r"^\d{6}\.png$")
 
 
@@ -124,13 +128,18 @@ _FAMILY_SCALE = {"round": 0.85, "box": 0.9, "triangle": 1.2, "star": 1.15}
 
 
 @dataclass(frozen=True)
-class ShapesPaths:
+class SetPaths:
     """Where a generated set lives. ``reused`` is True when an existing matching set was kept."""
 
     train_json: Path
     val_json: Path
     image_root: Path
     reused: bool = False
+
+
+# Draws image ``index`` of ``split``: returns the (size, size, 3) uint8 RGB image and its instances, each a
+# dict with at least ``category_id``, ``segmentation``, ``area`` and ``bbox`` (the COCO fields).
+DrawImage = Callable[[str, int], "tuple[np.ndarray, list[dict]]"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,7 +155,7 @@ def make_shapes(
     force: bool = False,
     progress: bool = True,
     class_colours: bool = False,
-) -> ShapesPaths:
+) -> SetPaths:
     """Write (or reuse) the synthetic shapes data set in ``out_dir`` and return its paths.
 
     Args:
@@ -154,46 +163,25 @@ def make_shapes(
         n_train, n_val: number of images per split (>= 0).
         size: width and height of every image in pixels (>= 32).
         seed: non-negative base seed; identical arguments give byte-identical files.
-        force: regenerate even if ``out_dir`` already holds a complete set with these parameters.
+        force: regenerate even if ``out_dir`` already holds a complete set with these parameters, and
+            replace a set made with other parameters or index files not written by this generator
+            (refused without it).
         progress: show a progress bar and one status line on stderr.
         class_colours: give each class its own hue band (see :data:`CLASS_HUE_JITTER`), so colour is a
             cue to the class as well as outline and pattern (the CPU benchmark uses this; see the
             module docstring).
 
     Raises:
-        NoisysegError: bad arguments, or ``out_dir`` is not usable as a folder.
+        NoisysegError: bad arguments, ``out_dir`` is not usable as a folder, or it holds a set made with
+            other parameters or a ``train.json`` / ``val.json`` of someone else's (without ``force``).
     """
     params = _check_params(n_train, n_val, size, seed, class_colours)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NoisysegError(f"{out}: output path exists and is not a folder")
-    paths = ShapesPaths(out / "train.json", out / "val.json", out / "images")
 
-    if not force and _is_complete(paths, params):
-        _say(progress, f"[shapes] reusing the existing data set in {out} (same parameters; --force regenerates)")
-        return ShapesPaths(paths.train_json, paths.val_json, paths.image_root, reused=True)
+    def draw(split: str, index: int) -> tuple[np.ndarray, list[dict]]:
+        return generate_image(split, index, size, seed, class_colours)
 
-    t0 = time.perf_counter()
-    # Remove the old index files first: an interrupted run must never look like a complete set.
-    for p in (paths.train_json, paths.val_json):
-        if p.exists():
-            p.unlink()
-    counts = {"train": n_train, "val": n_val}
-    bar = _progress_bar(n_train + n_val, progress)
-    n_instances = {}
-    try:
-        for split in SPLITS:
-            folder = paths.image_root / split
-            folder.mkdir(parents=True, exist_ok=True)
-            _remove_stale_images(folder, counts[split])
-            coco = _generate_split(split, counts[split], size, seed, folder, params, bar)
-            n_instances[split] = len(coco["annotations"])
-            atomic_write_text(out / f"{split}.json", json.dumps(coco, separators=(",", ":")))
-    finally:
-        bar.close()
-    _say(progress, f"[shapes] wrote {n_train} train + {n_val} val images ({n_instances['train']} + "
-                   f"{n_instances['val']} instances) to {out} in {time.perf_counter() - t0:.1f} s")
-    return paths
+    return write_scene_set(out_dir, params, CATEGORIES, draw, "noisyseg synthetic shapes", "shapes",
+                           force=force, progress=progress)
 
 
 def generate_image(split: str, index: int, size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED,
@@ -206,10 +194,75 @@ def generate_image(split: str, index: int, size: int = DEFAULT_SIZE, seed: int =
             ``segmentation`` (polygon list or compressed RLE with a str ``counts``), ``area`` (int visible
             pixel count), ``bbox`` ([x, y, w, h] ints) and ``mask`` ((size, size) bool visible mask).
     """
-    if split not in _SPLIT_CODE:
+    if split not in SPLIT_CODE:
         raise NoisysegError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
+    rng = np.random.default_rng([seed, SPLIT_CODE[split], index])
     return _draw_scene(rng, size, first_class=index % len(CLASSES), class_colours=class_colours)
+
+
+# --------------------------------------------------------------------------------------------------
+# writing a generated set (shared with noisyseg.data.fashion)
+
+
+def write_scene_set(out_dir: str | os.PathLike, params: dict, categories: list[dict], draw: DrawImage,
+                    description: str, command: str, force: bool = False, progress: bool = True) -> SetPaths:
+    """Write ``params["n_train"]`` + ``params["n_val"]`` images drawn by ``draw`` as a COCO set in ``out_dir``.
+
+    ``params`` (JSON values, with ``generator``, ``n_train``, ``n_val`` and ``size``) is recorded in each
+    index file's ``info.params``: a folder whose two index files carry the same ``params`` and whose
+    images all exist is reused as it is. A folder holding a set made with other ``params``, or a
+    ``train.json`` / ``val.json`` not written by this generator, is refused unless ``force`` (noisy
+    files made from the old set would otherwise point at replaced images). ``command`` names the
+    generator in messages (``noisyseg data COMMAND``).
+
+    Images are written as ``images/{split}/NNNNNN.png`` with fixed PNG settings; the index files last,
+    each atomically, after their old versions were removed, so an interrupted run never looks complete.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NoisysegError(f"{out}: output path exists and is not a folder")
+    paths = SetPaths(out / "train.json", out / "val.json", out / "images")
+    if not force:
+        if _check_replaceable(paths, params, command):
+            _say(progress, f"[{command}] reusing the existing data set in {out} (same parameters; "
+                           "--force regenerates)")
+            return SetPaths(paths.train_json, paths.val_json, paths.image_root, reused=True)
+
+    t0 = time.perf_counter()
+    for p in (paths.train_json, paths.val_json):
+        if p.exists():
+            p.unlink()
+    counts = {"train": params["n_train"], "val": params["n_val"]}
+    bar = _progress_bar(counts["train"] + counts["val"], progress, command)
+    n_instances = {}
+    try:
+        for split in SPLITS:
+            folder = paths.image_root / split
+            folder.mkdir(parents=True, exist_ok=True)
+            _remove_stale_images(folder, counts[split])
+            coco = _write_split(split, counts[split], params, categories, draw, description, folder, bar)
+            n_instances[split] = len(coco["annotations"])
+            atomic_write_text(out / f"{split}.json", json.dumps(coco, separators=(",", ":")))
+    finally:
+        bar.close()
+    _say(progress, f"[{command}] wrote {counts['train']} train + {counts['val']} val images "
+                   f"({n_instances['train']} + {n_instances['val']} instances) to {out} in "
+                   f"{time.perf_counter() - t0:.1f} s")
+    return paths
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W, 3) uint8 RGB image with fixed encoder settings and no metadata."""
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG", compress_level=6, optimize=False)
+    return buf.getvalue()
+
+
+def mask_bbox(mask: np.ndarray) -> list[int]:
+    """[x, y, w, h] of the True pixels of a 2-D mask (pixel-edge convention, as pycocotools toBbox)."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,15 +270,7 @@ def generate_image(split: str, index: int, size: int = DEFAULT_SIZE, seed: int =
 
 
 def _check_params(n_train: int, n_val: int, size: int, seed: int, class_colours: bool = False) -> dict:
-    for name, value in (("n_train", n_train), ("n_val", n_val), ("size", size), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise NoisysegError(f"shapes: {name} must be an integer, got {value!r}")
-    if n_train < 0 or n_val < 0:
-        raise NoisysegError(f"shapes: image counts must be >= 0, got train={n_train}, val={n_val}")
-    if size < MIN_SIZE:
-        raise NoisysegError(f"shapes: size must be at least {MIN_SIZE} pixels, got {size}")
-    if seed < 0:
-        raise NoisysegError(f"shapes: seed must be >= 0, got {seed}")
+    check_counts("shapes", n_train, n_val, size, seed)
     params = {"generator": "noisyseg.data.shapes", "version": SHAPES_VERSION, "seed": int(seed),
               "n_train": int(n_train), "n_val": int(n_val), "size": int(size)}
     if class_colours:  # only recorded when on, so sets made before the option existed still match
@@ -233,24 +278,51 @@ def _check_params(n_train: int, n_val: int, size: int, seed: int, class_colours:
     return params
 
 
-def _is_complete(paths: ShapesPaths, params: dict) -> bool:
-    """True if both index files were written with ``params`` and all their images exist."""
+def check_counts(command: str, n_train: int, n_val: int, size: int, seed: int) -> None:
+    """Raise a one-line :class:`NoisysegError` unless the counts, size (>= MIN_SIZE) and seed are valid."""
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("size", size), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise NoisysegError(f"{command}: {name} must be an integer, got {value!r}")
+    if n_train < 0 or n_val < 0:
+        raise NoisysegError(f"{command}: image counts must be >= 0, got train={n_train}, val={n_val}")
+    if size < MIN_SIZE:
+        raise NoisysegError(f"{command}: size must be at least {MIN_SIZE} pixels, got {size}")
+    if seed < 0:
+        raise NoisysegError(f"{command}: seed must be >= 0, got {seed}")
+
+
+def _check_replaceable(paths: SetPaths, params: dict, command: str) -> bool:
+    """True if the folder holds a complete set made with ``params`` (reuse it); False if it may be
+    (re)written: no index file yet, or an incomplete set made with the same ``params``.
+
+    Raises :class:`NoisysegError` for an index file that is not this generator's or a set made with
+    other parameters.
+    """
+    complete = True
     for split, path in (("train", paths.train_json), ("val", paths.val_json)):
+        if not path.exists():
+            complete = False
+            continue
         try:
             with open(path, "rb") as f:
                 coco = json.load(f)
         except (OSError, ValueError):
-            return False
+            coco = None
         info = coco.get("info") if isinstance(coco, dict) else None
-        if not isinstance(info, dict) or info.get("params") != params or info.get("split") != split:
-            return False
+        old = info.get("params") if isinstance(info, dict) else None
+        if not isinstance(old, dict) or old.get("generator") != params["generator"] or info.get("split") != split:
+            raise NoisysegError(f"{path}: not written by noisyseg data {command}; refusing to replace it "
+                                "(pass --force to allow)")
+        if old != params:
+            changed = ", ".join(f"{k} {old.get(k)!r} (asked {params.get(k)!r})"
+                                for k in sorted(set(old) | set(params)) if old.get(k) != params.get(k))
+            raise NoisysegError(f"{paths.train_json.parent}: holds a {command} set made with other parameters "
+                                f"({changed}); refusing to replace it (pass --force to allow)")
         images = coco.get("images", [])
-        if len(images) != params[f"n_{split}"]:
-            return False
-        for im in images:
-            if not (paths.image_root / str(im.get("file_name", ""))).is_file():
-                return False
-    return True
+        if len(images) != params[f"n_{split}"] or not all(
+                (paths.image_root / str(im.get("file_name", ""))).is_file() for im in images):
+            complete = False
+    return complete
 
 
 def _remove_stale_images(folder: Path, keep: int) -> None:
@@ -260,13 +332,15 @@ def _remove_stale_images(folder: Path, keep: int) -> None:
             p.unlink()
 
 
-def _generate_split(split: str, n: int, size: int, seed: int, folder: Path, params: dict, bar) -> dict:
+def _write_split(split: str, n: int, params: dict, categories: list[dict], draw: DrawImage, description: str,
+                 folder: Path, bar) -> dict:
+    """Draw, write and index the ``n`` images of ``split``; returns the split's COCO dict."""
+    size = params["size"]
     images, annotations = [], []
-    class_colours = params.get("class_colours", False)
     for i in range(n):
-        img, instances = generate_image(split, i, size, seed, class_colours)
+        img, instances = draw(split, i)
         name = f"{i:06d}.png"
-        _write_png(folder / name, img)
+        atomic_write_bytes(folder / name, encode_png(img))
         image_id = i + 1
         images.append({"id": image_id, "file_name": f"{split}/{name}", "width": size, "height": size})
         for inst in instances:
@@ -281,28 +355,19 @@ def _generate_split(split: str, n: int, size: int, seed: int, folder: Path, para
             })
         bar.update(1)
     info = {
-        "description": f"noisyseg synthetic shapes, {split} split",
-        "version": str(SHAPES_VERSION),
+        "description": f"{description}, {split} split",
+        "version": str(params["version"]),
         "contributor": "noisyseg",
         "split": split,
         "params": params,
     }
-    return {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
+    return {"info": info, "images": images, "annotations": annotations, "categories": categories}
 
 
-def _write_png(path: Path, img: np.ndarray) -> None:
-    """Write a PNG with fixed encoder settings (no metadata), via a temporary file and a rename."""
-    buf = io.BytesIO()
-    Image.fromarray(img, "RGB").save(buf, format="PNG", compress_level=6, optimize=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-
-
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="shapes", unit="img", file=sys.stderr, disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled, leave=False)
 
 
 def _say(enabled: bool, line: str) -> None:
@@ -317,8 +382,8 @@ def _say(enabled: bool, line: str) -> None:
 def _draw_scene(rng: np.random.Generator, size: int, first_class: int, class_colours: bool = False
                 ) -> tuple[np.ndarray, list[dict]]:
     """Paint background, clutter and objects; return the uint8 image and the visible instances."""
-    img = _background(rng, size)
-    img = _clutter(rng, img)
+    img = background(rng, size)
+    img = clutter(rng, img)
     label = np.full((size, size), -1, dtype=np.int16)   # index of the object owning each pixel
     placed: list[tuple[ShapeClass, list[float], int]] = []  # (class, polygon, drawn pixel count)
 
@@ -361,7 +426,7 @@ def _draw_scene(rng: np.random.Generator, size: int, first_class: int, class_col
             "category_id": cls.id,
             "segmentation": segmentation,
             "area": n_visible,
-            "bbox": _mask_bbox(visible),
+            "bbox": mask_bbox(visible),
             "mask": visible,
         })
 
@@ -376,7 +441,7 @@ def _rasterise(poly: list[float], size: int) -> np.ndarray:
     return mask_utils.decode(rles)[:, :, 0].astype(bool)
 
 
-def _mask_bbox(mask: np.ndarray) -> list[int]:
+def mask_bbox(mask: np.ndarray) -> list[int]:
     """[x, y, w, h] of the True pixels of a 2-D mask (pixel-edge convention, as pycocotools toBbox)."""
     ys = np.flatnonzero(mask.any(axis=1))
     xs = np.flatnonzero(mask.any(axis=0))
@@ -415,7 +480,7 @@ def _outline(rng: np.random.Generator, family: str, size: int) -> list[float]:
     return [round(float(v), 2) for v in pts.reshape(-1)]
 
 
-def _random_colour(rng: np.random.Generator) -> np.ndarray:
+def random_colour(rng: np.random.Generator) -> np.ndarray:
     """A random RGB colour (float32, 0-255) with moderate to full saturation and brightness."""
     h = rng.uniform(0.0, 1.0)
     s = rng.uniform(0.25, 1.0)
@@ -435,18 +500,15 @@ def _class_colour(rng: np.random.Generator, cls: ShapeClass) -> np.ndarray:
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
-    i = int(h * 6.0) % 6
-    f = h * 6.0 - int(h * 6.0)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return np.array(rgb, dtype=np.float32) * 255.0
+    """(3,) float32 RGB in 0-255 of an HSV colour with components in [0, 1]."""
+    return np.array(colorsys.hsv_to_rgb(h, s, v), dtype=np.float32) * 255.0
 
 
-def _distinct_colour(rng: np.random.Generator, other: np.ndarray, min_dist: float, tries: int = 16) -> np.ndarray:
+def distinct_colour(rng: np.random.Generator, other: np.ndarray, min_dist: float, tries: int = 16) -> np.ndarray:
     """A random colour at least ``min_dist`` (RGB Euclidean) away from ``other``, if one turns up."""
     best, best_d = None, -1.0
     for _ in range(tries):
-        col = _random_colour(rng)
+        col = random_colour(rng)
         d = float(np.linalg.norm(col - other))
         if d >= min_dist:
             return col
@@ -464,7 +526,7 @@ def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, cls: Sha
     m = mask[y0:y1, x0:x1]
     region = img[y0:y1, x0:x1]
     bg_mean = region[m].mean(axis=0)
-    base = _class_colour(rng, cls) if class_colours else _distinct_colour(rng, bg_mean, 70.0)
+    base = _class_colour(rng, cls) if class_colours else distinct_colour(rng, bg_mean, 70.0)
 
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
     # Soft directional shading so a "solid" object is not one flat colour.
@@ -475,7 +537,7 @@ def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, cls: Sha
 
     colour = np.broadcast_to(base, region.shape).copy()
     if cls.pattern != "solid":
-        second = _distinct_colour(rng, base, rng.uniform(45.0, 150.0))
+        second = distinct_colour(rng, base, rng.uniform(45.0, 150.0))
         unit = max(img.shape[0] / 128.0, 0.6)
         angle = rng.uniform(0.0, math.pi)
         u = xx * math.cos(angle) + yy * math.sin(angle)
@@ -494,7 +556,7 @@ def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, cls: Sha
     region[m] = np.clip(colour[m], 0.0, 255.0)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """(size, size, 3) float32: a random two-colour gradient, low-frequency colour noise and soft blobs."""
     coords = (np.arange(size, dtype=np.float32) + 0.5) / size
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
@@ -530,7 +592,7 @@ def _interp_matrix(k: int, size: int) -> np.ndarray:
     return w
 
 
-def _clutter(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+def clutter(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Draw distractor lines, arcs and hatching (never annotated) onto a float image; returns float32."""
     size = img.shape[0]
     pil = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB")
@@ -538,7 +600,7 @@ def _clutter(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     width_max = max(1, round(size / 64))
 
     def colour() -> tuple[int, int, int]:
-        return tuple(int(v) for v in _random_colour(rng))
+        return tuple(int(v) for v in random_colour(rng))
 
     for _ in range(int(rng.integers(1, 7))):  # long straight lines
         x0, y0, x1, y1 = (float(v) for v in rng.uniform(-0.1 * size, 1.1 * size, 4))
