@@ -32,27 +32,104 @@ def load_trained_model(checkpoint: str | Path, device: torch.device | str = "cpu
     return model.to(device).eval(), cfg, label_map
 
 
+def overlay_paths(images: list[str | Path], out_dir: str | Path) -> list[Path]:
+    """The overlay file of each input image: ``out_dir/<stem>.png``, made unique.
+
+    An input whose name is already taken (by an earlier input's overlay, or by one of the inputs
+    themselves) gets the first free name of ``<stem>_2.png``, ``<stem>_3.png``, ..., so no overlay ever
+    replaces an input image or another overlay of the same call, even with ``out_dir`` the images' own folder or two
+    inputs of the same file name from different folders. Names compare case-insensitively (as on
+    macOS and Windows file systems).
+    """
+    out = Path(out_dir)
+    inputs = {str(Path(p).resolve()).casefold() for p in images}
+    taken: set[str] = set()
+    paths = []
+    for p in images:
+        stem = Path(p).stem
+        candidate, k = out / f"{stem}.png", 1
+        while candidate.name.casefold() in taken or str(candidate.resolve()).casefold() in inputs:
+            k += 1
+            candidate = out / f"{stem}_{k}.png"
+        taken.add(candidate.name.casefold())
+        paths.append(candidate)
+    return paths
+
+
+def _check_inputs(images: list[str | Path], results: Path) -> None:
+    """One-line errors, before any work, for no images, a missing or unreadable image, or an input that
+    the results file would replace. Only image headers are read here."""
+    from PIL import Image
+
+    if not images:
+        raise NoisysegError("no input images given")
+    for p in images:
+        if Path(p).resolve() == results.resolve():
+            raise NoisysegError(f"{p}: refusing to overwrite an input with the results file")
+        if Path(p).is_dir():
+            raise NoisysegError(f"{p}: expected an image file, found a folder")
+        try:
+            with Image.open(p):
+                pass
+        except FileNotFoundError:
+            raise NoisysegError(f"{p}: image not found") from None
+        except OSError as e:
+            raise NoisysegError(f"{p}: cannot read image ({e})") from None
+
+
 @torch.no_grad()
 def predict_images(checkpoint: str | Path, images: list[str | Path], out_dir: str | Path,
                    score_threshold: float = 0.5, device: str = "cpu") -> Path:
-    """Predict on ``images``; write ``out_dir/<stem>.png`` overlays and ``out_dir/results.json``.
+    """Predict on ``images``; write one overlay per image and ``out_dir/results.json``.
 
-    results.json is a COCO results list (category ids of the training data set); ``image_id`` is the
-    position of the image on the command line and ``file_name`` names it.
+    Overlays are named by :func:`overlay_paths` (``<stem>.png``, made unique; never an input's name).
+    ``results.json`` is a COCO results list (category ids of the training data set) of the detections
+    scoring at least ``score_threshold``; ``image_id`` is the position of the image in ``images``,
+    ``file_name`` names it and ``overlay`` names its overlay file.
+
+    Everything is checked before the model runs (the output folder, every image, the threshold), and the
+    overlays are written to a hidden folder inside ``out_dir`` and moved into place only once every image
+    is done, so a failure leaves no partial output. Returns the path of ``results.json``.
     """
+    import shutil
+    import tempfile
+
+    from noisyseg.utils.io import ensure_output_dir
+
+    if not 0.0 <= score_threshold <= 1.0:  # also refuses NaN
+        raise NoisysegError(f"score threshold must be in [0, 1], got {score_threshold}")
+    out = ensure_output_dir(out_dir, "output folder")
+    results_path = out / "results.json"
+    if results_path.is_dir():
+        raise NoisysegError(f"{results_path}: the results file is a folder, expected a file path")
+    _check_inputs(images, results_path)
+    overlays = overlay_paths(images, out)
     model, _, label_map = load_trained_model(checkpoint, device)
-    out = Path(out_dir)
-    results = []
-    for idx, path in enumerate(images):
-        img_u8 = load_rgb(path)
-        pred = model([img_u8.float().div(255).to(device)])[0]
-        keep = pred["scores"] >= score_threshold
-        pred = {k: v[keep].cpu() for k, v in pred.items()}
-        masks = pred["masks"][:, 0] > 0.5 if "masks" in pred else None
-        overlay = draw_overlay(img_u8, pred["boxes"], pred["labels"], pred["scores"], masks, label_map.names)
-        write_png(out / f"{Path(path).stem}.png", overlay)
-        for r in detections_to_coco(idx, pred["boxes"], pred["scores"], pred["labels"],
-                                    pred.get("masks"), list(label_map.category_ids)):
-            r["file_name"] = str(path)
-            results.append(r)
-    return atomic_write_text(out / "results.json", json.dumps(results))
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".predict-", dir=out))
+    try:
+        results = []
+        for idx, (path, overlay_path) in enumerate(zip(images, overlays)):
+            img_u8 = load_rgb(path)
+            pred = model([img_u8.float().div(255).to(device)])[0]
+            keep = pred["scores"] >= score_threshold
+            pred = {k: v[keep].cpu() for k, v in pred.items()}
+            masks = pred["masks"][:, 0] > 0.5 if "masks" in pred else None
+            overlay = draw_overlay(img_u8, pred["boxes"], pred["labels"], pred["scores"], masks, label_map.names)
+            write_png(staging / overlay_path.name, overlay)
+            for r in detections_to_coco(idx, pred["boxes"], pred["scores"], pred["labels"],
+                                        pred.get("masks"), list(label_map.category_ids)):
+                r["file_name"] = str(path)
+                r["overlay"] = overlay_path.name
+                results.append(r)
+        atomic_write_text(staging / results_path.name, json.dumps(results))
+        for final in overlays + [results_path]:  # renames within one folder: nothing left to fail on
+            (staging / final.name).replace(final)
+        return results_path
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

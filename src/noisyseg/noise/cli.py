@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "realised transitions (an earlier info.noise moves to the list info.noise_history).",
         epilog="kinds:\n"
                "  symmetric   a changed annotation moves uniformly to one of the other target classes\n"
-               "  asymmetric  --preset cityscapes | voc | supercategory (flips by class name)\n"
+               "  asymmetric  --preset cityscapes | voc | fashion | supercategory (flips by class name)\n"
                "  pairs       --pairs \"bus>car,cat>dog\" (uniform over the targets of a repeated source)\n"
                "  matrix      --matrix T.json {\"classes\": [K names], \"matrix\": K x K}; row = P(new | old),\n"
                "              diagonal = P(stay); an eligible annotation is hit with probability --rate\n"
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="in [0, 1]: the fraction of eligible annotations hit (for every kind but matrix, "
                         "the fraction that change class)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    p.add_argument("--preset", help="asymmetric preset: cityscapes | voc | supercategory")
+    p.add_argument("--preset", help="asymmetric preset: cityscapes | voc | fashion | supercategory")
     p.add_argument("--pairs", help="source>target pairs by class name, comma-separated")
     p.add_argument("--matrix", metavar="T.json",
                    help="json {\"classes\": [names], \"matrix\": K x K}, rows sum to 1")
@@ -75,7 +75,7 @@ def _parse_rate(text: str | None) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``noisyseg noise`` with parsed ``args``; returns the exit code."""
-    from noisyseg.utils.io import atomic_write_text, check_not_overwriting_input, read_json
+    from noisyseg.utils.io import atomic_write_text, check_not_overwriting_input, ensure_output_file, read_json
 
     if args.stats:
         if args.input or args.out:
@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_not_overwriting_input(args.report, [args.input, args.out] + ([args.matrix] if args.matrix else []),
                                     False)
+    # Both outputs are checked before any work, so a bad --report path cannot leave a written -o behind.
+    ensure_output_file(args.out, "output file")
+    if args.report:
+        ensure_output_file(args.report, "report file")
 
     from noisyseg.noise.inject import check_matrix, inject, parse_pairs
 
@@ -112,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
                                include_crowd=args.include_crowd, in_place=True)
     except NoisysegError as e:
         raise NoisysegError(f"{args.input}: {e}") from None
-    text = json.dumps(noisy, separators=(",", ":"))
+    try:  # a NaN or Infinity anywhere (JSON has neither) must not produce an output that is not JSON
+        text = json.dumps(noisy, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise NoisysegError(f"{args.input}: holds a NaN or Infinity number (not valid JSON); "
+                            f"{args.out} not written") from None
     del noisy, coco  # free the parsed file before the encoded copy is made
     atomic_write_text(args.out, text)
     if args.report:

@@ -55,7 +55,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from noisyseg.data.convert.common import check_splits, mask_annotation, require_dir, summary, write_coco
+from noisyseg.data.convert.common import (check_outputs, check_splits, mask_annotation, require_dir, summary,
+                                          write_splits)
 from noisyseg.errors import NoisysegError
 
 CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
@@ -174,8 +175,8 @@ def convert_cityscapes(root: str | Path, out_dir: str | Path, splits: Iterable[s
                        progress: bool = True) -> dict[str, Path]:
     """Convert Cityscapes gtFine polygons of each split to ``out_dir/{split}.json``.
 
-    A split's json is written (atomically) only after all its images converted, so a bad input file never
-    leaves a partial output file. Prints one summary line per split on stdout.
+    The output folder is checked first, and the jsons are written (atomically) only after every split
+    converted, so bad input never leaves a partial output. Prints one summary line per split on stdout.
 
     Args:
         root: the Cityscapes root holding ``leftImg8bit/`` and ``gtFine/``.
@@ -187,10 +188,11 @@ def convert_cityscapes(root: str | Path, out_dir: str | Path, splits: Iterable[s
     """
     root, out_dir = Path(root), Path(out_dir)
     splits = check_splits(splits)
+    check_outputs(out_dir, splits)
     require_dir(root, "Cityscapes root")
     images_root = require_dir(root / "leftImg8bit", "leftImg8bit")
     gt_root = require_dir(root / "gtFine", "gtFine")
-    written: dict[str, Path] = {}
+    converted: list[tuple[Path, dict, str]] = []
     for split in splits:
         require_dir(images_root / split, f"leftImg8bit/{split}")
         gt_files = sorted(require_dir(gt_root / split, f"gtFine/{split}").glob(f"*/*{POLYGONS_SUFFIX}"))
@@ -211,6 +213,6 @@ def convert_cityscapes(root: str | Path, out_dir: str | Path, splits: Iterable[s
             dropped += n_dropped
         info = {"description": f"Cityscapes gtFine {split}: 8 instance classes, visible masks (converted by noisyseg)",
                 "image_root": str(images_root)}
-        written[split] = write_coco(out_dir / f"{split}.json", images, annotations, CATEGORIES, info)
-        print(summary(split, len(images), annotations, CATEGORIES, dropped))
-    return written
+        coco = {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
+        converted.append((out_dir / f"{split}.json", coco, summary(split, len(images), annotations, CATEGORIES, dropped)))
+    return write_splits(splits, converted)

@@ -1,4 +1,4 @@
-"""Pieces shared by the converters: mask -> COCO annotation, atomic json output, progress."""
+"""Pieces shared by the converters: split names, output checks, mask -> COCO annotation, json output."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from noisyseg.errors import NoisysegError
-from noisyseg.utils.io import atomic_write_text
+from noisyseg.utils.io import atomic_write_text, ensure_output_dir, ensure_output_file
 
 
 def mask_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict:
@@ -39,9 +39,25 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def write_coco(path: Path, images: list, annotations: list, categories: list, info: dict) -> Path:
-    return atomic_write_text(path, json.dumps({"info": info, "images": images, "annotations": annotations,
-                                               "categories": categories}))
+def check_outputs(out_dir: Path, splits: list[str]) -> None:
+    """Before any work: ``out_dir`` must be (or be creatable as) a writable folder, and no
+    ``out_dir/{split}.json`` may be a folder. One-line :class:`NoisysegError` otherwise."""
+    ensure_output_dir(out_dir, "output folder")
+    for split in splits:
+        ensure_output_file(out_dir / f"{split}.json", f"{split} json")
+
+
+def write_splits(splits: list[str], converted: list[tuple[Path, dict, str]]) -> dict[str, Path]:
+    """Write every converted split, then print its summary line; returns ``{split: path written}``.
+
+    Args:
+        splits: the split names, in the order of ``converted``.
+        converted: per split ``(output path, COCO dict, summary line)``.
+    """
+    written = {split: atomic_write_text(path, json.dumps(coco)) for split, (path, coco, _) in zip(splits, converted)}
+    for _, _, line in converted:
+        print(line)
+    return written
 
 
 def summary(split: str, n_images: int, annotations: list, categories: list, dropped: int) -> str:

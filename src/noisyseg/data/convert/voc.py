@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from noisyseg.data.convert.common import check_splits, mask_annotation, require_dir, write_coco
+from noisyseg.data.convert.common import check_outputs, check_splits, mask_annotation, require_dir, write_splits
 from noisyseg.errors import NoisysegError
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -101,8 +101,8 @@ def convert_voc(root: str | Path, out_dir: str | Path, splits: Iterable[str] = (
                 progress: bool = True) -> dict[str, Path]:
     """Convert PASCAL VOC 2012 instance segmentation of each split to ``out_dir/{split}.json``.
 
-    A split's json is written (atomically) only after all its images converted, so bad input never leaves
-    a partial output file. Prints one summary line per split on stdout.
+    The output folder is checked first, and the jsons are written (atomically) only after every split
+    converted, so bad input never leaves a partial output. Prints one summary line per split on stdout.
 
     Args:
         root: the ``VOC2012`` folder.
@@ -114,12 +114,14 @@ def convert_voc(root: str | Path, out_dir: str | Path, splits: Iterable[str] = (
     """
     root, out_dir = Path(root), Path(out_dir)
     splits = check_splits(splits)
+    check_outputs(out_dir, splits)
     require_dir(root, "VOC2012")
     jpegs = require_dir(root / "JPEGImages", "JPEGImages")
     objects_dir = require_dir(root / "SegmentationObject", "SegmentationObject")
     classes_dir = require_dir(root / "SegmentationClass", "SegmentationClass")
     lists = require_dir(root / "ImageSets" / "Segmentation", "ImageSets/Segmentation")
-    written: dict[str, Path] = {}
+    converted: list[tuple[Path, dict, str]] = []
+    warnings: list[str] = []
     for split in splits:
         list_file = lists / f"{split}.txt"
         if not list_file.is_file():
@@ -153,11 +155,14 @@ def convert_voc(root: str | Path, out_dir: str | Path, splits: Iterable[str] = (
                 annotations.append(mask_annotation(mask, len(annotations) + 1, image_id, class_index))
         info = {"description": f"PASCAL VOC 2012 segmentation {split}: 20 classes (converted by noisyseg)",
                 "image_root": str(jpegs)}
-        written[split] = write_coco(out_dir / f"{split}.json", images, annotations, CATEGORIES, info)
-        print(_summary(split, len(images), annotations, dropped))
+        coco = {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
+        converted.append((out_dir / f"{split}.json", coco, _summary(split, len(images), annotations, dropped)))
         if tied:
             shown = ", ".join(sorted(set(tied))[:5])
-            print(f"noisyseg convert voc: warning: [{split}] {len(tied)} instance(s) had a tie for the majority "
-                  f"class; the lower class index was used (images: {shown}{', ...' if len(set(tied)) > 5 else ''})",
-                  file=sys.stderr)
+            warnings.append(f"noisyseg convert voc: warning: [{split}] {len(tied)} instance(s) had a tie for the "
+                            f"majority class; the lower class index was used (images: {shown}"
+                            f"{', ...' if len(set(tied)) > 5 else ''})")
+    written = write_splits(splits, converted)
+    for line in warnings:
+        print(line, file=sys.stderr)
     return written
