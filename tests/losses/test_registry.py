@@ -15,8 +15,10 @@ from noisyseg.losses import (
     generalized_cross_entropy,
     reverse_cross_entropy,
     symmetric_cross_entropy,
+    gradient_optimization_loss,
     task_specific_loss,
 )
+from noisyseg.losses import functional
 
 A = math.log(1e-4)
 
@@ -29,7 +31,7 @@ def batch(n=40, k=4, seed=0, dtype=torch.float32):
 
 
 def test_the_registered_names():
-    assert available_losses() == ["ce", "rce", "sce", "gce", "apl", "lncis"]
+    assert available_losses() == ["ce", "rce", "sce", "gce", "apl", "lncis", "good"]
     assert available_losses() is not available_losses()  # callers may not mutate the registry
 
 
@@ -44,7 +46,7 @@ def test_every_registered_loss_builds_runs_and_backpropagates(name):
     assert loss.shape == () and loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert z.grad is not None and torch.isfinite(z.grad).all()
-    if name == "lncis":
+    if name in ("lncis", "good"):
         assert set(stats) == {"neg", "psn", "os", "pon"}
         assert sum(int(v) for v in stats.values()) == 40
     else:
@@ -79,6 +81,11 @@ def test_every_registered_loss_handles_half_precision_and_no_rois(name):
     ("lncis", {"robust": "apl", "alpha": 10.0}, {"robust": "apl", "ce_weight": 1.0, "robust_weight": 1.0,
                                                  "pon_threshold": None, "log_zero": A, "alpha": 10.0,
                                                  "beta": 1.0}),
+    ("good", {}, {"pon_threshold": 6.0, "ascent_weights": (0.0, -0.001, -0.005, -0.01, -0.05, -0.1), "tau": 10.0,
+                  "clipped_ce_weight": 0.01, "log_zero": A, "ascent_min_prob": 1e-7}),
+    ("good", {"ascent_weights": [0, -0.5], "clipped_ce_weight": 1},  # as YAML gives them: a list, integers
+     {"pon_threshold": 6.0, "ascent_weights": (0.0, -0.5), "tau": 10.0, "clipped_ce_weight": 1,
+      "log_zero": A, "ascent_min_prob": 1e-7}),
 ])
 def test_params_hold_every_resolved_value(name, params, resolved):
     assert build_loss(name, **params).params == resolved
@@ -92,6 +99,7 @@ def test_params_hold_every_resolved_value(name, params, resolved):
     ("apl", {"beta": 0.2}, lambda z, y: active_passive_loss(z, y, beta=0.2)),
     ("lncis", {"robust": "sce", "beta": 0.5, "pon_threshold": 2.0, "ce_weight": 0.5},
      lambda z, y: task_specific_loss(z, y, robust="sce", beta=0.5, pon_threshold=2.0, ce_weight=0.5)),
+    ("good", {"pon_threshold": 1.0, "tau": 4.0}, lambda z, y: gradient_optimization_loss(z, y, pon_threshold=1.0, tau=4.0)),
 ])
 def test_parameters_reach_the_function(name, params, direct):
     z, y = batch(dtype=torch.float64)
@@ -107,6 +115,47 @@ def test_lncis_statistics_are_the_partition_counts():
     assert all(v.dtype == torch.int64 and v.shape == () for v in stats.values())
 
 
+def test_good_takes_the_robust_epoch_from_set_robust_epoch():
+    z, y = batch(n=300, seed=5, dtype=torch.float64)
+    loss_fn = build_loss("good", pon_threshold=1.0)
+    assert loss_fn.uses_robust_epoch and loss_fn.robust_epoch == 0
+    seen = []
+    for epoch in (0, 2, 4, 7):
+        loss_fn.set_robust_epoch(epoch)
+        loss, stats = loss_fn(z, y)
+        direct, counts = gradient_optimization_loss(z, y, robust_epoch=epoch, pon_threshold=1.0, return_counts=True)
+        assert loss.item() == pytest.approx(direct.item(), rel=1e-12)
+        assert {k: int(v) for k, v in stats.items()} == {k: int(v) for k, v in counts.items()}
+        seen.append(loss.item())
+    assert int(stats["pon"]) > 0 and seen[0] > seen[1] > seen[2] > seen[3]  # the ascent grows with the epoch
+    with pytest.raises(NoisysegError, match=r"^loss good: robust_epoch must be an integer >= 0, got -1$"):
+        loss_fn.set_robust_epoch(-1)
+
+
+@pytest.mark.parametrize("name", [n for n in available_losses() if n != "good"])
+def test_the_other_losses_ignore_the_robust_epoch(name):
+    z, y = batch()
+    loss_fn = build_loss(name)
+    before = loss_fn(z, y)[0].item()
+    loss_fn.set_robust_epoch(5)
+    assert not loss_fn.uses_robust_epoch and loss_fn(z, y)[0].item() == before
+
+
+@pytest.mark.parametrize("name, params", [("sce", {"beta": 0.5}), ("lncis", {"robust": "gce", "q": 0.6}),
+                                          ("good", {"tau": 5.0})])
+def test_parameters_are_validated_once_when_built_not_on_every_call(name, params, monkeypatch):
+    loss_fn = build_loss(name, **params)
+    z, y = batch(dtype=torch.float64)
+    expected = loss_fn(z, y)[0].item()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("parameters re-validated during a training step")
+
+    for checker in ("check_loss_params", "resolve_params", "loss_parameters"):
+        monkeypatch.setattr(functional, checker, fail)
+    assert loss_fn(z, y)[0].item() == expected
+
+
 def test_params_are_copied():
     given = {"q": 0.5}
     loss_fn = build_loss("gce", **given)
@@ -115,8 +164,8 @@ def test_params_are_copied():
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("focal", {}, r"^unknown loss 'focal'; available: ce, rce, sce, gce, apl, lncis$"),
-    (None, {}, r"^unknown loss None; available: ce, rce, sce, gce, apl, lncis$"),
+    ("focal", {}, r"^unknown loss 'focal'; available: ce, rce, sce, gce, apl, lncis, good$"),
+    (None, {}, r"^unknown loss None; available: ce, rce, sce, gce, apl, lncis, good$"),
     ("ce", {"q": 0.3}, r"^loss ce: unknown parameter\(s\) q; valid: none$"),
     ("sce", {"gamma": 1, "delta": 2}, r"^loss sce: unknown parameter\(s\) delta, gamma; valid: alpha, beta, log_zero$"),
     ("gce", {"reduction": "sum"}, r"unknown parameter\(s\) reduction; valid: q$"),
@@ -126,6 +175,9 @@ def test_params_are_copied():
                                               r"valid: ce_weight, log_zero, pon_threshold, robust, robust_weight, q$"),
     ("lncis", {"robust": "mae"}, r"^loss lncis: robust must be one of rce, sce, gce, apl, got 'mae'$"),
     ("lncis", {"robust": 3}, "robust must be one of rce, sce, gce, apl, got 3"),
+    ("good", {"robust": "rce"}, r"^loss good: unknown parameter\(s\) robust; valid: ascent_min_prob, ascent_weights, "
+                                r"clipped_ce_weight, log_zero, pon_threshold, tau$"),
+    ("good", {"robust_epoch": 2}, r"unknown parameter\(s\) robust_epoch; valid: "),  # the trainer's, not a config's
 ])
 def test_unknown_names_and_parameters_list_the_valid_ones(name, params, message):
     with pytest.raises(NoisysegError, match=message):
@@ -145,6 +197,10 @@ def test_unknown_names_and_parameters_list_the_valid_ones(name, params, message)
     ("lncis", {"pon_threshold": 0}, "pon_threshold must be > 0 or None"),
     ("lncis", {"pon_threshold": "6"}, "pon_threshold must be a finite number"),
     ("lncis", {"robust": "sce", "beta": -0.1}, "beta must be >= 0"),
+    ("good", {"ascent_weights": 0.1}, "loss good: ascent_weights must be a non-empty list of numbers <= 0"),
+    ("good", {"ascent_weights": [-0.1, 0.2]}, r"ascent_weights must be <= 0 \(gradient ascent\), got 0.2"),
+    ("good", {"tau": 0.5}, "loss good: tau must be >= 1"),
+    ("good", {"pon_threshold": 0}, "pon_threshold must be > 0 or None"),
 ])
 def test_wrong_types_and_values_are_refused(name, params, message):
     with pytest.raises(NoisysegError, match=message) as info:

@@ -6,47 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+import loss_reference as ref
+
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import task_specific_loss
 
 A = math.log(1e-4)
 
 
-# ---- independent float64 reference: a plain loop over RoIs on numpy softmax probabilities --------------
+# the float64 reference (a plain loop over RoIs on numpy softmax probabilities) is tests/loss_reference.py
 
-def np_probs(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-ROBUST_REFERENCE = {
-    # per-RoI robust value from the probability row p (K+1,) and label y
-    "rce": lambda p, y, kw: -sum(p[k] * (0.0 if k == y else kw.get("log_zero", A)) for k in range(len(p))),
-    "sce": lambda p, y, kw: kw.get("alpha", 1.0) * -np.log(p[y])
-    + kw.get("beta", 0.1) * ROBUST_REFERENCE["rce"](p, y, kw),
-    "gce": lambda p, y, kw: (1 - p[y] ** kw.get("q", 0.3)) / kw.get("q", 0.3),
-    "apl": lambda p, y, kw: kw.get("alpha", 1.0) * np.log(p[y]) / np.log(p).sum()
-    + kw.get("beta", 1.0) * ROBUST_REFERENCE["rce"](p, y, kw),
-}
-
-
-def loop_reference(z, y, robust="rce", ce_weight=1.0, robust_weight=1.0, pon_threshold=None, **kw):
-    """Per-RoI values (N,) and the set name of every RoI, one RoI at a time."""
-    p = np_probs(np.asarray(z, dtype=np.float64))
-    values, sets = [], []
-    for i, label in enumerate(np.asarray(y)):
-        ce = -np.log(p[i, label])
-        if label == 0:
-            name, value = "neg", ce_weight * ce
-        elif int(np.argmax(p[i])) == 0:
-            name, value = "psn", ce_weight * ce
-        elif pon_threshold is not None and ce > pon_threshold:
-            name, value = "pon", 0.0
-        else:
-            name, value = "os", robust_weight * ROBUST_REFERENCE[robust](p[i], label, kw)
-        sets.append(name)
-        values.append(value)
-    return np.array(values), sets
+loop_reference = ref.task_specific
 
 
 def as_ints(counts):
@@ -225,9 +195,10 @@ def test_no_rois():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"robust": "mae"}, "robust must be one of rce, sce, gce, apl, got 'mae'"),
-    ({"robust": "rce", "q": 0.5}, r"q do not apply to robust='rce' \(its own parameters: none\)"),
-    ({"robust": "gce", "alpha": 0.5}, r"alpha do not apply to robust='gce' \(its own parameters: q\)"),
-    ({"robust": "sce", "gamma": 1.0}, r"gamma do not apply to robust='sce' \(its own parameters: alpha, beta\)"),
+    ({"robust": "rce", "q": 0.5}, r"^task_specific_loss: unknown parameter\(s\) q with robust='rce'; valid: "
+                                  r"ce_weight, log_zero, pon_threshold, robust, robust_weight$"),
+    ({"robust": "gce", "alpha": 0.5}, r"unknown parameter\(s\) alpha with robust='gce'; valid: .*robust_weight, q$"),
+    ({"robust": "sce", "gamma": 1.0}, r"unknown parameter\(s\) gamma with robust='sce'; valid: .*, alpha, beta$"),
     ({"robust": "gce", "q": 0.0}, r"q must be in \(0, 1\]"),
     ({"ce_weight": -1.0}, "ce_weight must be >= 0"),
     ({"pon_threshold": -6.0}, "pon_threshold must be > 0 or None"),

@@ -1,13 +1,16 @@
-"""RoI classification losses: cross-entropy, the noise-robust RCE/SCE/GCE/APL and the paper's
-task-specific loss, as functions over (logits (N, K+1), labels (N,)) and as named, configurable objects.
+"""RoI classification losses: cross-entropy, the noise-robust RCE/SCE/GCE/APL, the paper's
+task-specific loss and GOOD (gradient ascent on likely-wrong labels), as functions over
+(logits (N, K+1), labels (N,)) and as named, configurable objects.
 """
 
 from noisyseg.losses.functional import (
     DEFAULT_LOG_ZERO,
+    GOOD_ASCENT_WEIGHTS,
     ROBUST_LOSSES,
     active_passive_loss,
     cross_entropy,
     generalized_cross_entropy,
+    gradient_optimization_loss,
     reverse_cross_entropy,
     symmetric_cross_entropy,
     task_specific_loss,
@@ -16,6 +19,7 @@ from noisyseg.losses.registry import RoIClassificationLoss, available_losses, bu
 
 __all__ = [
     "DEFAULT_LOG_ZERO",
+    "GOOD_ASCENT_WEIGHTS",
     "ROBUST_LOSSES",
     "RoIClassificationLoss",
     "active_passive_loss",
@@ -23,6 +27,7 @@ __all__ = [
     "build_loss",
     "cross_entropy",
     "generalized_cross_entropy",
+    "gradient_optimization_loss",
     "reverse_cross_entropy",
     "symmetric_cross_entropy",
     "task_specific_loss",

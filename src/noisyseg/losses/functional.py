@@ -1,4 +1,4 @@
-"""Noise-robust classification losses for the RoI box head of Mask R-CNN (DESIGN.md §1).
+"""Noise-robust classification losses for the RoI box head of Mask R-CNN (DESIGN.md §1, and GOOD).
 
 Conventions shared by every function here:
 
@@ -13,6 +13,11 @@ Numerics: everything derives from one ``log_softmax`` of the logits, so no ``log
 float16/bfloat16 logits are softmaxed in float32 and the result is float32; float32 and float64 keep
 their dtype. With N = 0 the "mean"/"sum" result is a zero that is still attached to the graph (its
 gradient, when the logits require one, is an empty tensor).
+
+Validation: the public functions check their inputs and parameters on every call. Each one is a
+check followed by a private ``_*_terms`` kernel that only computes; :mod:`noisyseg.losses.registry`
+validates parameters once (:func:`resolve_params`) and then calls the kernels directly, so a training
+step does no parameter checking.
 
 Speed: fully vectorised, no Python loop over RoIs and no host-device synchronisation on accelerators
 (masks are applied with ``torch.where`` instead of boolean indexing; partition sizes stay 0-dim device
@@ -38,6 +43,11 @@ DEFAULT_LOG_ZERO: float = math.log(1e-4)
 
 #: Names of the robust losses the task-specific loss can apply to its OS set.
 ROBUST_LOSSES: tuple[str, ...] = ("rce", "sce", "gce", "apl")
+
+#: GOOD's weight of the cross-entropy on PON RoIs in robust-stage epochs 0, 1, 2, ... (the last one is
+#: kept for later epochs): negative, i.e. gradient *ascent*, growing over the first epochs. The values
+#: are those of the authors' public code (Xia et al., 2024).
+GOOD_ASCENT_WEIGHTS: tuple[float, ...] = (0.0, -0.001, -0.005, -0.01, -0.05, -0.1)
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -86,12 +96,14 @@ def _real(where: str, key: str, value: Any) -> float:
 def check_loss_params(where: str, params: dict[str, Any]) -> None:
     """Validate loss keyword parameters by name; raise a one-line NoisysegError naming ``where``.
 
-    Known names and their domains: ``alpha``, ``beta``, ``ce_weight``, ``robust_weight`` >= 0;
-    ``q`` in (0, 1]; ``log_zero`` < 0 (it replaces log 0); ``pon_threshold`` None or > 0;
-    ``robust`` one of :data:`ROBUST_LOSSES`. Other names are not checked here.
+    Known names and their domains: ``alpha``, ``beta``, ``ce_weight``, ``robust_weight``,
+    ``clipped_ce_weight`` >= 0; ``q`` in (0, 1]; ``log_zero`` < 0 (it replaces log 0);
+    ``pon_threshold`` None or > 0; ``robust`` one of :data:`ROBUST_LOSSES`; ``tau`` >= 1;
+    ``ascent_min_prob`` in (0, 1); ``ascent_weights`` a non-empty list of numbers <= 0. Other names
+    are not checked here.
     """
     for key, value in params.items():
-        if key in ("alpha", "beta", "ce_weight", "robust_weight"):
+        if key in ("alpha", "beta", "ce_weight", "robust_weight", "clipped_ce_weight"):
             if _real(where, key, value) < 0:
                 raise NoisysegError(f"{where}: {key} must be >= 0, got {value!r}")
         elif key == "q":
@@ -106,6 +118,19 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
         elif key == "robust":
             if not isinstance(value, str) or value not in ROBUST_LOSSES:
                 raise NoisysegError(f"{where}: robust must be one of {', '.join(ROBUST_LOSSES)}, got {value!r}")
+        elif key == "tau":
+            if _real(where, key, value) < 1.0:
+                raise NoisysegError(f"{where}: tau must be >= 1 (the clip starts at p = 1/tau), got {value!r}")
+        elif key == "ascent_min_prob":
+            if not 0.0 < _real(where, key, value) < 1.0:
+                raise NoisysegError(f"{where}: ascent_min_prob must be in (0, 1), got {value!r}")
+        elif key == "ascent_weights":
+            if not isinstance(value, (list, tuple)) or not value:
+                raise NoisysegError(f"{where}: ascent_weights must be a non-empty list of numbers <= 0 "
+                                    f"(one per robust-stage epoch), got {value!r}")
+            for w in value:
+                if _real(where, "ascent_weights", w) > 0:
+                    raise NoisysegError(f"{where}: ascent_weights must be <= 0 (gradient ascent), got {w!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,6 +194,110 @@ def _robust_values(robust: str, log_p: Tensor, log_p_y: Tensor, log_zero: float,
     return params["alpha"] * _nce_values(log_p, log_p_y) + params["beta"] * _rce_values(log_p_y, log_zero)
 
 
+def _partition(logits: Tensor, labels: Tensor, ce: Tensor, pon_threshold: float | None):
+    """The NEG/PSN/PON/OS sets as (N,) bool masks: ``(foreground, psn, use_ce, pon)``.
+
+    ``use_ce`` is NEG or PSN; ``pon`` (None when ``pon_threshold`` is None) the non-PSN foreground RoIs
+    whose CE is above the threshold; OS is ``~use_ce & ~pon``. argmax p = 0 <=> the background logit is
+    >= every object logit (a tie counts as background, as ``argmax`` takes the first maximum); ``amax`` is
+    cheaper than ``argmax`` and needs no softmax. Nothing is read back to the host.
+    """
+    scores = logits.detach()
+    foreground = labels > 0
+    psn = foreground & (scores[:, 0] >= scores[:, 1:].amax(dim=1))
+    use_ce = psn | ~foreground
+    pon = None if pon_threshold is None else ~use_ce & (ce.detach() > pon_threshold)
+    return foreground, psn, use_ce, pon
+
+
+def _partition_counts(labels: Tensor, foreground: Tensor, psn: Tensor, pon: Tensor | None) -> dict[str, Tensor]:
+    """Set sizes "neg", "psn", "os", "pon" as 0-dim int64 tensors on the labels' device."""
+    n = labels.shape[0]
+    n_foreground, n_psn = foreground.sum(), psn.sum()
+    n_pon = torch.zeros_like(n_foreground) if pon is None else pon.sum()
+    return {"neg": n - n_foreground, "psn": n_psn, "os": n_foreground - n_psn - n_pon, "pon": n_pon}
+
+
+# --------------------------------------------------------------------------------------------------
+# kernels: per-RoI values (N,) and statistics (a dict of 0-dim tensors), computed without any checks.
+# The public functions below check, then call these; the registry calls them with pre-validated
+# parameters.
+
+
+def _ce_terms(logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    return _ce_values(_at_label(_log_probs(logits), labels)), {}
+
+
+def _rce_terms(logits: Tensor, labels: Tensor, log_zero: float) -> tuple[Tensor, dict[str, Tensor]]:
+    return _rce_values(_at_label(_log_probs(logits), labels), log_zero), {}
+
+
+def _sce_terms(logits: Tensor, labels: Tensor, alpha: float, beta: float,
+               log_zero: float) -> tuple[Tensor, dict[str, Tensor]]:
+    log_p_y = _at_label(_log_probs(logits), labels)
+    return alpha * _ce_values(log_p_y) + beta * _rce_values(log_p_y, log_zero), {}
+
+
+def _gce_terms(logits: Tensor, labels: Tensor, q: float) -> tuple[Tensor, dict[str, Tensor]]:
+    return _gce_values(_at_label(_log_probs(logits), labels), q), {}
+
+
+def _apl_terms(logits: Tensor, labels: Tensor, alpha: float, beta: float,
+               log_zero: float) -> tuple[Tensor, dict[str, Tensor]]:
+    log_p = _log_probs(logits)
+    log_p_y = _at_label(log_p, labels)
+    return alpha * _nce_values(log_p, log_p_y) + beta * _rce_values(log_p_y, log_zero), {}
+
+
+def _task_specific_terms(logits: Tensor, labels: Tensor, robust: str, ce_weight: float, robust_weight: float,
+                         pon_threshold: float | None, log_zero: float,
+                         **robust_params: float) -> tuple[Tensor, dict[str, Tensor]]:
+    log_p = _log_probs(logits)  # (N, K+1), the single pass over the full score matrix
+    log_p_y = _at_label(log_p, labels)  # (N,)
+    ce = _ce_values(log_p_y)
+    foreground, psn, use_ce, pon = _partition(logits, labels, ce, pon_threshold)
+
+    ce_term = ce if ce_weight == 1.0 else ce_weight * ce
+    robust_term = _robust_values(robust, log_p, log_p_y, log_zero, robust_params)
+    if robust_weight != 1.0:
+        robust_term = robust_weight * robust_term
+    # torch.where routes each RoI's value (and its gradient) to exactly one term; PON RoIs get 0
+    if pon is not None:
+        robust_term = torch.where(pon, 0.0, robust_term)
+    values = torch.where(use_ce, ce_term, robust_term)
+    return values, _partition_counts(labels, foreground, psn, pon)
+
+
+def _clipped_ce_values(log_p_y: Tensor, tau: float) -> Tensor:
+    """CE with a bounded gradient: ``-ln p`` for p > 1/tau, the tangent ``-tau p + ln tau + 1`` below, (N,).
+
+    The two pieces meet at p = 1/tau with the same value (ln tau) and slope (-tau), so the gradient with
+    respect to p never exceeds tau in size, where plain CE's grows like 1/p.
+    """
+    p_y = torch.exp(log_p_y)
+    tangent = p_y.mul(-tau).add(math.log(tau) + 1.0)
+    return torch.where(p_y <= 1.0 / tau, tangent, -log_p_y)
+
+
+def _gradient_optimization_terms(logits: Tensor, labels: Tensor, robust_epoch: int, pon_threshold: float | None,
+                                 ascent_weights: tuple[float, ...], tau: float, clipped_ce_weight: float,
+                                 log_zero: float, ascent_min_prob: float) -> tuple[Tensor, dict[str, Tensor]]:
+    log_p_y = _at_label(_log_probs(logits), labels)
+    ce = _ce_values(log_p_y)
+    foreground, psn, use_ce, pon = _partition(logits, labels, ce, pon_threshold)
+
+    os_term = _rce_values(log_p_y, log_zero) + clipped_ce_weight * _clipped_ce_values(log_p_y, tau)
+    values = os_term
+    if pon is not None:
+        weight = ascent_weights[min(robust_epoch, len(ascent_weights) - 1)]
+        # capping CE stops the ascent once p[label] < ascent_min_prob (zero gradient above the cap),
+        # as the authors' clamp of the probabilities does; without it the ascent never ends
+        ascent = ce.clamp(max=-math.log(ascent_min_prob)).mul(weight)
+        values = torch.where(pon, ascent, values)
+    values = torch.where(use_ce, ce, values)
+    return values, _partition_counts(labels, foreground, psn, pon)
+
+
 # --------------------------------------------------------------------------------------------------
 # the losses
 
@@ -185,7 +314,7 @@ def cross_entropy(logits: Tensor, labels: Tensor, reduction: str = "mean") -> Te
         0-dim loss, or the (N,) per-RoI values for ``reduction="none"``; float32 for half-precision logits.
     """
     _check_inputs(logits, labels, reduction)
-    return _reduce(_ce_values(_at_label(_log_probs(logits), labels)), reduction)
+    return _reduce(_ce_terms(logits, labels)[0], reduction)
 
 
 def reverse_cross_entropy(
@@ -208,7 +337,7 @@ def reverse_cross_entropy(
     """
     _check_inputs(logits, labels, reduction)
     check_loss_params("reverse_cross_entropy", {"log_zero": log_zero})
-    return _reduce(_rce_values(_at_label(_log_probs(logits), labels), log_zero), reduction)
+    return _reduce(_rce_terms(logits, labels, log_zero)[0], reduction)
 
 
 def symmetric_cross_entropy(
@@ -236,8 +365,7 @@ def symmetric_cross_entropy(
     """
     _check_inputs(logits, labels, reduction)
     check_loss_params("symmetric_cross_entropy", {"alpha": alpha, "beta": beta, "log_zero": log_zero})
-    log_p_y = _at_label(_log_probs(logits), labels)
-    return _reduce(alpha * _ce_values(log_p_y) + beta * _rce_values(log_p_y, log_zero), reduction)
+    return _reduce(_sce_terms(logits, labels, alpha, beta, log_zero)[0], reduction)
 
 
 def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float = 0.3, reduction: str = "mean") -> Tensor:
@@ -257,7 +385,7 @@ def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float = 0.3, re
     """
     _check_inputs(logits, labels, reduction)
     check_loss_params("generalized_cross_entropy", {"q": q})
-    return _reduce(_gce_values(_at_label(_log_probs(logits), labels), q), reduction)
+    return _reduce(_gce_terms(logits, labels, q)[0], reduction)
 
 
 def active_passive_loss(
@@ -290,46 +418,7 @@ def active_passive_loss(
     """
     _check_inputs(logits, labels, reduction)
     check_loss_params("active_passive_loss", {"alpha": alpha, "beta": beta, "log_zero": log_zero})
-    log_p = _log_probs(logits)
-    log_p_y = _at_label(log_p, labels)
-    values = alpha * _nce_values(log_p, log_p_y) + beta * _rce_values(log_p_y, log_zero)
-    return _reduce(values, reduction)
-
-
-def _keyword_defaults(fn) -> dict[str, Any]:
-    """The keyword parameters of a robust loss function with their defaults, minus the shared ones."""
-    skip = ("logits", "labels", "log_zero", "reduction")
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if k not in skip}
-
-
-#: The robust losses' own parameters (besides ``log_zero``) with their defaults, read off the functions
-#: above so there is a single source of truth: rce {}, sce {alpha, beta}, gce {q}, apl {alpha, beta}.
-ROBUST_PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "rce": _keyword_defaults(reverse_cross_entropy),
-    "sce": _keyword_defaults(symmetric_cross_entropy),
-    "gce": _keyword_defaults(generalized_cross_entropy),
-    "apl": _keyword_defaults(active_passive_loss),
-}
-
-
-def resolve_robust_params(where: str, robust: Any, given: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of robust loss ``robust``: its defaults overridden by ``given``, validated.
-
-    Raises a one-line NoisysegError for an unknown robust loss, a parameter it does not take (listing
-    those it does) or an out-of-range value.
-    """
-    check_loss_params(where, {"robust": robust})
-    defaults = ROBUST_PARAM_DEFAULTS[robust]
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        valid = ", ".join(defaults) if defaults else "none"
-        raise NoisysegError(
-            f"{where}: parameter(s) {', '.join(unknown)} do not apply to robust={robust!r} "
-            f"(its own parameters: {valid})"
-        )
-    resolved = {**defaults, **given}
-    check_loss_params(where, resolved)
-    return resolved
+    return _reduce(_apl_terms(logits, labels, alpha, beta, log_zero)[0], reduction)
 
 
 def task_specific_loss(
@@ -381,39 +470,136 @@ def task_specific_loss(
         them as tensors avoids a host-device sync per step).
     """
     _check_inputs(logits, labels, reduction)
-    check_loss_params(
-        "task_specific_loss",
-        {"ce_weight": ce_weight, "robust_weight": robust_weight, "pon_threshold": pon_threshold, "log_zero": log_zero},
-    )
-    params = resolve_robust_params("task_specific_loss", robust, robust_kwargs)
-
-    log_p = _log_probs(logits)  # (N, K+1), the single pass over the full score matrix
-    log_p_y = _at_label(log_p, labels)  # (N,)
-    ce = _ce_values(log_p_y)
-
-    # Partition. argmax p = 0 <=> the background logit is >= every object logit; amax is cheaper than
-    # argmax and needs no softmax. All masks are (N,) bool tensors; nothing is read back to the host.
-    scores = logits.detach()
-    foreground = labels > 0
-    psn = foreground & (scores[:, 0] >= scores[:, 1:].amax(dim=1))
-    use_ce = psn | ~foreground  # NEG or PSN; its complement is OS plus PON
-
-    ce_term = ce if ce_weight == 1.0 else ce_weight * ce
-    robust_term = _robust_values(robust, log_p, log_p_y, log_zero, params)
-    if robust_weight != 1.0:
-        robust_term = robust_weight * robust_term
-    # torch.where routes each RoI's value (and its gradient) to exactly one term; PON RoIs get 0
-    pon = None
-    if pon_threshold is not None:
-        pon = ~use_ce & (ce.detach() > pon_threshold)
-        robust_term = torch.where(pon, 0.0, robust_term)
-    values = torch.where(use_ce, ce_term, robust_term)
+    params = resolve_params("task_specific_loss", task_specific_loss, {
+        "robust": robust, "ce_weight": ce_weight, "robust_weight": robust_weight,
+        "pon_threshold": pon_threshold, "log_zero": log_zero, **robust_kwargs})
+    values, counts = _task_specific_terms(logits, labels, **params)
     loss = _reduce(values, reduction)
-    if not return_counts:
-        return loss
+    return (loss, counts) if return_counts else loss
 
-    n = labels.shape[0]
-    n_foreground, n_psn = foreground.sum(), psn.sum()
-    n_pon = torch.zeros_like(n_foreground) if pon is None else pon.sum()
-    counts = {"neg": n - n_foreground, "psn": n_psn, "os": n_foreground - n_psn - n_pon, "pon": n_pon}
-    return loss, counts
+
+def gradient_optimization_loss(
+    logits: Tensor,
+    labels: Tensor,
+    robust_epoch: int = 0,
+    pon_threshold: float | None = 6.0,
+    ascent_weights: tuple[float, ...] | list[float] = GOOD_ASCENT_WEIGHTS,
+    tau: float = 10.0,
+    clipped_ce_weight: float = 0.01,
+    log_zero: float = DEFAULT_LOG_ZERO,
+    ascent_min_prob: float = 1e-7,
+    reduction: str = "mean",
+    return_counts: bool = False,
+) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+    """GOOD, gradient optimization for object detection (Xia, Hu, Lee, Chen, 2024, "Gradient optimization
+    for object detection in learning with noisy labels").
+
+    The RoIs are split as in the task-specific loss (NEG, PSN, PON, OS; see :func:`task_specific_loss`),
+    but PON and OS are treated differently:
+
+    - NEG and PSN -> ``CE_i`` (gradient descent: a wrong class label is still a right "object");
+    - PON (``y_i > 0``, not PSN, ``CE_i > pon_threshold``, 6.0 by default): a label the model disagrees
+      with strongly, likely wrong -> ``w_e * min(CE_i, -ln ascent_min_prob)`` with ``w_e < 0``, i.e. a
+      small gradient *ascent* that pushes the model further from that label. ``w_e`` is
+      ``ascent_weights[e]`` for robust-stage epoch ``e`` (0-based; the last value holds after the list
+      ends): by default 0, -0.001, -0.005, -0.01, -0.05, -0.1, the authors' ramp. The cap (the authors'
+      clamp of p at 1e-7) stops the ascent once ``p_i[y_i] < ascent_min_prob``;
+    - OS (every other foreground RoI) -> ``RCE_i + clipped_ce_weight * CCE_i``, where CCE is CE with its
+      gradient clipped: ``-ln p`` for ``p = p_i[y_i] > 1/tau`` and ``-tau p + ln tau + 1`` (its tangent at
+      1/tau) below, tau = 10 by default.
+
+    The sum over all RoIs is divided by **all** N RoIs for ``reduction="mean"``. Differences from the
+    authors' code, which computes CE with the one-hot label clamped at 1e-4: CE here is the exact
+    ``-ln p_i[y_i]`` (theirs adds ``-1e-4 sum_{k != y} ln p_i[k]``), and CE on NEG and PSN is not capped.
+    Their code comments that ``clipped_ce_weight`` was 1 for symmetric and 0.01 for asymmetric noise.
+
+    Args:
+        logits: (N, K+1) raw class scores, column 0 = background.
+        labels: (N,) int64 (possibly noisy) class labels in 0..K, 0 = background.
+        robust_epoch: 0-based epoch of the robust stage (the stage after the CE warm-up), which picks
+            the ascent weight.
+        pon_threshold: CE above which a non-PSN foreground RoI is PON; None: no PON, no ascent.
+        ascent_weights: one weight (<= 0) per robust-stage epoch.
+        tau: the clipped CE turns linear below p = 1/tau (>= 1).
+        clipped_ce_weight: weight of the clipped CE on OS (>= 0).
+        log_zero: A, the value used for log 0 in the RCE term; default ln(1e-4).
+        ascent_min_prob: the ascent stops once ``p_i[y_i]`` is below this, in (0, 1).
+        reduction: "mean" (divide the sum by N), "sum" or "none" ((N,) per-RoI values).
+        return_counts: also return the set sizes, as :func:`task_specific_loss` does.
+
+    Returns:
+        The loss (0-dim, or (N,) for "none"), float32 for half-precision logits; with ``return_counts``
+        a pair ``(loss, counts)``, counts mapping "neg", "psn", "os", "pon" to 0-dim int64 tensors.
+    """
+    _check_inputs(logits, labels, reduction)
+    check_robust_epoch("gradient_optimization_loss", robust_epoch)
+    params = resolve_params("gradient_optimization_loss", gradient_optimization_loss, {
+        "pon_threshold": pon_threshold, "ascent_weights": ascent_weights, "tau": tau,
+        "clipped_ce_weight": clipped_ce_weight, "log_zero": log_zero, "ascent_min_prob": ascent_min_prob})
+    values, counts = _gradient_optimization_terms(logits, labels, robust_epoch, **params)
+    loss = _reduce(values, reduction)
+    return (loss, counts) if return_counts else loss
+
+
+# --------------------------------------------------------------------------------------------------
+# parameters: every loss declares its parameters in its signature (keyword arguments with defaults)
+
+
+#: Arguments the caller supplies per call (the RoI head, the trainer), never a config.
+PER_CALL_ARGUMENTS: tuple[str, ...] = ("logits", "labels", "reduction", "return_counts", "robust_epoch")
+
+#: The robust losses by name: a loss with a ``robust`` parameter also takes the chosen one's parameters.
+ROBUST_FUNCTIONS: dict[str, Any] = {
+    "rce": reverse_cross_entropy,
+    "sce": symmetric_cross_entropy,
+    "gce": generalized_cross_entropy,
+    "apl": active_passive_loss,
+}
+
+
+def loss_parameters(fn) -> dict[str, Any]:
+    """The configurable parameters of loss function ``fn`` with their defaults, read off its signature."""
+    return {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if k not in PER_CALL_ARGUMENTS and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+
+
+def check_robust_epoch(where: str, robust_epoch: Any) -> int:
+    """``robust_epoch`` as an int >= 0, else a one-line NoisysegError."""
+    if isinstance(robust_epoch, bool) or not isinstance(robust_epoch, int) or robust_epoch < 0:
+        raise NoisysegError(f"{where}: robust_epoch must be an integer >= 0, got {robust_epoch!r}")
+    return robust_epoch
+
+
+def resolve_params(where: str, fn, given: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of loss function ``fn``: its defaults overridden by ``given``, validated.
+
+    A loss with a ``robust`` parameter (the task-specific loss) also takes the parameters of the robust
+    loss it names (``alpha``/``beta`` for sce and apl, ``q`` for gce), with that loss's defaults.
+    ``ascent_weights`` comes back as a tuple of floats.
+
+    Raises:
+        NoisysegError: one line naming ``where``: a parameter ``fn`` does not take (listing those it
+            does), a wrong type or an out-of-range value.
+    """
+    defaults = loss_parameters(fn)
+    resolved = {**defaults, **{k: v for k, v in given.items() if k in defaults}}
+    check_loss_params(where, resolved)
+    sub_defaults: dict[str, Any] = {}
+    if "robust" in resolved:
+        sub = loss_parameters(ROBUST_FUNCTIONS[resolved["robust"]])
+        sub_defaults = {k: v for k, v in sub.items() if k not in defaults}
+    extra = {k: v for k, v in given.items() if k not in defaults}
+    unknown = sorted(set(extra) - set(sub_defaults))
+    if unknown:
+        context = f" with robust={resolved['robust']!r}" if "robust" in resolved else ""
+        valid = ", ".join(sorted(defaults) + sorted(sub_defaults)) or "none"
+        raise NoisysegError(f"{where}: unknown parameter(s) {', '.join(unknown)}{context}; valid: {valid}")
+    chosen = {**sub_defaults, **extra}
+    check_loss_params(where, chosen)
+    resolved.update(chosen)
+    if "ascent_weights" in resolved:
+        resolved["ascent_weights"] = tuple(float(w) for w in resolved["ascent_weights"])
+    return resolved

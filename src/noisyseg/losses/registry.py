@@ -1,75 +1,87 @@
 """Losses by name, so a config can say ``loss: {name: lncis, params: {robust: sce, beta: 0.5}}``.
 
-:func:`build_loss` checks the parameters against the named loss (unknown ones, wrong types and
-out-of-range values raise a one-line :class:`~noisyseg.errors.NoisysegError`), fills in the defaults and
-returns a :class:`RoIClassificationLoss`. The Mask R-CNN RoI head calls that object as
-``loss, stats = loss_fn(class_logits, labels)``.
+Every registered loss is a function of :mod:`noisyseg.losses.functional` whose keyword arguments (with
+their defaults) are its parameters, and that function's unchecked kernel. :func:`build_loss` resolves and
+validates the parameters once (unknown ones, wrong types and out-of-range values raise a one-line
+:class:`~noisyseg.errors.NoisysegError`) and returns a :class:`RoIClassificationLoss`, which the Mask R-CNN
+RoI head calls once per training step as ``loss, stats = loss_fn(class_logits, labels)``; nothing is
+validated again there.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from torch import Tensor
 
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import functional as F
 
-# name -> the functional loss it wraps. The order is the order of available_losses().
-_REGISTRY: dict[str, Callable[..., Any]] = {
-    "ce": F.cross_entropy,
-    "rce": F.reverse_cross_entropy,
-    "sce": F.symmetric_cross_entropy,
-    "gce": F.generalized_cross_entropy,
-    "apl": F.active_passive_loss,
-    "lncis": F.task_specific_loss,
+
+class _Registered(NamedTuple):
+    function: Callable[..., Any]  # the public, checked loss: its signature declares the parameters
+    terms: Callable[..., tuple[Tensor, dict[str, Tensor]]]  # its kernel: (per-RoI values (N,), stats)
+
+
+# The order is the order of available_losses().
+_REGISTRY: dict[str, _Registered] = {
+    "ce": _Registered(F.cross_entropy, F._ce_terms),
+    "rce": _Registered(F.reverse_cross_entropy, F._rce_terms),
+    "sce": _Registered(F.symmetric_cross_entropy, F._sce_terms),
+    "gce": _Registered(F.generalized_cross_entropy, F._gce_terms),
+    "apl": _Registered(F.active_passive_loss, F._apl_terms),
+    "lncis": _Registered(F.task_specific_loss, F._task_specific_terms),
+    "good": _Registered(F.gradient_optimization_loss, F._gradient_optimization_terms),
 }
-
-# arguments that the RoI head or RoIClassificationLoss supplies, never a config
-_NOT_CONFIGURABLE = ("logits", "labels", "reduction", "return_counts")
-
-
-def _configurable_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
-    """The named keyword parameters of ``fn`` a config may set, with their defaults (``**kwargs`` left out)."""
-    return {
-        k: p.default
-        for k, p in inspect.signature(fn).parameters.items()
-        if k not in _NOT_CONFIGURABLE and p.kind is not inspect.Parameter.VAR_KEYWORD
-    }
-
-
-_DEFAULTS: dict[str, dict[str, Any]] = {name: _configurable_defaults(fn) for name, fn in _REGISTRY.items()}
 
 
 def available_losses() -> list[str]:
-    """Names accepted by :func:`build_loss`: ``["ce", "rce", "sce", "gce", "apl", "lncis"]``."""
+    """Names accepted by :func:`build_loss`: ``["ce", "rce", "sce", "gce", "apl", "lncis", "good"]``."""
     return list(_REGISTRY)
 
 
 class RoIClassificationLoss:
-    """A named loss with fixed parameters, called once per training step by the RoI box head.
+    """A named loss with fixed, validated parameters, called once per training step by the RoI box head.
+
+    Build it with :func:`build_loss`, which validates the parameters; the constructor trusts them.
 
     Attributes:
-        name: the registry name ("ce", "rce", "sce", "gce", "apl" or "lncis").
+        name: the registry name (one of :func:`available_losses`).
         params: every parameter of the loss with its resolved value (given or default); for "lncis"
             this includes the chosen robust loss's own parameters (e.g. ``alpha``/``beta`` for sce).
+        uses_robust_epoch: whether the loss changes over the robust stage ("good": its ascent weight);
+            the trainer tells it the epoch with :meth:`set_robust_epoch`.
+        robust_epoch: the 0-based robust-stage epoch last set (0 until set).
 
     Calling it with ``logits`` (N, K+1) and ``labels`` (N,) int64 returns ``(loss, stats)``: ``loss`` is
     the 0-dim mean over the N RoIs (float32 for half-precision logits) and ``stats`` a dict of 0-dim
     tensors to log, the NEG/PSN/OS/PON partition sizes ("neg", "psn", "os", "pon") for "lncis" and
-    empty for the other losses.
+    "good", empty for the other losses.
     """
 
     def __init__(self, name: str, params: dict[str, Any]) -> None:
         self.name = name
         self.params = dict(params)
-        self._fn = _REGISTRY[name]
+        self._terms = _REGISTRY[name].terms
+        self.uses_robust_epoch = "robust_epoch" in inspect.signature(self._terms).parameters
+        self.robust_epoch = 0
+
+    def set_robust_epoch(self, robust_epoch: int) -> None:
+        """Tell the loss which epoch of the robust stage (0 = the first after the CE warm-up) comes next.
+
+        Losses that do not change over the stage ignore it. Raises NoisysegError for a negative or
+        non-integer epoch.
+        """
+        self.robust_epoch = F.check_robust_epoch(f"loss {self.name}", robust_epoch)
 
     def __call__(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        if self.name == "lncis":
-            return self._fn(logits, labels, reduction="mean", return_counts=True, **self.params)
-        return self._fn(logits, labels, reduction="mean", **self.params), {}
+        F._check_inputs(logits, labels, "mean")
+        if self.uses_robust_epoch:
+            values, stats = self._terms(logits, labels, self.robust_epoch, **self.params)
+        else:
+            values, stats = self._terms(logits, labels, **self.params)
+        return F._reduce(values, "mean"), stats
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -83,7 +95,8 @@ def build_loss(name: str, **params: Any) -> RoIClassificationLoss:
         name: one of :func:`available_losses`.
         **params: the loss's keyword parameters. ce: none; rce: log_zero; sce/apl: alpha, beta,
             log_zero; gce: q; lncis: robust, ce_weight, robust_weight, pon_threshold, log_zero and the
-            chosen robust loss's own parameters (alpha/beta for sce and apl, q for gce).
+            chosen robust loss's own parameters (alpha/beta for sce and apl, q for gce); good:
+            pon_threshold, ascent_weights, tau, clipped_ce_weight, log_zero, ascent_min_prob.
 
     Returns:
         A :class:`RoIClassificationLoss` whose ``params`` hold every resolved value.
@@ -94,29 +107,4 @@ def build_loss(name: str, **params: Any) -> RoIClassificationLoss:
     """
     if not isinstance(name, str) or name not in _REGISTRY:
         raise NoisysegError(f"unknown loss {name!r}; available: {', '.join(_REGISTRY)}")
-    where = f"loss {name}"
-    defaults = _DEFAULTS[name]
-    if name == "lncis":
-        own = {k: v for k, v in params.items() if k in defaults}
-        extra = {k: v for k, v in params.items() if k not in defaults}
-        robust = own.get("robust", defaults["robust"])
-        F.check_loss_params(where, {"robust": robust})
-        robust_valid = F.ROBUST_PARAM_DEFAULTS[robust]
-        unknown = sorted(k for k in extra if k not in robust_valid)
-        if unknown:
-            valid = sorted(defaults) + sorted(robust_valid)
-            raise NoisysegError(
-                f"{where}: unknown parameter(s) {', '.join(unknown)} with robust={robust!r}; "
-                f"valid: {', '.join(valid)}"
-            )
-        resolved = {**defaults, **own}
-        F.check_loss_params(where, resolved)
-        resolved.update(F.resolve_robust_params(where, robust, extra))
-    else:
-        unknown = sorted(set(params) - set(defaults))
-        if unknown:
-            valid = ", ".join(sorted(defaults)) if defaults else "none"
-            raise NoisysegError(f"{where}: unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
-        resolved = {**defaults, **params}
-        F.check_loss_params(where, resolved)
-    return RoIClassificationLoss(name, resolved)
+    return RoIClassificationLoss(name, F.resolve_params(f"loss {name}", _REGISTRY[name].function, params))
