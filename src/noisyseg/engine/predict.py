@@ -10,11 +10,10 @@ import torch
 from noisyseg.config import Config
 from noisyseg.data.coco import LabelMap
 from noisyseg.data.images import load_rgb
+from noisyseg.engine.build import model_from_config
 from noisyseg.engine.checkpoint import load_checkpoint
 from noisyseg.errors import NoisysegError
 from noisyseg.eval import detections_to_coco
-from noisyseg.losses import build_loss
-from noisyseg.models import build_model
 from noisyseg.utils.draw import draw_overlay, write_png
 from noisyseg.utils.io import atomic_write_text
 
@@ -26,8 +25,8 @@ def load_trained_model(checkpoint: str | Path, device: torch.device | str = "cpu
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     cfg = Config.model_validate(ckpt["config"])
     label_map = LabelMap.from_dict(ckpt["label_map"])
-    model_cfg = cfg.model.model_copy(update={"backbone_weights": "none"})  # the checkpoint holds all weights
-    model = build_model(model_cfg, cfg.data, label_map.num_classes, build_loss("ce"))
+    # the checkpoint holds all weights: build the trained layout without reading a backbone weights file
+    model = model_from_config(cfg, label_map.num_classes, load_backbone_weights=False)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg, label_map
 

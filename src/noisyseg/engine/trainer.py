@@ -25,13 +25,13 @@ from tqdm import tqdm
 from noisyseg.config import Config, config_to_yaml
 from noisyseg.data.coco import CocoInstances, LabelMap, collate
 from noisyseg.data.transforms import DetectionTransform
+from noisyseg.engine.build import model_from_config
 from noisyseg.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from noisyseg.engine.distributed import DistInfo, all_gather_objects, barrier, cleanup, init_distributed
 from noisyseg.engine.evaluate import evaluate_model
 from noisyseg.engine.schedule import build_scheduler
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss
-from noisyseg.models import build_model
 from noisyseg.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: DistInfo,
         )
 
     stage = stage_of(0, cfg)
-    model = build_model(cfg.model, cfg.data, label_map.num_classes, build_stage_loss(stage, cfg)).to(device)
+    model = model_from_config(cfg, label_map.num_classes, build_stage_loss(stage, cfg)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 weight_decay=cfg.train.weight_decay)

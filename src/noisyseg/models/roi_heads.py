@@ -1,124 +1,195 @@
 """Mask R-CNN RoI heads whose box classification loss is an injected, swappable object.
 
-Only the classification term of the box head changes (DESIGN.md §1); the box-regression and mask
-losses are Mask R-CNN's. The loss object can be replaced between epochs (``set_classification_loss``),
-which is how the stage-wise schedule switches from cross-entropy to the task-specific loss.
+Only the classification term of the box head changes (DESIGN.md §1). Everything else (sampling, box
+regression, masks, inference, torchvision's target checks) is torchvision's own ``RoIHeads`` code:
+:class:`NoisyLabelRoIHeads` runs ``RoIHeads.forward`` unchanged and then replaces its
+``loss_classifier`` by the injected loss, computed on the same class logits and sampled labels. The loss
+object can be swapped between epochs (``set_classification_loss``), which is how the stage-wise schedule
+switches from cross-entropy to the task-specific loss.
 
-Optionally (``class_agnostic=True``, an extension beyond the paper) the box regressor and the mask head
-have one output channel shared by all classes, so a wrong class label cannot pick the wrong mask or box
-channel.
+**Ignored class labels.** A training target may carry ``class_ignored``, a bool tensor (G,) aligned with
+its ``labels`` (G,): True marks an instance whose box and mask are trusted but whose class is not (the
+audit's ``--fix --action ignore``). A sampled RoI matched to such an instance keeps its objectness,
+box-regression and mask losses (the mask from the channel of its given label) but loses its class
+supervision: its classification term is the object-vs-background cross-entropy
+
+    F_i = -log(1 - p_i[0]) = -(logsumexp(z_i[1:]) - logsumexp(z_i)),
+
+whatever the injected loss. With I the ignored sampled RoIs, R the others and N = |I| + |R| all sampled
+RoIs of the batch, the classification loss is
+
+    loss = (|R| / N) * injected(z_R, y_R) + sum_{i in I} F_i / N,
+
+i.e. the injected loss (a mean over the RoIs it is given) still counts each RoI with weight 1/N. Without
+``class_ignored``, or with no sampled RoI matched to an ignored instance, the loss is exactly the
+injected loss on all N RoIs. ``last_loss_stats["ignored"]`` counts the ignored sampled RoIs whenever a
+target carries ``class_ignored``.
+
+**Class-agnostic heads** (``class_agnostic=True`` in the builders, an extension beyond the paper): the
+box regressor and the mask head have one output channel shared by all classes, so a wrong class label
+cannot pick a wrong box or mask channel. :class:`ClassAgnosticBoxPredictor` and
+:class:`ClassAgnosticMaskPredictor` repeat that channel K+1 times in their output, so torchvision's
+losses and inference (which pick the channel of a label) apply unchanged and the gradient of every
+picked copy reaches the one shared channel.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
-from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference, maskrcnn_loss
+from torch import Tensor, nn
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
 
-# (logits (N, K+1), labels (N,)) -> (scalar loss, statistics to log)
+# (logits (N, K+1), labels (N,) int64) -> (0-dim loss, the mean over the N RoIs; statistics to log)
 ClassificationLoss = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]
 
 
-def box_regression_loss(box_regression: Tensor, labels: Tensor, regression_targets: Tensor) -> Tensor:
-    """Smooth-L1 (beta 1/9) on the positive RoIs' own-class deltas, summed and divided by all N RoIs.
+def foreground_loss_values(logits: Tensor) -> Tensor:
+    """Object-vs-background cross-entropy per RoI, ``-log(1 - p[0])``, (N,) from ``logits`` (N, K+1).
 
-    box_regression: (N, C*4) deltas, C = K+1 class-specific channels or 1 when class-agnostic.
-    labels: (N,) sampled RoI labels, 0 = background. regression_targets: (N, 4).
+    Computed as ``logsumexp(z) - logsumexp(z[1:])`` (stable for any logits); half precision is upcast
+    to float32.
     """
-    n = labels.numel()
-    deltas = box_regression.reshape(n, -1, 4)
-    pos = torch.where(labels > 0)[0]
-    channel = labels[pos] if deltas.shape[1] > 1 else torch.zeros_like(pos)
-    loss = F.smooth_l1_loss(deltas[pos, channel], regression_targets[pos], beta=1 / 9, reduction="sum")
-    return loss / max(n, 1)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits[:, 1:], dim=1)
+
+
+class ClassAgnosticBoxPredictor(FastRCNNPredictor):
+    """Class scores (N, K+1) and one box-regression channel, repeated to (N, (K+1)*4) for torchvision.
+
+    ``FastRCNNPredictor``'s constructor first draws a (K+1)-channel regressor, which is then replaced by
+    the single-channel one; keeping that order keeps the random stream, so a seed gives the same initial
+    weights as in earlier versions of noisyseg.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__(in_channels, num_classes)
+        self.bbox_pred = nn.Linear(in_channels, 4)
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scores, deltas = super().forward(x)
+        return scores, deltas.repeat(1, self.num_classes)
+
+
+class ClassAgnosticMaskPredictor(MaskRCNNPredictor):
+    """Mask logits of one channel, presented as (N, K+1, M, M) for torchvision.
+
+    Training: an expanded view (no copy in the forward; the backward of torchvision's per-label pick
+    still allocates one (N, K+1, M, M) gradient). Evaluation: a contiguous copy, because torchvision's
+    inference takes the sigmoid of the whole tensor and on a stride-0 view that kernel rounds differently
+    in the last bit from the one-channel tensor.
+    """
+
+    def __init__(self, in_channels: int, dim_reduced: int, num_classes: int) -> None:
+        super().__init__(in_channels, dim_reduced, 1)
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = super().forward(x)
+        if self.training:
+            return logits.expand(-1, self.num_classes, -1, -1)
+        return logits.repeat(1, self.num_classes, 1, 1)
+
+
+def _sampled_ignored(labels: list[Tensor], matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]) -> Tensor | None:
+    """(N,) bool: sampled RoI matched to an instance with ``class_ignored``; None if no target has the key.
+
+    labels / matched_idxs: per image, the sampled RoIs' labels (0 = background) and matched GT indices.
+    """
+    if not any("class_ignored" in t for t in targets):
+        return None
+    flags = []
+    for lab, idx, t in zip(labels, matched_idxs, targets):
+        ignored = t.get("class_ignored")
+        if ignored is None or ignored.numel() == 0:
+            flags.append(torch.zeros_like(lab, dtype=torch.bool))
+            continue
+        if ignored.dtype != torch.bool or ignored.shape != t["labels"].shape:
+            raise ValueError(
+                f"target class_ignored must be a bool tensor of the labels' shape {tuple(t['labels'].shape)}, "
+                f"got {ignored.dtype} of shape {tuple(ignored.shape)}"
+            )
+        # background RoIs carry matched index 0 too (torchvision clamps it), hence the label test
+        flags.append(ignored[idx] & (lab > 0))
+    return torch.cat(flags)
 
 
 class NoisyLabelRoIHeads(RoIHeads):
-    """torchvision ``RoIHeads`` with an injected classification loss (boxes and masks, no keypoints).
+    """torchvision ``RoIHeads`` whose box classification loss is the injected ``classification_loss``.
 
     After each training forward, ``last_loss_stats`` holds the loss's statistics (for the task-specific
-    loss: the NEG/PSN/OS/PON partition counts as 0-dim tensors) for the engine to log.
+    loss: the NEG/PSN/OS/PON partition counts as 0-dim tensors), plus ``"ignored"`` when targets carry
+    ``class_ignored`` (see the module docstring), for the engine to log.
     """
 
-    def __init__(self, *args, classification_loss: ClassificationLoss, class_agnostic: bool = False, **kwargs):
+    def __init__(self, *args, classification_loss: ClassificationLoss, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self._set_up(classification_loss)
+
+    def _set_up(self, classification_loss: ClassificationLoss) -> None:
         self.classification_loss = classification_loss
-        self.class_agnostic = class_agnostic
         self.last_loss_stats: dict[str, Tensor] = {}
+        self._sampled: tuple[Tensor, Tensor | None] | None = None
 
     @classmethod
-    def replacing(
-        cls, heads: RoIHeads, classification_loss: ClassificationLoss, class_agnostic: bool = False
-    ) -> "NoisyLabelRoIHeads":
-        """Build from an existing torchvision ``RoIHeads``, sharing its modules and settings."""
-        new = cls(
-            heads.box_roi_pool,
-            heads.box_head,
-            heads.box_predictor,
-            fg_iou_thresh=heads.proposal_matcher.high_threshold,
-            bg_iou_thresh=heads.proposal_matcher.low_threshold,
-            batch_size_per_image=heads.fg_bg_sampler.batch_size_per_image,
-            positive_fraction=heads.fg_bg_sampler.positive_fraction,
-            bbox_reg_weights=heads.box_coder.weights,
-            score_thresh=heads.score_thresh,
-            nms_thresh=heads.nms_thresh,
-            detections_per_img=heads.detections_per_img,
-            mask_roi_pool=heads.mask_roi_pool,
-            mask_head=heads.mask_head,
-            mask_predictor=heads.mask_predictor,
-            classification_loss=classification_loss,
-            class_agnostic=class_agnostic,
-        )
+    def from_roi_heads(cls, heads: RoIHeads, classification_loss: ClassificationLoss) -> "NoisyLabelRoIHeads":
+        """New heads holding every attribute of ``heads`` (its modules, settings, matcher, sampler, coder).
+
+        The attributes are adopted as they are, not re-derived from constructor arguments, so nothing a
+        torchvision version adds to ``RoIHeads`` is lost. The module's own containers (submodules,
+        parameters, buffers, hooks) are copied, so later changes to one object do not reach the other;
+        the submodules themselves are shared.
+        """
+        new = cls.__new__(cls)
+        for name, value in vars(heads).items():
+            new.__dict__[name] = copy.copy(value) if isinstance(value, (dict, set, list)) else value
+        new._set_up(classification_loss)
         return new
 
     def set_classification_loss(self, loss: ClassificationLoss) -> None:
         self.classification_loss = loss
 
+    def select_training_samples(self, proposals, targets):
+        proposals, matched_idxs, labels, regression_targets = super().select_training_samples(proposals, targets)
+        self._sampled = (torch.cat(labels), _sampled_ignored(labels, matched_idxs, targets))
+        return proposals, matched_idxs, labels, regression_targets
+
     def forward(self, features, proposals, image_shapes, targets=None):
-        if self.training:
-            return self._forward_train(features, proposals, image_shapes, targets)
-        return self._forward_test(features, proposals, image_shapes)
+        if not self.training:
+            return super().forward(features, proposals, image_shapes, targets)
+        logits: list[Tensor] = []
+        hook = self.box_predictor.register_forward_hook(lambda _module, _inputs, out: logits.append(out[0]))
+        self._sampled = None
+        try:
+            result, losses = super().forward(features, proposals, image_shapes, targets)
+            labels, ignored = self._sampled
+        finally:
+            hook.remove()
+            self._sampled = None
+        losses["loss_classifier"] = self._classification_term(logits[0], labels, ignored)
+        return result, losses
 
-    def _forward_train(self, features, proposals, image_shapes, targets):
-        if targets is None:
-            raise ValueError("targets are required in training mode")
-        proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
-        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
-        class_logits, box_regression = self.box_predictor(box_features)
-        all_labels = torch.cat(labels)
-        loss_classifier, stats = self.classification_loss(class_logits, all_labels)
-        self.last_loss_stats = stats
-        losses = {
-            "loss_classifier": loss_classifier,
-            "loss_box_reg": box_regression_loss(box_regression, all_labels, torch.cat(regression_targets)),
-        }
-        if self.has_mask():
-            # masks are learned on positive RoIs only, from the channel of their (possibly noisy) label
-            pos = [torch.where(lab > 0)[0] for lab in labels]
-            mask_proposals = [p[i] for p, i in zip(proposals, pos)]
-            pos_matched = [m[i] for m, i in zip(matched_idxs, pos)]
-            mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes)))
-            gt_labels = [t["labels"] for t in targets]
-            if self.class_agnostic:
-                gt_labels = [torch.zeros_like(g) for g in gt_labels]
-            gt_masks = [t["masks"] for t in targets]
-            losses["loss_mask"] = maskrcnn_loss(mask_logits, mask_proposals, gt_masks, gt_labels, pos_matched)
-        return [], losses
-
-    def _forward_test(self, features, proposals, image_shapes):
-        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
-        class_logits, box_regression = self.box_predictor(box_features)
-        if self.class_agnostic:
-            box_regression = box_regression.repeat(1, class_logits.shape[1])
-        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
-        result = [{"boxes": b, "labels": l, "scores": s} for b, l, s in zip(boxes, labels, scores)]
-        if self.has_mask():
-            mask_features = self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
-            mask_logits = self.mask_predictor(mask_features)
-            channels = [torch.zeros_like(l) for l in labels] if self.class_agnostic else labels
-            for r, probs in zip(result, maskrcnn_inference(mask_logits, channels)):
-                r["masks"] = probs
-        return result, {}
+    def _classification_term(self, logits: Tensor, labels: Tensor, ignored: Tensor | None) -> Tensor:
+        """The loss of the module docstring; logits (N, K+1), labels (N,), ignored (N,) bool or None."""
+        if ignored is None:
+            loss, self.last_loss_stats = self.classification_loss(logits, labels)
+            return loss
+        n = labels.numel()
+        n_ignored = int(ignored.sum())
+        if n_ignored == 0:
+            loss, stats = self.classification_loss(logits, labels)
+        else:
+            kept = ~ignored
+            loss = foreground_loss_values(logits[ignored]).sum() / n
+            stats = {}
+            if n_ignored < n:
+                injected, stats = self.classification_loss(logits[kept], labels[kept])
+                loss = injected * ((n - n_ignored) / n) + loss
+        self.last_loss_stats = {**stats, "ignored": ignored.sum()}
+        return loss

@@ -1,0 +1,61 @@
+"""The one adapter from a run config to the model builders' plain keyword arguments."""
+
+from __future__ import annotations
+
+import inspect
+
+from torchvision.models.detection import MaskRCNN
+
+from noisyseg.config import Config
+from noisyseg.errors import NoisysegError
+from noisyseg.models import ClassificationLoss, available_models, get_model_builder
+
+
+def model_kwargs(cfg: Config, num_classes: int, classification_loss: ClassificationLoss | None = None,
+                 *, load_backbone_weights: bool = True) -> tuple[str, dict]:
+    """The builder name and keyword arguments that ``cfg`` asks for (see :func:`model_from_config`)."""
+    m, d = cfg.model, cfg.data
+    kwargs = dict(
+        num_classes=num_classes,
+        classification_loss=classification_loss,
+        class_agnostic=m.class_agnostic,
+        rois_per_image=m.rois_per_image,
+        positive_fraction=m.positive_fraction,
+        rpn_batch_size_per_image=m.rpn_batch_size_per_image,
+        detections_per_image=m.detections_per_image,
+        score_threshold=m.score_threshold,
+        train_sizes=tuple(range(d.train_min_size[0], d.train_min_size[1] + 1)),
+        test_size=d.test_min_size,
+        max_size=d.max_size,
+    )
+    if m.name not in available_models():
+        raise NoisysegError(f"model.name: unknown model {m.name!r}; available: {', '.join(available_models())}")
+    takes = inspect.signature(get_model_builder(m.name)).parameters
+    if "backbone_weights" in takes:
+        kwargs.update(backbone_weights=m.backbone_weights, load_backbone_weights=load_backbone_weights)
+    elif m.backbone_weights != "none":
+        raise NoisysegError(
+            f"model.backbone_weights: {m.name} has no pretrained backbone; expected 'none', got {m.backbone_weights!r}"
+        )
+    return m.name, kwargs
+
+
+def model_from_config(cfg: Config, num_classes: int, classification_loss: ClassificationLoss | None = None,
+                      *, load_backbone_weights: bool = True) -> MaskRCNN:
+    """The Mask R-CNN preset ``cfg.model.name`` built from ``cfg.model`` and ``cfg.data``'s image sizes.
+
+    Args:
+        cfg: the run config; ``data.train_min_size`` [lo, hi] becomes ``train_sizes`` lo..hi.
+        num_classes: K object classes (background is added), e.g. ``LabelMap.num_classes``.
+        classification_loss: the RoI classification loss to start with (default: cross-entropy).
+        load_backbone_weights: False builds the layout of ``model.backbone_weights`` (frozen batch norm
+            when pretrained) without reading a weights file, for loading a whole checkpoint next.
+
+    Raises:
+        NoisysegError: one line naming the ``model.*`` key at fault.
+    """
+    name, kwargs = model_kwargs(cfg, num_classes, classification_loss, load_backbone_weights=load_backbone_weights)
+    try:
+        return get_model_builder(name)(**kwargs)
+    except NoisysegError as e:
+        raise NoisysegError(f"model.{e}") from None
