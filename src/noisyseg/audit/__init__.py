@@ -1,0 +1,36 @@
+"""Find and repair wrong class labels in a COCO instance file with a trained noisyseg model.
+
+``audit(run_or_checkpoint, data_json, out_dir=...)`` scores every non-crowd annotation with the model's
+RoI box head, flags likely wrong labels with cleanlab, and writes label_issues.csv/.json, summary.md/.json,
+review.html and contact_sheet.png; ``fix_file(data_json, issues, out_json, action)`` writes a repaired copy
+(relabel | ignore | drop). Exports load lazily so ``import noisyseg.audit`` does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# what --fix can do to a flagged annotation, and cleanlab's find_label_issues rules (filter_by)
+ACTIONS = ("relabel", "ignore", "drop")
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+           "low_normalized_margin", "low_self_confidence")
+
+_EXPORTS = {
+    "audit": "noisyseg.audit.api", "AuditResult": "noisyseg.audit.api",
+    "fix_file": "noisyseg.audit.fix", "repair": "noisyseg.audit.fix",
+    "find_issues": "noisyseg.audit.issues", "LabelIssues": "noisyseg.audit.issues",
+    "truth_metrics": "noisyseg.audit.issues", "auroc": "noisyseg.audit.issues",
+    "average_precision": "noisyseg.audit.issues",
+    "score_annotations": "noisyseg.audit.score", "AnnotationScores": "noisyseg.audit.score",
+    "box_head_probabilities": "noisyseg.audit.score", "resolve_checkpoints": "noisyseg.audit.score",
+}
+
+__all__ = sorted([*_EXPORTS, "ACTIONS", "FILTERS"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'noisyseg.audit' has no attribute {name!r}")

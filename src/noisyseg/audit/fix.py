@@ -1,0 +1,128 @@
+"""``--fix``: write a repaired copy of the audited COCO file.
+
+Actions on the flagged annotations (nothing else in the file changes, key order included):
+
+- ``relabel``: ``category_id`` becomes the suggested class.
+- ``ignore``: the annotation stays, with ``"class_ignored": true`` added (``category_id`` kept). The
+  trainer keeps such an instance as a foreground object for the RPN, box regression and mask, but takes
+  no class supervision from it (the RoI classifier learns only foreground vs background for the RoIs
+  matched to it).
+- ``drop``: the annotation is removed.
+
+``info.audit`` records what was done; an earlier ``info.audit`` moves to the list ``info.audit_history``
+(oldest first), as ``info.noise`` does for layered noise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from noisyseg.audit import ACTIONS
+from noisyseg.audit.issues import LabelIssues
+from noisyseg.errors import NoisysegError
+from noisyseg.utils.io import atomic_write_text, read_json
+
+
+def flagged_table(issues: LabelIssues | str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The flagged rows (annotation_id, given_category_id, suggested_category_id) and provenance.
+
+    ``issues`` is an audit result or the path of a ``label_issues.json`` written by one.
+    """
+    if isinstance(issues, LabelIssues):
+        from noisyseg.audit.issues import issue_rows
+
+        import cleanlab
+
+        rows = [r for r in issue_rows(issues) if r["is_issue"]]
+        return rows, {"checkpoints": [str(p) for p in issues.scores.checkpoints], "rule": issues.rule,
+                      "cleanlab_version": cleanlab.__version__, "n_scored": len(issues.rank)}
+    path = Path(issues)
+    table = read_json(path, "label issues file")
+    if not isinstance(table, dict) or not isinstance(table.get("annotations"), list):
+        raise NoisysegError(f"{path}: expected a label_issues.json with an 'annotations' list")
+    rows = []
+    for i, r in enumerate(table["annotations"]):
+        for key in ("annotation_id", "given_category_id", "suggested_category_id", "is_issue"):
+            if not isinstance(r, dict) or key not in r:
+                raise NoisysegError(f"{path}: annotations[{i}] has no '{key}'")
+        if r["is_issue"]:
+            rows.append(r)
+    return rows, {"checkpoints": table.get("checkpoints", []), "rule": table.get("rule", ""),
+                  "n_scored": len(table["annotations"]), "issues_file": str(path)}
+
+
+def repair(coco: dict, issues: LabelIssues | str | Path, action: str, source: str | Path = "",
+           extra: dict[str, Any] | None = None) -> tuple[dict, dict[str, Any]]:
+    """Apply ``action`` to the flagged annotations of the parsed file ``coco`` (changed in place).
+
+    Returns ``(coco, report)``; ``report`` is the ``info.audit`` block. Raises a one-line
+    :class:`NoisysegError` when a flagged annotation is missing from the file or its category differs
+    from the one audited (the file changed since the audit).
+    """
+    if action not in ACTIONS:
+        raise NoisysegError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    rows, provenance = flagged_table(issues)
+    position = {a.get("id"): i for i, a in enumerate(coco["annotations"])}
+    flagged_positions = set()
+    transitions: Counter = Counter()
+    n_changed = 0
+    for r in rows:
+        i = position.get(r["annotation_id"])
+        if i is None:
+            raise NoisysegError(f"{source}: flagged annotation {r['annotation_id']} is not in this file")
+        ann = coco["annotations"][i]
+        if ann["category_id"] != r["given_category_id"]:
+            raise NoisysegError(f"{source}: annotation {r['annotation_id']} has category_id {ann['category_id']}, "
+                                f"the audit saw {r['given_category_id']} (audit this file again)")
+        flagged_positions.add(i)
+        if action == "relabel":
+            new = r["suggested_category_id"]
+            if new != ann["category_id"]:
+                transitions[(ann["category_id"], new)] += 1
+                n_changed += 1
+                ann["category_id"] = new
+        elif action == "ignore":
+            ann["class_ignored"] = True
+            n_changed += 1
+    if action == "drop":
+        coco["annotations"] = [a for i, a in enumerate(coco["annotations"]) if i not in flagged_positions]
+        n_changed = len(flagged_positions)
+    report = {
+        "action": action, "n_flagged": len(rows), "n_changed": n_changed,
+        "annotation_ids": [r["annotation_id"] for r in rows], **provenance, **(extra or {}),
+    }
+    if action == "relabel":
+        report["transitions"] = [[a, b, n] for (a, b), n in sorted(transitions.items())]
+    info = coco.get("info")
+    if info is None:
+        info = {}
+    elif not isinstance(info, dict):
+        raise NoisysegError(f"{source}: 'info' must be an object")
+    if "audit" in info:
+        info["audit_history"] = list(info.get("audit_history") or []) + [info["audit"]]
+    info["audit"] = report
+    coco["info"] = info
+    return coco, report
+
+
+def fix_file(data_json: str | Path, issues: LabelIssues | str | Path, out_json: str | Path, action: str,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``out_json``: ``data_json`` with ``action`` applied to the flagged annotations of ``issues``.
+
+    ``issues`` is an audit of ``data_json`` (a :class:`LabelIssues` or the path of its
+    ``label_issues.json``). The input file is never changed and never overwritten; the output is written
+    atomically. Returns the ``info.audit`` block.
+    """
+    if action not in ACTIONS:
+        raise NoisysegError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    if Path(out_json).resolve() == Path(data_json).resolve():
+        raise NoisysegError(f"{out_json}: refusing to overwrite the audited input file; choose another output")
+    coco = read_json(data_json, "COCO annotation file")
+    if not isinstance(coco, dict) or not isinstance(coco.get("annotations"), list):
+        raise NoisysegError(f"{data_json}: expected a COCO JSON object with an 'annotations' list")
+    coco, report = repair(coco, issues, action, data_json, {"data": str(data_json), **(extra or {})})
+    atomic_write_text(out_json, json.dumps(coco, separators=(",", ":")))
+    return report

@@ -1,0 +1,324 @@
+"""From per-annotation probabilities to flagged label issues, the issue table and the summary.
+
+The flagging rule is cleanlab's :func:`cleanlab.filter.find_label_issues` on the (N, K) foreground
+probabilities and the given labels 0..K-1; the label quality is cleanlab's self-confidence, the
+probability of the given class (low = likely wrong). When the file records ``clean_category_id`` (a file
+made by ``noisyseg noise``), :func:`truth_metrics` scores the audit against the truth.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from noisyseg.audit import FILTERS
+from noisyseg.audit.score import AnnotationScores
+from noisyseg.errors import NoisysegError
+
+COLUMNS = ("rank", "annotation_id", "image_id", "given_category_id", "given_name", "suggested_category_id",
+           "suggested_name", "label_quality", "suggested_prob", "background_prob", "is_issue")
+TRUTH_COLUMNS = ("clean_category_id", "clean_name", "is_wrong")
+
+
+@dataclass
+class LabelIssues:
+    """The audit's verdict on N annotations (arrays in the file order of :class:`AnnotationScores`).
+
+    Attributes:
+        scores: the probabilities the verdict came from.
+        label_quality: (N,) float64 in [0, 1], ``pred_probs[i, given_labels[i]]`` (cleanlab's
+            self-confidence); low = likely mislabeled.
+        suggested_labels: (N,) int64 in 0..K-1, the most probable class.
+        is_issue: (N,) bool, flagged by cleanlab's ``find_label_issues``.
+        rank: (N,) int64, a permutation of 1..N: 1 = lowest label quality (ties in file order).
+        filter_by: the cleanlab ``filter_by`` rule used.
+        notes: warnings cleanlab gave (e.g. classes too small to flag in).
+    """
+
+    scores: AnnotationScores
+    label_quality: np.ndarray
+    suggested_labels: np.ndarray
+    is_issue: np.ndarray
+    rank: np.ndarray
+    filter_by: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def order(self) -> np.ndarray:
+        """(N,) row indices, most suspicious first (``rank[order] == 1..N``)."""
+        return np.argsort(self.rank, kind="stable")
+
+    @property
+    def rule(self) -> str:
+        return (f"cleanlab.filter.find_label_issues(filter_by={self.filter_by!r}) on the RoI box head's "
+                "class probabilities of each ground-truth box, renormalised without background")
+
+
+def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate") -> LabelIssues:
+    """Flag the likely wrong labels of ``scores`` with cleanlab and rank every annotation."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    if filter_by not in FILTERS:
+        raise NoisysegError(f"filter_by must be one of {', '.join(FILTERS)}, got {filter_by!r}")
+    labels, probs = scores.given_labels, scores.pred_probs
+    n = len(labels)
+    notes: list[str] = []
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return LabelIssues(scores, np.zeros(0), empty, np.zeros(0, dtype=bool), empty, filter_by)
+    quality = np.clip(get_label_quality_scores(labels, probs, method="self_confidence"), 0.0, 1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        is_issue = np.asarray(find_label_issues(labels, probs, filter_by=filter_by, n_jobs=1), dtype=bool)
+    notes = sorted({str(w.message) for w in caught})
+    order = np.argsort(quality, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(1, n + 1)
+    return LabelIssues(scores, quality, probs.argmax(axis=1).astype(np.int64), is_issue, rank, filter_by, notes)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the table
+
+
+def issue_rows(issues: LabelIssues) -> list[dict[str, Any]]:
+    """One dict per annotation, most suspicious first, with :data:`COLUMNS` (and :data:`TRUTH_COLUMNS`
+    when the file has clean labels)."""
+    s = issues.scores
+    ids, names = s.label_map.category_ids, s.label_map.names
+    rows = []
+    for i in issues.order:
+        g, sug = int(s.given_labels[i]), int(issues.suggested_labels[i])
+        row = {
+            "rank": int(issues.rank[i]), "annotation_id": _plain(s.annotation_ids[i]),
+            "image_id": _plain(s.image_ids[i]), "given_category_id": ids[g], "given_name": names[g],
+            "suggested_category_id": ids[sug], "suggested_name": names[sug],
+            "label_quality": round(float(issues.label_quality[i]), 6),
+            "suggested_prob": round(float(s.pred_probs[i, sug]), 6),
+            "background_prob": round(float(s.background_prob[i]), 6),
+            "is_issue": int(issues.is_issue[i]),
+        }
+        if s.clean_labels is not None:
+            c = int(s.clean_labels[i])
+            row.update({"clean_category_id": ids[c], "clean_name": names[c], "is_wrong": int(c != g)})
+        rows.append(row)
+    return rows
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ",".join(COLUMNS) + "\n"
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------
+# detection quality against the truth
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` (N,) for the boolean ``positive`` (N,) (ties count half).
+
+    Rank form (Mann-Whitney U): the mean rank of the positives among all, tie groups sharing their
+    average rank. NaN when one class is empty.
+    """
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` (N,), tied values getting the mean of their ranks."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    mean_rank = (starts + ends + 1) / 2.0  # mean of (start+1)..end
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def precision_recall_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall (each (T,)) of "score >= t" at every distinct score t, highest t first."""
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    s, p = scores[order], positive[order]
+    last_of_group = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    tp = np.cumsum(p)[last_of_group]
+    k = last_of_group + 1
+    n_pos = max(int(positive.sum()), 1)
+    return tp / k, tp / n_pos
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Average precision: sum over distinct thresholds of (recall gain) x precision. NaN without positives."""
+    if not np.any(positive):
+        return float("nan")
+    precision, recall = precision_recall_curve(scores, positive)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def precision_at_recall(scores: np.ndarray, positive: np.ndarray, recall_level: float) -> float:
+    """The best precision of any threshold whose recall is at least ``recall_level``."""
+    if not np.any(positive):
+        return float("nan")
+    precision, recall = precision_recall_curve(scores, positive)
+    return float(precision[recall >= recall_level - 1e-12].max())
+
+
+def truth_metrics(issues: LabelIssues) -> dict[str, Any] | None:
+    """The audit scored against ``clean_category_id``; None when the file has no clean labels.
+
+    "Wrong" means given label != clean label. ``auroc``/``average_precision``/``precision_at_recall_0.8``
+    rank by 1 - label_quality; ``flagged_*`` judge the cleanlab-flagged set; ``suggestion_accuracy_*`` is
+    how often the suggested class equals the clean one among the wrong (flagged wrong) annotations;
+    ``label_accuracy_*`` is the fraction of labels equal to the clean ones in the file as given and after
+    relabelling the flagged annotations to their suggestion.
+    """
+    s = issues.scores
+    if s.clean_labels is None:
+        return None
+    wrong = s.clean_labels != s.given_labels
+    flagged = issues.is_issue
+    suspicion = 1.0 - issues.label_quality
+    n_wrong, n_flagged = int(wrong.sum()), int(flagged.sum())
+    tp = int((wrong & flagged).sum())
+    suggested_right = issues.suggested_labels == s.clean_labels
+    relabelled = np.where(flagged, issues.suggested_labels, s.given_labels)
+
+    def frac(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    return {
+        "n": len(wrong), "n_wrong": n_wrong, "n_flagged": n_flagged, "n_flagged_wrong": tp,
+        "auroc": auroc(suspicion, wrong), "average_precision": average_precision(suspicion, wrong),
+        "precision_at_recall_0.8": precision_at_recall(suspicion, wrong, 0.8),
+        "flagged_precision": frac(tp, n_flagged), "flagged_recall": frac(tp, n_wrong),
+        "suggestion_accuracy_wrong": frac(int((suggested_right & wrong).sum()), n_wrong),
+        "suggestion_accuracy_flagged_wrong": frac(int((suggested_right & wrong & flagged).sum()), tp),
+        "label_accuracy_given": frac(int((~wrong).sum()), len(wrong)),
+        "label_accuracy_relabelled": frac(int((relabelled == s.clean_labels).sum()), len(wrong)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# the summary
+
+
+def summary_data(issues: LabelIssues, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything summary.json holds: counts per class, the confusion estimates, truth metrics.
+
+    ``per_class``: one entry per class with its given count, flagged count and how often it is suggested
+    for flagged annotations. ``flagged_confusion``: (K, K) counts of flagged annotations, row = given,
+    column = suggested. ``confident_joint``: cleanlab's calibrated confident joint, (K, K) estimated counts,
+    row = given, column = estimated true class (rows sum to the given counts).
+    """
+    from cleanlab.count import compute_confident_joint
+
+    s = issues.scores
+    k = s.label_map.num_classes
+    given_counts = np.bincount(s.given_labels, minlength=k)
+    flagged = issues.is_issue
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (s.given_labels[flagged], issues.suggested_labels[flagged]), 1)
+    joint = np.zeros((k, k))
+    if len(s.given_labels):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            joint = compute_confident_joint(s.given_labels, s.pred_probs, calibrate=True)
+    per_class = []
+    for c in range(k):
+        per_class.append({
+            "category_id": s.label_map.category_ids[c], "name": s.label_map.names[c],
+            "given": int(given_counts[c]), "flagged": int(confusion[c].sum()),
+            "suggested_for_flagged": int(confusion[:, c].sum()),
+        })
+    return {
+        "n_annotations": int(len(s.given_labels)), "n_flagged": int(flagged.sum()),
+        "rule": issues.rule, "checkpoints": [str(p) for p in s.checkpoints],
+        "scoring_seconds": s.seconds, "annotations_per_second": s.annotations_per_second,
+        "classes": list(s.label_map.names), "per_class": per_class,
+        "flagged_confusion": confusion.tolist(), "confident_joint": np.round(joint, 3).tolist(),
+        "truth": truth_metrics(issues), "notes": issues.notes, **(extra or {}),
+    }
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "-" if v != v else f"{v:.3f}"
+    return str(v)
+
+
+def summary_markdown(summary: dict[str, Any], max_matrix_classes: int = 12, top_pairs: int = 15) -> str:
+    """summary.md: the audit in a few tables (the full matrices are in summary.json)."""
+    names = summary["classes"]
+    lines = ["# Label audit", ""]
+    lines.append(f"{summary['n_flagged']} of {summary['n_annotations']} annotations flagged as likely "
+                 f"mislabeled ({_fmt(summary['n_flagged'] / max(summary['n_annotations'], 1))}).")
+    lines.append("")
+    lines.append(f"- data: `{summary.get('data', '')}`")
+    lines.append(f"- checkpoints: {', '.join(f'`{c}`' for c in summary['checkpoints'])}")
+    lines.append(f"- rule: {summary['rule']}")
+    lines.append(f"- scoring: {summary['scoring_seconds']:.1f} s, {summary['annotations_per_second']:.1f} "
+                 f"annotations/s on {summary.get('device', '?')}")
+    for note in summary["notes"]:
+        lines.append(f"- cleanlab: {note}")
+    truth = summary.get("truth")
+    if truth:
+        lines += ["", "## Against the clean labels (`clean_category_id`)", "",
+                  "| measure | value |", "|---|---|"]
+        label = {
+            "n_wrong": "wrong labels in the file", "n_flagged_wrong": "flagged and wrong",
+            "auroc": "AUROC of 1 - label_quality", "average_precision": "average precision",
+            "precision_at_recall_0.8": "precision at recall 0.8", "flagged_precision": "precision of the flagged set",
+            "flagged_recall": "recall of the flagged set",
+            "suggestion_accuracy_wrong": "suggested class right, on the wrong ones",
+            "suggestion_accuracy_flagged_wrong": "suggested class right, on the flagged wrong ones",
+            "label_accuracy_given": "label accuracy as given",
+            "label_accuracy_relabelled": "label accuracy after `--action relabel`",
+        }
+        for key, text in label.items():
+            lines.append(f"| {text} | {_fmt(truth[key])} |")
+    lines += ["", "## Per class", "", "| class | given | flagged | flagged % | suggested for flagged |",
+              "|---|---|---|---|---|"]
+    for c in summary["per_class"]:
+        pct = _fmt(c["flagged"] / c["given"]) if c["given"] else "-"
+        lines.append(f"| {c['name']} | {c['given']} | {c['flagged']} | {pct} | {c['suggested_for_flagged']} |")
+    confusion = np.asarray(summary["flagged_confusion"])
+    pairs = [(int(confusion[i, j]), i, j) for i in range(len(names)) for j in range(len(names))
+             if i != j and confusion[i, j]]
+    pairs.sort(key=lambda t: (-t[0], t[1], t[2]))
+    if pairs:
+        lines += ["", f"## Most frequent flagged confusions (given -> suggested, top {min(top_pairs, len(pairs))})",
+                  "", "| given | suggested | flagged |", "|---|---|---|"]
+        for count, i, j in pairs[:top_pairs]:
+            lines.append(f"| {names[i]} | {names[j]} | {count} |")
+    if len(names) <= max_matrix_classes:
+        joint = np.asarray(summary["confident_joint"])
+        lines += ["", "## Estimated class confusion (cleanlab's confident joint)", "",
+                  "Rows: given class, with its count; columns: estimated true class. Off-diagonal mass is the "
+                  "estimated number of wrong labels.", "",
+                  "| given \\ true | given count | " + " | ".join(names) + " |",
+                  "|---|---|" + "---|" * len(names)]
+        for i, name in enumerate(names):
+            cells = " | ".join(f"{v:.0f}" for v in joint[i])
+            lines.append(f"| {name} | {summary['per_class'][i]['given']} | {cells} |")
+    return "\n".join(lines) + "\n"

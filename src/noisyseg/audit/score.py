@@ -1,0 +1,305 @@
+"""Class probabilities of every annotation of a COCO file, from a trained model's RoI box head.
+
+Each non-crowd annotation's ground-truth box is handed to the model as if it were a proposal: the image
+and its boxes go through ``model.transform`` together (so the boxes are resized exactly as the image is),
+then backbone -> ``roi_heads.box_roi_pool`` -> ``box_head`` -> ``box_predictor`` -> softmax over the K+1
+classes. The RPN and the box regression are not used, so every annotation gets exactly one row.
+
+The probabilities used to judge a label are the K foreground probabilities renormalised without the
+background class (measured to rank wrong labels better than the K+1 version, FINDINGS.md §1). With
+several checkpoints the renormalised probabilities of each model are averaged.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from noisyseg.data.coco import LabelMap
+from noisyseg.errors import NoisysegError
+
+
+def resolve_checkpoints(source: str | Path, checkpoints: Sequence[str] | None = None) -> list[Path]:
+    """The checkpoint files named by a run folder or checkpoint file ``source`` and ``checkpoints``.
+
+    ``source`` is a run folder (holding ``checkpoints/``) or a ``.pt`` file. Without ``checkpoints`` a run
+    folder means its ``checkpoints/last.pt``. Each entry of ``checkpoints`` is a path, or a name looked up
+    in the run's ``checkpoints/`` folder with or without ``.pt`` (``last``, ``ce_stage_end``,
+    ``epoch_12``), or a glob pattern there (``epoch_*`` = every epoch snapshot, in epoch order).
+    """
+    source = Path(source)
+    if not source.exists():
+        raise NoisysegError(f"{source}: no such run folder or checkpoint file")
+    if source.is_file():
+        if checkpoints:
+            raise NoisysegError(f"{source}: --checkpoint needs a run folder, not a checkpoint file")
+        return [source]
+    folder = source / "checkpoints"
+    found: list[Path] = []
+    for name in checkpoints or ["last"]:
+        as_path = Path(name)
+        if as_path.is_file():
+            found.append(as_path)
+            continue
+        stem = name[:-3] if name.endswith(".pt") else name
+        if any(ch in stem for ch in "*?["):
+            matches = sorted(glob.glob(str(folder / f"{stem}.pt")), key=_natural_key)
+            if not matches:
+                raise NoisysegError(f"{folder}: no checkpoint matches {name!r}")
+            found.extend(Path(m) for m in matches)
+            continue
+        path = folder / f"{stem}.pt"
+        if not path.is_file():
+            have = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+            raise NoisysegError(f"{path}: checkpoint not found (this run has: {', '.join(have) or 'none'})")
+        found.append(path)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique
+
+
+def _natural_key(text: str) -> list:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+@dataclass
+class AnnotationScores:
+    """Per-annotation class probabilities of N scored annotations with K classes.
+
+    Attributes:
+        annotation_ids: (N,) int64, the annotations' ``id`` in file order (crowd annotations left out).
+        image_ids: (N,) their ``image_id`` (int64 for the usual integer ids).
+        given_labels: (N,) int64 in 0..K-1, the given ``category_id`` as a class index
+            (``label_map.category_ids[given_labels[i]]`` is the category id).
+        clean_labels: (N,) int64 in 0..K-1 from ``clean_category_id`` (the given label where an annotation
+            has none), or None when no annotation of the file has ``clean_category_id``.
+        pred_probs: (N, K) float64, foreground class probabilities renormalised without background; rows
+            sum to 1. Averaged over the models when several were used.
+        background_prob: (N,) float64, the probability of background (K+1-way softmax, model average).
+        label_map: the class mapping (category ids and names) shared by the models and the file.
+        checkpoints: the checkpoint files used.
+        image_root: the folder the images were read from.
+        seconds: wall time of the scoring pass (image reading included, model loading not).
+    """
+
+    annotation_ids: np.ndarray
+    image_ids: np.ndarray
+    given_labels: np.ndarray
+    clean_labels: np.ndarray | None
+    pred_probs: np.ndarray
+    background_prob: np.ndarray
+    label_map: LabelMap
+    checkpoints: list[Path]
+    image_root: Path
+    seconds: float
+
+    @property
+    def annotations_per_second(self) -> float:
+        return len(self.annotation_ids) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def scored_annotations(coco: dict, label_map: LabelMap, source: str | Path) -> list[dict]:
+    """The annotations that an audit scores: every non-crowd one, in file order, with a unique ``id``.
+
+    Raises :class:`NoisysegError` naming ``source`` for a missing or repeated annotation id, or a
+    ``category_id`` outside ``label_map``.
+    """
+    seen: set = set()
+    index = {cid: i for i, cid in enumerate(label_map.category_ids)}
+    out = []
+    for i, a in enumerate(coco["annotations"]):
+        if isinstance(a.get("id"), bool) or not isinstance(a.get("id"), int):
+            raise NoisysegError(f"{source}: annotations[{i}] has no integer 'id' (the audit names annotations by id)")
+        if a["id"] in seen:
+            raise NoisysegError(f"{source}: annotations[{i}] repeats annotation id {a['id']}")
+        seen.add(a["id"])
+        if a.get("iscrowd", 0):
+            continue
+        if a["category_id"] not in index:
+            raise NoisysegError(f"{source}: annotations[{i}] has category_id {a['category_id']}, "
+                                "not one of the model's classes")
+        out.append(a)
+    return out
+
+
+def check_same_classes(coco: dict, label_map: LabelMap, data_path: str | Path, checkpoint: str | Path) -> None:
+    """Raise a one-line error unless the file's categories are exactly the checkpoint's classes."""
+    own = LabelMap.from_categories(coco["categories"])
+    if own.category_ids != label_map.category_ids:
+        raise NoisysegError(f"{data_path}: categories {list(own.category_ids)} differ from the classes "
+                            f"{list(label_map.category_ids)} of the model in {checkpoint}")
+
+
+class _ImagesWithBoxes(torch.utils.data.Dataset):
+    """Item i: (uint8 image (3, H, W), boxes (n_i, 4) float32 xyxy pixels, row indices (n_i,) int64)."""
+
+    def __init__(self, images: list[dict], boxes: list[np.ndarray], rows: list[np.ndarray],
+                 image_root: Path, data_path: str | Path) -> None:
+        self.images, self.boxes, self.rows = images, boxes, rows
+        self.image_root, self.data_path = image_root, data_path
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        im = self.images[i]
+        image = read_image(self.image_root / im["file_name"], int(im["height"]), int(im["width"]), self.data_path)
+        return image, torch.from_numpy(self.boxes[i]), torch.from_numpy(self.rows[i])
+
+
+def read_image(path: Path, height: int, width: int, data_path: str | Path) -> torch.Tensor:
+    """The RGB image at ``path`` as a uint8 tensor (3, H, W), checked against the json's size."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise NoisysegError(f"{data_path}: image not found: {path} (set --image-root)") from None
+    except OSError as e:
+        raise NoisysegError(f"{path}: cannot read image ({e})") from None
+    if arr.shape[:2] != (height, width):
+        raise NoisysegError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} but {data_path} says {width}x{height}")
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _transpose(batch: list) -> tuple:
+    return tuple(zip(*batch))
+
+
+@torch.no_grad()
+def box_head_probabilities(model: torch.nn.Module, images: list[torch.Tensor],
+                           boxes: list[torch.Tensor]) -> torch.Tensor:
+    """K+1-way class probabilities of given boxes, as the model's RoI box head sees them.
+
+    Args:
+        model: a torchvision Mask R-CNN in eval mode.
+        images: B float images (3, H_b, W_b) in [0, 1] on the model's device, at their original size.
+        boxes: B tensors (n_b, 4), xyxy pixel boxes in the coordinates of the original images.
+
+    Returns:
+        (sum n_b, K+1) float32 softmax probabilities, column 0 = background, rows in input order.
+    """
+    targets = [{"boxes": b.to(images[0].device, torch.float32)} for b in boxes]
+    image_list, targets = model.transform(images, targets)  # resizes the boxes with the images
+    features = model.backbone(image_list.tensors)
+    proposals = [t["boxes"] for t in targets]
+    pooled = model.roi_heads.box_roi_pool(features, proposals, image_list.image_sizes)
+    logits, _ = model.roi_heads.box_predictor(model.roi_heads.box_head(pooled))
+    return torch.softmax(logits.float(), dim=1)
+
+
+def foreground_probabilities(probs: np.ndarray) -> np.ndarray:
+    """(N, K+1) probabilities with background in column 0 -> (N, K) renormalised over the K classes."""
+    fg = probs[:, 1:].astype(np.float64)
+    total = fg.sum(axis=1, keepdims=True)
+    k = fg.shape[1]
+    return np.divide(fg, total, out=np.full_like(fg, 1.0 / k), where=total > 0)
+
+
+def score_annotations(
+    checkpoints: Sequence[str | Path],
+    coco: dict,
+    data_path: str | Path,
+    image_root: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> AnnotationScores:
+    """Class probabilities of every non-crowd annotation of ``coco`` (the parsed file at ``data_path``).
+
+    Args:
+        checkpoints: one or more noisyseg checkpoints with the same classes; their foreground
+            probabilities are averaged.
+        coco: the parsed COCO json (checked with :func:`noisyseg.data.coco.load_coco`).
+        data_path: the file ``coco`` came from (for error messages).
+        image_root: folder of the images' ``file_name``; default the first checkpoint's
+            ``data.image_root``.
+        batch_size: images per forward pass.
+        num_workers: data-loader processes reading images (0 = in this process).
+    """
+    from tqdm import tqdm
+
+    from noisyseg.engine.predict import load_trained_model
+
+    if not checkpoints:
+        raise NoisysegError("no checkpoint to score with")
+    device = torch.device(device)
+    models, label_map, root = [], None, None
+    for ckpt in checkpoints:
+        model, cfg, lm = load_trained_model(ckpt, device)
+        if label_map is None:
+            label_map, root = lm, Path(image_root if image_root is not None else cfg.data.image_root)
+            check_same_classes(coco, label_map, data_path, ckpt)
+        elif lm != label_map:
+            raise NoisysegError(f"{ckpt}: its classes differ from those of {checkpoints[0]}")
+        models.append(model)
+    assert label_map is not None and root is not None
+    if label_map.num_classes < 2:
+        raise NoisysegError(f"{data_path}: an audit of class labels needs at least 2 classes, "
+                            f"the model has {label_map.num_classes}")
+
+    anns = scored_annotations(coco, label_map, data_path)
+    index = {cid: i for i, cid in enumerate(label_map.category_ids)}
+    n = len(anns)
+    given = np.fromiter((index[a["category_id"]] for a in anns), dtype=np.int64, count=n)
+    has_clean = any("clean_category_id" in a for a in anns)
+    clean = None
+    if has_clean:
+        clean = np.empty(n, dtype=np.int64)
+        for r, a in enumerate(anns):
+            cid = a.get("clean_category_id", a["category_id"])
+            if cid not in index:
+                raise NoisysegError(f"{data_path}: annotation {a['id']} has clean_category_id {cid}, "
+                                    "not one of the model's classes")
+            clean[r] = index[cid]
+
+    rows_of_image: dict[Any, list[int]] = {}
+    for r, a in enumerate(anns):
+        rows_of_image.setdefault(a["image_id"], []).append(r)
+    images = [im for im in coco["images"] if im["id"] in rows_of_image]
+    rows = [np.asarray(rows_of_image[im["id"]], dtype=np.int64) for im in images]
+    boxes = []
+    for r_img in rows:
+        b = np.asarray([anns[r]["bbox"] for r in r_img], dtype=np.float32).reshape(-1, 4)
+        b[:, 2:] += b[:, :2]  # xywh -> xyxy
+        boxes.append(b)
+
+    dataset = _ImagesWithBoxes(images, boxes, rows, root, data_path)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=_transpose)
+    fg_sum = np.zeros((n, label_map.num_classes), dtype=np.float64)
+    bg_sum = np.zeros(n, dtype=np.float64)
+    t0 = time.perf_counter()
+    done = 0
+    bar = tqdm(total=n, disable=not progress, unit="ann", desc="audit: scoring", dynamic_ncols=True)
+    try:
+        for batch_images, batch_boxes, batch_rows in loader:
+            imgs = [im.to(device).float().div_(255) for im in batch_images]
+            idx = torch.cat(batch_rows).numpy()
+            for model in models:
+                probs = box_head_probabilities(model, imgs, list(batch_boxes)).cpu().numpy()
+                fg_sum[idx] += foreground_probabilities(probs)
+                bg_sum[idx] += probs[:, 0]
+            done += len(idx)
+            bar.update(len(idx))
+            bar.set_postfix(ann_per_s=f"{done / max(time.perf_counter() - t0, 1e-9):.0f}")
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    m = len(models)
+    return AnnotationScores(
+        annotation_ids=np.asarray([a["id"] for a in anns], dtype=np.int64),
+        image_ids=np.asarray([a["image_id"] for a in anns]),
+        given_labels=given, clean_labels=clean, pred_probs=fg_sum / m, background_prob=bg_sum / m,
+        label_map=label_map, checkpoints=[Path(c) for c in checkpoints], image_root=root,
+        seconds=seconds,
+    )

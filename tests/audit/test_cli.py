@@ -1,0 +1,121 @@
+"""``noisyseg audit`` end to end: the files it writes, --fix through the CLI, and its error lines."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from noisyseg.audit import audit
+from noisyseg.audit.issues import COLUMNS, TRUTH_COLUMNS, auroc, average_precision
+from noisyseg.cli import main
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_audit_writes_the_table_summary_and_review(tiny_data, untrained_run, tmp_path, capsys):
+    out = tmp_path / "audit"
+    fixed = tmp_path / "relabelled.json"
+    code, stdout, err = _run(["audit", untrained_run, "--data", tiny_data["noisy_json"], "--image-root",
+                              tiny_data["image_root"], "-o", out, "--top", 5, "--sheet", 4, "--no-progress",
+                              "--fix", fixed, "--action", "relabel"], capsys)
+    assert code == 0, err
+    coco = json.loads(Path(tiny_data["noisy_json"]).read_text())
+    non_crowd = [a for a in coco["annotations"] if not a.get("iscrowd", 0)]
+    with open(out / "label_issues.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == COLUMNS + TRUTH_COLUMNS
+    assert sorted(int(r["annotation_id"]) for r in rows) == sorted(a["id"] for a in non_crowd)
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(non_crowd) + 1))
+    quality = np.array([float(r["label_quality"]) for r in rows])
+    assert np.all((0 <= quality) & (quality <= 1)) and np.all(np.diff(quality) >= 0)
+    by_id = {a["id"]: a for a in coco["annotations"]}
+    for r in rows:
+        a = by_id[int(r["annotation_id"])]
+        assert int(r["given_category_id"]) == a["category_id"] and int(r["image_id"]) == a["image_id"]
+        assert int(r["clean_category_id"]) == a["clean_category_id"]
+        assert int(r["is_wrong"]) == int(a["clean_category_id"] != a["category_id"])
+    table = json.loads((out / "label_issues.json").read_text())
+    assert [str(r["annotation_id"]) for r in table["annotations"]] == [r["annotation_id"] for r in rows]
+
+    summary = json.loads((out / "summary.json").read_text())
+    wrong = np.array([r["is_wrong"] == "1" for r in rows])
+    flagged = np.array([r["is_issue"] == "1" for r in rows])
+    assert summary["n_flagged"] == flagged.sum() and summary["n_annotations"] == len(rows)
+    assert summary["truth"]["n_wrong"] == wrong.sum() > 0
+    assert summary["truth"]["auroc"] == pytest.approx(auroc(1 - quality, wrong), abs=1e-5)
+    assert summary["truth"]["average_precision"] == pytest.approx(average_precision(1 - quality, wrong), abs=1e-5)
+    assert f"{summary['n_flagged']} of {len(rows)} annotations flagged" in stdout
+    assert "AUROC" in (out / "summary.md").read_text()
+
+    page = (out / "review.html").read_text()
+    pictures = page.count("src='data:image/png;base64,")
+    assert pictures == 5 and "http://" not in page and "https://" not in page
+    first = page.split("src='data:image/png;base64,")[1].split("'")[0]
+    assert Image.open(io.BytesIO(base64.b64decode(first))).size == (160, 160)
+    assert page.index(f"#1 &middot; ann {rows[0]['annotation_id']}") < page.index(f"#2 &middot; ann")
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.size[0] > 4 * 160
+
+    repaired = json.loads(fixed.read_text())
+    new = {a["id"]: a["category_id"] for a in repaired["annotations"]}
+    for r in rows:
+        want = int(r["suggested_category_id"] if r["is_issue"] == "1" else r["given_category_id"])
+        assert new[int(r["annotation_id"])] == want
+    assert repaired["info"]["audit"]["n_flagged"] == flagged.sum()
+
+
+def test_api_without_output_folder_writes_nothing(tiny_data, untrained_run, tmp_path):
+    result = audit(untrained_run, tiny_data["noisy_json"], image_root=tiny_data["image_root"], progress=False,
+                   device="cpu")
+    assert result.files == {} and not (untrained_run / "audit").exists()
+    assert len(result.rows) == len(result.issues.rank)
+
+
+def test_error_lines(tiny_data, untrained_run, tmp_path, capsys):
+    base = ["audit", untrained_run, "--image-root", tiny_data["image_root"], "--no-progress", "-o", tmp_path / "o"]
+    missing = tmp_path / "missing.json"
+    assert _run(base + ["--data", missing], capsys)[2] == \
+        f"noisyseg audit: error: {missing}: COCO annotation file not found\n"
+
+    other = json.loads(Path(tiny_data["noisy_json"]).read_text())
+    other["categories"] = other["categories"][:2]
+    other["annotations"] = [a for a in other["annotations"]
+                           if a["category_id"] in (2, 5) and a.get("clean_category_id", 2) in (2, 5)]
+    other_path = tmp_path / "two_classes.json"
+    other_path.write_text(json.dumps(other))
+    code, _, err = _run(base + ["--data", other_path], capsys)
+    assert code == 2
+    assert err == (f"noisyseg audit: error: {other_path}: categories [2, 5] differ from the classes [2, 5, 9] "
+                   f"of the model in {(untrained_run / 'checkpoints' / 'last.pt').resolve()}\n")
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in base + ["--data", tiny_data["noisy_json"], "--fix", tmp_path / "f.json",
+                                       "--action", "rename"]])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.replace("'", "") == "noisyseg audit: error: argument --action: invalid choice: rename " \
+                                   "(choose from relabel, ignore, drop)"
+
+    assert _run(base + ["--data", tiny_data["noisy_json"], "--fix", tmp_path / "f.json"], capsys)[2] == \
+        "noisyseg audit: error: --fix needs --action (relabel | ignore | drop)\n"
+    assert _run(base + ["--data", tiny_data["noisy_json"], "--fix", tiny_data["noisy_json"], "--action", "drop"],
+                capsys)[2] == (f"noisyseg audit: error: {tiny_data['noisy_json']}: refusing to overwrite the "
+                               "audited input file; choose another output\n")
+    nowhere = tmp_path / "no_run"
+    assert _run(["audit", nowhere, "--data", tiny_data["noisy_json"]], capsys)[2] == \
+        f"noisyseg audit: error: {nowhere}: no such run folder or checkpoint file\n"
+    code, _, err = _run(["audit", untrained_run, "--data", tiny_data["noisy_json"], "--image-root",
+                         tmp_path / "no_images", "-o", tmp_path / "o", "--no-progress"], capsys)
+    assert code == 2 and err.startswith(f"noisyseg audit: error: {tiny_data['noisy_json']}: image not found: ")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "f.json").exists()

@@ -1,0 +1,130 @@
+"""Flagging with cleanlab, the ranking, and the audit's figures against direct computations."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from noisyseg.audit.issues import (
+    auroc, average_precision, find_issues, issue_rows, precision_at_recall, summary_data, summary_markdown,
+    truth_metrics,
+)
+from noisyseg.audit.score import AnnotationScores
+from noisyseg.data.coco import LabelMap
+
+
+def _scores(n: int = 60, k: int = 4, seed: int = 0, with_truth: bool = True) -> AnnotationScores:
+    """Synthetic probabilities: 30% wrong labels; the model mostly believes the clean class."""
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, k, n)
+    wrong = rng.random(n) < 0.3
+    given = np.where(wrong, (clean + rng.integers(1, k, n)) % k, clean)
+    logits = rng.normal(0, 1, (n, k))
+    logits[np.arange(n), clean] += 2.5
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    lm = LabelMap(tuple(range(10, 10 + 3 * k, 3)), tuple(f"c{i}" for i in range(k)))
+    return AnnotationScores(np.arange(100, 100 + n), np.arange(n) // 3, given, clean if with_truth else None,
+                            probs, rng.random(n), lm, [Path("m.pt")], Path("."), 1.0)
+
+
+def _brute_auroc(score, positive):
+    pos, neg = score[positive], score[~positive]
+    wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p, q in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def _brute_ap(score, positive):
+    """Precision at each distinct threshold times the recall it adds, by direct counting."""
+    total, prev_recall = 0.0, 0.0
+    for t in sorted(set(score), reverse=True):
+        sel = score >= t
+        recall = (sel & positive).sum() / positive.sum()
+        total += (recall - prev_recall) * (sel & positive).sum() / sel.sum()
+        prev_recall = recall
+    return total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auroc_and_ap_equal_direct_computations(seed):
+    rng = np.random.default_rng(seed)
+    score = np.round(rng.random(80), 1)  # many ties
+    positive = rng.random(80) < 0.35
+    assert auroc(score, positive) == pytest.approx(_brute_auroc(score, positive), abs=1e-12)
+    assert average_precision(score, positive) == pytest.approx(_brute_ap(score, positive), abs=1e-12)
+    sklearn = pytest.importorskip("sklearn.metrics")
+    assert auroc(score, positive) == pytest.approx(sklearn.roc_auc_score(positive, score), abs=1e-12)
+    assert average_precision(score, positive) == pytest.approx(
+        sklearn.average_precision_score(positive, score), abs=1e-12)
+    p, r, _ = sklearn.precision_recall_curve(positive, score)
+    assert precision_at_recall(score, positive, 0.8) == pytest.approx(p[r >= 0.8].max(), abs=1e-12)
+
+
+def test_auroc_edge_cases():
+    assert auroc(np.array([0.1, 0.9]), np.array([False, True])) == 1.0
+    assert auroc(np.array([0.9, 0.1]), np.array([False, True])) == 0.0
+    assert np.isnan(auroc(np.array([0.1, 0.2]), np.array([True, True])))
+    assert np.isnan(average_precision(np.array([0.1, 0.2]), np.array([False, False])))
+
+
+def test_flags_are_cleanlabs_and_ranks_follow_label_quality():
+    from cleanlab.filter import find_label_issues
+
+    s = _scores()
+    issues = find_issues(s)
+    expected = find_label_issues(s.given_labels, s.pred_probs, n_jobs=1)
+    np.testing.assert_array_equal(issues.is_issue, expected)
+    np.testing.assert_allclose(issues.label_quality, s.pred_probs[np.arange(60), s.given_labels])
+    assert sorted(issues.rank.tolist()) == list(range(1, 61))
+    in_rank_order = issues.label_quality[issues.order]
+    assert np.all(np.diff(in_rank_order) >= 0)
+    np.testing.assert_array_equal(issues.suggested_labels, s.pred_probs.argmax(1))
+    other = find_issues(s, "predicted_neq_given")
+    np.testing.assert_array_equal(other.is_issue, s.pred_probs.argmax(1) != s.given_labels)
+
+
+def test_truth_metrics_equal_direct_counts():
+    s = _scores(n=90, seed=3)
+    issues = find_issues(s)
+    m = truth_metrics(issues)
+    wrong = s.given_labels != s.clean_labels
+    flagged = issues.is_issue
+    assert m["n_wrong"] == wrong.sum() and m["n_flagged"] == flagged.sum()
+    assert m["flagged_precision"] == pytest.approx((wrong & flagged).sum() / flagged.sum())
+    assert m["flagged_recall"] == pytest.approx((wrong & flagged).sum() / wrong.sum())
+    assert m["auroc"] == pytest.approx(_brute_auroc(1 - issues.label_quality, wrong))
+    assert m["average_precision"] == pytest.approx(_brute_ap(1 - issues.label_quality, wrong))
+    right = s.pred_probs.argmax(1) == s.clean_labels
+    assert m["suggestion_accuracy_wrong"] == pytest.approx(right[wrong].mean())
+    assert m["suggestion_accuracy_flagged_wrong"] == pytest.approx(right[wrong & flagged].mean())
+    relabelled = np.where(flagged, s.pred_probs.argmax(1), s.given_labels)
+    assert m["label_accuracy_relabelled"] == pytest.approx((relabelled == s.clean_labels).mean())
+    # precision at recall 0.8 by walking down the ranking
+    order = np.argsort(issues.label_quality, kind="stable")
+    hits = np.cumsum(wrong[order])
+    reach = np.flatnonzero(hits >= 0.8 * wrong.sum())
+    best = max(hits[k] / (k + 1) for k in reach)
+    assert m["precision_at_recall_0.8"] == pytest.approx(best)
+    assert truth_metrics(find_issues(_scores(with_truth=False))) is None
+
+
+def test_rows_and_summary_agree_with_the_arrays():
+    s = _scores()
+    issues = find_issues(s)
+    rows = issue_rows(issues)
+    assert [r["rank"] for r in rows] == list(range(1, 61))
+    first = int(issues.order[0])
+    assert rows[0]["annotation_id"] == 100 + first
+    assert rows[0]["given_category_id"] == s.label_map.category_ids[s.given_labels[first]]
+    assert rows[0]["is_wrong"] == int(s.given_labels[first] != s.clean_labels[first])
+    summary = summary_data(issues)
+    confusion = np.asarray(summary["flagged_confusion"])
+    assert confusion.sum() == issues.is_issue.sum()
+    assert [c["given"] for c in summary["per_class"]] == np.bincount(s.given_labels, minlength=4).tolist()
+    joint = np.asarray(summary["confident_joint"])
+    np.testing.assert_allclose(joint.sum(1), np.bincount(s.given_labels, minlength=4), atol=0.01)
+    text = summary_markdown(summary)
+    assert f"{summary['n_flagged']} of 60 annotations flagged" in text
+    assert f"| AUROC of 1 - label_quality | {summary['truth']['auroc']:.3f} |" in text
