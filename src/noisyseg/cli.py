@@ -20,6 +20,7 @@ _COMMAND_MODULES = [
     "noisyseg.data.cli",
     "noisyseg.data.convert.cli",
     "noisyseg.engine.cli",
+    "noisyseg.models.cli",
     "noisyseg.audit.cli",
     "noisyseg.demo",
     "noisyseg.bench",
