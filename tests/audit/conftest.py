@@ -15,9 +15,8 @@ def save_untrained_run(run: Path, data: dict, test_size: int = 64, seed: int = 0
     """A run folder holding a randomly initialised maskrcnn_tiny checkpoint in the engine's format."""
     from noisyseg.config import Config
     from noisyseg.data.coco import LabelMap
+    from noisyseg.engine.build import model_from_config
     from noisyseg.engine.checkpoint import save_checkpoint
-    from noisyseg.losses import build_loss
-    from noisyseg.models import build_model
 
     raw = tiny_config(data)
     raw["data"]["test_min_size"] = test_size
@@ -25,7 +24,7 @@ def save_untrained_run(run: Path, data: dict, test_size: int = 64, seed: int = 0
     cfg = Config.model_validate(raw)
     label_map = LabelMap.from_categories(json.loads(Path(data["train_json"]).read_text())["categories"])
     torch.manual_seed(seed)
-    model = build_model(cfg.model, cfg.data, label_map.num_classes, build_loss("ce"))
+    model = model_from_config(cfg, label_map.num_classes)
     with torch.no_grad():  # a sharper classifier than the default init, so probabilities differ per box
         model.roi_heads.box_predictor.cls_score.weight.mul_(8.0)
     return save_checkpoint(run / "checkpoints" / f"{name}.pt", {

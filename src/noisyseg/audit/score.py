@@ -156,18 +156,15 @@ class _ImagesWithBoxes(torch.utils.data.Dataset):
 
 def read_image(path: Path, height: int, width: int, data_path: str | Path) -> torch.Tensor:
     """The RGB image at ``path`` as a uint8 tensor (3, H, W), checked against the json's size."""
-    from PIL import Image
+    from noisyseg.data.images import load_rgb
 
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise NoisysegError(f"{data_path}: image not found: {path} (set --image-root)") from None
-    except OSError as e:
-        raise NoisysegError(f"{path}: cannot read image ({e})") from None
-    if arr.shape[:2] != (height, width):
-        raise NoisysegError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} but {data_path} says {width}x{height}")
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    if not path.exists():
+        raise NoisysegError(f"{data_path}: image not found: {path} (set --image-root)")
+    image = load_rgb(path)
+    if tuple(image.shape[1:]) != (height, width):
+        raise NoisysegError(f"{path}: image is {image.shape[2]}x{image.shape[1]} but {data_path} says "
+                            f"{width}x{height}")
+    return image
 
 
 def _transpose(batch: list) -> tuple:
