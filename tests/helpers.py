@@ -16,22 +16,32 @@ CATEGORIES = [
 ]
 
 
+def rle(mask: np.ndarray, compressed: bool = True) -> dict:
+    """The one RLE encoder of the tests: a (H, W) binary mask as COCO RLE.
+
+    Compressed: pycocotools' string ``counts`` (as ``str``, ready for json). Uncompressed: ``counts`` is
+    the list of run lengths in column-major order, starting with a run of zeros (0 when the first pixel
+    is set), computed here independently of pycocotools.
+    """
+    m = np.asfortranarray(mask.astype(np.uint8))
+    if not compressed:
+        flat = m.ravel(order="F")
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+        runs = np.diff(bounds).tolist()
+        if flat.size and flat[0] == 1:
+            runs = [0] + runs
+        return {"size": list(m.shape), "counts": runs}
+    r = mask_utils.encode(m)
+    r["counts"] = r["counts"].decode("ascii")
+    return r
+
+
 def _rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+    return rle(mask)
 
 
 def _uncompressed_rle(mask: np.ndarray) -> dict:
-    flat = mask.astype(np.uint8).flatten(order="F")
-    counts, current, run = [], 0, 0
-    for v in flat:
-        if v != current:
-            counts.append(run)
-            run, current = 0, v
-        run += 1
-    counts.append(run)
-    return {"size": list(mask.shape), "counts": counts}
+    return rle(mask, compressed=False)
 
 
 def write_tiny_coco(root: Path, n_images: int = 8, size: int = 64, seed: int = 0, extras: bool = True) -> dict:
@@ -91,3 +101,25 @@ def tiny_config(data: dict, **train) -> dict:
         "train": {"epochs": 2, "batch_size": 2, "lr": 0.01, "warmup_iters": 2, "lr_steps": [1],
                   "log_interval": 1, "threads": 2, "device": "cpu", **train},
     }
+
+
+def random_tiny_maskrcnn(num_classes: int, seed: int = 0, **kwargs):
+    """A randomly initialised Mask R-CNN on noisyseg's tiny backbone with small heads (eval mode, 64-128
+    px), for tests of code that consumes real model output. Built with torchvision's public ``MaskRCNN``
+    so it does not depend on the project's builders; ``kwargs`` go to ``MaskRCNN`` (e.g.
+    ``box_detections_per_img``)."""
+    import torch
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    from noisyseg.models.tiny import TinyBackbone
+
+    torch.manual_seed(seed)
+    backbone = TinyBackbone()
+    c = backbone.out_channels
+    options = {"min_size": 64, "max_size": 128,
+               "box_head": TwoMLPHead(c * 7 * 7, 128), "box_predictor": FastRCNNPredictor(128, num_classes + 1),
+               "mask_head": MaskRCNNHeads(c, [32, 32], 1), "mask_predictor": MaskRCNNPredictor(32, 32, num_classes + 1),
+               **kwargs}
+    return MaskRCNN(backbone, num_classes=None, **options).eval()

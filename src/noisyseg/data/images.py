@@ -47,4 +47,4 @@ def load_rgb(path: str | os.PathLike) -> torch.Tensor:
         raise NoisysegError(f"{path}: expected an image file, found a folder") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         raise NoisysegError(f"{path}: cannot read image ({e})") from None
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # a writable copy: Pillow's array is read-only
