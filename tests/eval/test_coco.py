@@ -8,31 +8,17 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 
+from helpers import random_tiny_maskrcnn, rle
 from noisyseg.errors import NoisysegError
-from noisyseg.eval import evaluate, format_metrics_table
+from noisyseg.eval import detections_to_coco, evaluate, format_metrics_table
 from noisyseg.eval.coco import STAT_NAMES, coco_evaluators
 
 SIZE = 160
 CATS = [{"id": 3, "name": "a", "supercategory": "x"}, {"id": 7, "name": "b", "supercategory": "x"},
         {"id": 11, "name": "c", "supercategory": "y"}]
-
-
-def _rle(m, compressed=True):
-    """RLE of a (H, W) binary mask; compressed with str counts, or uncompressed with a list of run lengths."""
-    m = np.asfortranarray(m.astype(np.uint8))
-    if not compressed:  # run lengths in column-major order, starting with a run of zeros
-        flat = m.ravel(order="F")
-        change = np.flatnonzero(np.diff(flat)) + 1
-        bounds = np.concatenate([[0], change, [flat.size]])
-        runs = np.diff(bounds).tolist()
-        if flat[0] == 1:
-            runs = [0] + runs
-        return {"size": list(m.shape), "counts": runs}
-    r = mask_utils.encode(m)
-    r["counts"] = r["counts"].decode("ascii")
-    return r
 
 
 def _square(x, y, side):
@@ -64,7 +50,7 @@ def _gt_and_predictions(seed=0, tie_scores=False):
             cat = CATS[aid % 3]["id"]
             poly = [[x, y, x + side, y, x + side, y + side, x, y + side]]
             anns.append({"id": aid, "image_id": i, "category_id": cat, "bbox": [x, y, side, side],
-                         "area": float(side * side), "iscrowd": 0, "segmentation": poly if aid % 2 else _rle(m),
+                         "area": float(side * side), "iscrowd": 0, "segmentation": poly if aid % 2 else rle(m),
                          "clean_category_id": CATS[(aid + 1) % 3]["id"], "attributes": {"occluded": False}})
             for _ in range(2):
                 dx, dy = (int(v) for v in rng.integers(-4, 5, 2))
@@ -73,18 +59,18 @@ def _gt_and_predictions(seed=0, tie_scores=False):
                 score = float(rng.random())
                 results.append({"image_id": i, "category_id": CATS[(aid + 1) % 3]["id"] if wrong else cat,
                                 "bbox": [float(x + dx), float(y + dy), float(side), float(side)],
-                                "score": round(score, 1) if tie_scores else score, "segmentation": _rle(pm)})
+                                "score": round(score, 1) if tie_scores else score, "segmentation": rle(pm)})
         fx, fy = (int(v) for v in rng.integers(0, SIZE - 30, 2))
         score = float(rng.random())
         results.append({"image_id": i, "category_id": 7, "bbox": [float(fx), float(fy), 30.0, 30.0],
-                        "score": round(score, 1) if tie_scores else score, "segmentation": _rle(_square(fx, fy, 30))})
+                        "score": round(score, 1) if tie_scores else score, "segmentation": rle(_square(fx, fy, 30))})
     anns.append({"id": 999, "image_id": 1, "category_id": 3, "bbox": [0.0, 0.0, 40.0, 40.0], "area": 1600.0,
-                 "iscrowd": 1, "segmentation": _rle(_square(0, 0, 40), compressed=False)})
+                 "iscrowd": 1, "segmentation": rle(_square(0, 0, 40), compressed=False)})
     return {"info": {"description": "synthetic"}, "images": images, "annotations": anns, "categories": CATS}, results
 
 
-def _pycocotools_precision(gt, results, iou_type):
-    """eval['precision'] computed by pycocotools directly, as an independent reference."""
+def _pycocotools_precision(gt, results, iou_type, max_dets=None):
+    """A pycocotools COCOeval, evaluated and summarised directly, as an independent reference."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -97,10 +83,90 @@ def _pycocotools_precision(gt, results, iou_type):
             for d in dets:
                 d.pop("bbox")
         ev = COCOeval(coco, coco.loadRes(dets), iou_type)
+        if max_dets is not None:
+            ev.params.maxDets = max_dets
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return ev
+
+
+def _gt_and_model_predictions():
+    """Real model output on three images of different sizes, and ground truth made to be found by it.
+
+    The detections are a randomly initialised tiny Mask R-CNN's, through :func:`detections_to_coco`, so
+    masks are blobs, not boxes, and mask IoU differs from box IoU. Labels 1 and 2 both map to category 3,
+    so each image has well over 100 detections of category 3: COCO AP keeps the 100 best of each image
+    and category (``maxDets``), and this case exercises that cap. The ground truth of each image: the masks of the detections ranked 3rd, 40th
+    and 120th by score (RLE; the last one can only be found if the cap is ignored), the 40th's with another
+    class, a polygon triangle, and a crowd region over the best detection's box (uncompressed RLE).
+    """
+    model = random_tiny_maskrcnn(3, box_score_thresh=0.0, box_detections_per_img=300, box_nms_thresh=0.7)
+    gen = torch.Generator().manual_seed(0)
+    images, anns, results = [], [], []
+    for i, (h, w) in enumerate([(64, 80), (72, 64), (64, 64)], start=1):
+        images.append({"id": i, "file_name": f"{i}.png", "height": h, "width": w})
+        with torch.no_grad():
+            out = model([torch.rand(3, h, w, generator=gen)])[0]
+        res = detections_to_coco(i, out["boxes"], out["scores"], out["labels"], out["masks"], {1: 3, 2: 3, 3: 7})
+        assert sum(r["category_id"] == 3 for r in res) > 120  # over the cap, and enough for rank 120
+        results += res
+        order = np.argsort([-r["score"] for r in res], kind="stable")
+        of_3 = [j for j in order if res[j]["category_id"] == 3]
+        for k, rank in enumerate((3, 40, 120)):
+            det = res[of_3[rank]]
+            m = mask_utils.decode(det["segmentation"])
+            cat = det["category_id"] if k != 1 else {3: 7, 7: 11, 11: 3}[det["category_id"]]  # a wrong class
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat, "iscrowd": 0,
+                         "segmentation": rle(m), "area": float(m.sum()),
+                         "bbox": [float(v) for v in mask_utils.toBbox(mask_utils.encode(np.asfortranarray(m)))]})
+        x, y = 10 * i, 8
+        anns.append({"id": len(anns) + 1, "image_id": i, "category_id": CATS[i % 3]["id"], "iscrowd": 0,
+                     "segmentation": [[x, y, x + 30, y, x, y + 40]], "area": 600.0, "bbox": [x, y, 30, 40]})
+        x0, y0, bw, bh = (int(round(v)) for v in res[order[0]]["bbox"])
+        crowd = np.zeros((h, w), np.uint8)
+        crowd[y0:y0 + max(bh, 1), x0:x0 + max(bw, 1)] = 1
+        anns.append({"id": len(anns) + 1, "image_id": i, "category_id": res[order[0]]["category_id"], "iscrowd": 1,
+                     "segmentation": rle(crowd, compressed=False), "area": float(crowd.sum()),
+                     "bbox": [float(x0), float(y0), float(max(bw, 1)), float(max(bh, 1))]})
+    return {"images": images, "annotations": anns, "categories": CATS}, results
+
+
+@pytest.fixture(scope="module")
+def model_case():
+    return _gt_and_model_predictions()
+
+
+def _top(results, n):
+    """The ``n`` best-scoring results of every image and category."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["image_id"], r["category_id"]), []).append(r)
+    return [r for rs in groups.values() for r in sorted(rs, key=lambda r: -r["score"])[:n]]
+
+
+def test_real_model_output_equals_pycocotools_and_the_cap_is_applied(model_case):
+    gt, results = model_case
+    for iou_type in ("segm", "bbox"):
+        ours = evaluate(gt, results, iou_types=(iou_type,))[iou_type]
+        ref = _pycocotools_precision(gt, results, iou_type)
+        for s, v in zip(STAT_NAMES, ref.stats[:6]):  # pycocotools says -1 where nothing is in range
+            assert ours[s] == (None if v == -1 else pytest.approx(v * 100, abs=1e-9)), (iou_type, s)
+        precision = ref.eval["precision"]
+        for k, name in enumerate(["a", "b", "c"]):
+            p = precision[:, :, k, 0, 2]
+            expected = p[p > -1].mean() * 100 if (p > -1).any() else None
+            assert ours["per_class"][name] == (pytest.approx(expected, abs=1e-9) if expected is not None else None)
+        fast, slow = coco_evaluators(gt, results, backend="faster")[0], coco_evaluators(gt, results, backend="pycocotools")[0]
+        np.testing.assert_allclose(fast[iou_type].stats[:12], slow[iou_type].stats[:12], rtol=0, atol=1e-9)
+        # only the 100 best detections of an image and category count ...
+        assert len(_top(results, 100)) < len(results)
+        assert evaluate(gt, _top(results, 100), iou_types=(iou_type,))[iou_type] == ours
+        # ... and the cap matters: the rank-120 ground truth is found only without it
+        uncapped = _pycocotools_precision(gt, results, iou_type, max_dets=[1, 10, 1000])
+        assert uncapped.stats[8] > ref.stats[8]  # AR with 1000 detections > AR with 100
+    segm, bbox = evaluate(gt, results)["segm"], evaluate(gt, results)["bbox"]
+    assert 0 < segm["AP"] < 100 and segm["AP"] != bbox["AP"]  # masks are not boxes
 
 
 @pytest.mark.parametrize("tie_scores", [False, True])
@@ -156,7 +222,7 @@ def test_perfect_predictions_score_100(backend):
             continue
         seg = a["segmentation"]
         if isinstance(seg, list):
-            seg = _rle(mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, SIZE, SIZE))))
+            seg = rle(mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, SIZE, SIZE))))
         perfect.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
                         "score": 1.0, "segmentation": seg})
     m = evaluate(gt, perfect, backend=backend)
@@ -206,7 +272,7 @@ def test_bad_results_raise_one_line_errors():
     with pytest.raises(NoisysegError, match="segmentation"):
         evaluate(gt, no_mask)
     assert evaluate(gt, no_mask, iou_types=("bbox",))["bbox"]["AP"] > 0
-    small = dict(results[0], segmentation=_rle(np.ones((8, 8), np.uint8)))
+    small = dict(results[0], segmentation=rle(np.ones((8, 8), np.uint8)))
     with pytest.raises(NoisysegError, match="mask size"):
         evaluate(gt, [small])
     with pytest.raises(NoisysegError, match="IoU type"):
