@@ -108,7 +108,7 @@ def audit(
 
     suspects = []
     if out_dir is not None:
-        suspects = collect_suspects(issues, rows, coco, scores.image_root, data, max(top, sheet))
+        suspects = collect_suspects(rows, coco, scores.image_root, data, max(top, sheet))
     fix_text, fix_report = None, None
     if fix is not None:
         repaired, fix_report = repair(coco, issues, action, data, {"data": str(data)})  # changes coco

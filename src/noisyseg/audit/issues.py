@@ -68,7 +68,6 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
         raise NoisysegError(f"filter_by must be one of {', '.join(FILTERS)}, got {filter_by!r}")
     labels, probs = scores.given_labels, scores.pred_probs
     n = len(labels)
-    notes: list[str] = []
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return LabelIssues(scores, np.zeros(0), empty, np.zeros(0, dtype=bool), empty, filter_by)

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from noisyseg.audit.issues import LabelIssues
 from noisyseg.audit.score import read_image
 from noisyseg.data.coco import decode_mask
 
@@ -90,7 +89,7 @@ def crop_picture(image: np.ndarray, annotation: dict, tile: int = TILE, context:
     return out
 
 
-def collect_suspects(issues: LabelIssues, rows: list[dict[str, Any]], coco: dict, image_root: str | Path,
+def collect_suspects(rows: list[dict[str, Any]], coco: dict, image_root: str | Path,
                      data_path: str | Path, top: int) -> list[Suspect]:
     """Pictures of the ``top`` most suspicious annotations (``rows`` most suspicious first)."""
     by_id = {a["id"]: a for a in coco["annotations"]}
@@ -163,8 +162,10 @@ def review_html(suspects: list[Suspect], summary: dict[str, Any]) -> str:
             "<div class='card'>"
             f"<div class='head'><span>#{r['rank']} &middot; ann {esc(str(r['annotation_id']))}</span>{flag}</div>"
             f"<img alt='annotation {esc(str(r['annotation_id']))}' src='data:image/png;base64,{_png_base64(s.picture)}'>"
-            f"<div>given <span class='given'>{esc(r['given_name'])}</span> &rarr; "
-            f"<span class='sugg'>{esc(r['suggested_name'])}</span></div>"
+            + (f"<div>given <span class='given'>{esc(r['given_name'])}</span> &rarr; suggested "
+               f"<span class='sugg'>{esc(r['suggested_name'])}</span></div>"
+               if r["suggested_category_id"] != r["given_category_id"] else
+               f"<div>given <b>{esc(r['given_name'])}</b> (the model agrees)</div>") +
             f"<div>quality {r['label_quality']:.3f} &middot; p(suggested) {r['suggested_prob']:.2f}</div>"
             f"<div class='head'><span>{esc(s.file_name)}</span></div>")
         if "clean_name" in r:
@@ -183,8 +184,21 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """``text`` cut (with "..") so that it is at most ``width`` px wide."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "..", font=font) > width:
+        text = text[:-1]
+    return text + ".."
+
+
 def contact_sheet(suspects: list[Suspect], columns: int = 6) -> np.ndarray:
-    """A grid of the suspects' pictures with a two-line caption each, as an (H, W, 3) uint8 image."""
+    """A grid of the suspects' pictures with a two-line caption each, as an (H, W, 3) uint8 image.
+
+    Caption: rank, given -> suggested class; label quality, whether flagged, and the true class when
+    known (red when the given label is truly wrong).
+    """
     cap = 34
     n = max(len(suspects), 1)
     cols = min(columns, n)
@@ -198,11 +212,11 @@ def contact_sheet(suspects: list[Suspect], columns: int = 6) -> np.ndarray:
         y = pad + (k // cols) * (TILE + cap + pad)
         sheet.paste(Image.fromarray(s.picture), (x, y))
         r = s.row
-        draw.text((x + 2, y + TILE + 2), f"#{r['rank']} {r['given_name']} -> {r['suggested_name']}"[:30],
-                  fill=(20, 20, 20), font=font)
+        first = f"#{r['rank']} {r['given_name']} -> {r['suggested_name']}"
         second = f"q {r['label_quality']:.2f}" + (" flagged" if r["is_issue"] else "")
         if "clean_name" in r:
             second += f" | true {r['clean_name']}"
-        draw.text((x + 2, y + TILE + 17), second[:32],
+        draw.text((x + 2, y + TILE + 2), _fit(draw, first, font, TILE - 4), fill=(20, 20, 20), font=font)
+        draw.text((x + 2, y + TILE + 17), _fit(draw, second, font, TILE - 4),
                   fill=(176, 0, 32) if r.get("is_wrong") else (60, 60, 60), font=font)
     return np.asarray(sheet)
