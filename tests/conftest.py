@@ -1,5 +1,8 @@
 """Shared fixtures (helpers live in tests/helpers.py, importable as ``helpers``)."""
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -16,3 +19,32 @@ def tiny_config_file(tiny_coco, tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tiny_coco)))
     return path
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished run, trained once per test session. Read it; copy it (``shutil.copytree``) to change it."""
+
+    folder: Path  # the run folder: config.yaml, metrics.json(l), checkpoints/{last,ce_stage_end,epoch_1}.pt
+    config: Path  # the YAML config it was trained from
+    data: dict  # train_json, val_json, image_root of its tiny data set
+    epochs: int
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """``maskrcnn_tiny`` trained for 8 epochs (CE for 1, then lncis) on the tiny data set: about 10 s.
+
+    Long enough that the loss falls well and val AP is above zero; ``train.keep_epochs: [1]`` and the CE
+    stage also leave ``epoch_1.pt`` and ``ce_stage_end.pt``.
+    """
+    from noisyseg.cli import main
+
+    root = tmp_path_factory.mktemp("trained_run")
+    data = write_tiny_coco(root / "tiny")
+    epochs = 8
+    config = root / "tiny8.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(data, epochs=epochs, lr_steps=[7], keep_epochs=[1], threads=1)))
+    folder = root / "run"
+    assert main(["train", str(config), "--out", str(folder), "--no-progress"]) == 0
+    return TrainedRun(folder, config, data, epochs)

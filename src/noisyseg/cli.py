@@ -27,11 +27,21 @@ _COMMAND_MODULES = [
 ]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("noisyseg")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="noisyseg",
         description="Instance segmentation with noisy class labels: noise injection, robust training, evaluation.",
     )
+    parser.add_argument("--version", action="version", version=f"noisyseg {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _COMMAND_MODULES:
@@ -45,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except NoisysegError as e:
-        print(f"noisyseg {args.command}: error: {e}", file=sys.stderr)
+        if not getattr(e, "silent", False):  # silent: another process of the same run prints it
+            print(f"noisyseg {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"noisyseg {args.command}: interrupted", file=sys.stderr)

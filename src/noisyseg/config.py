@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from noisyseg.errors import NoisysegError
+
+# The device names a run or a command accepts (``train.device``, ``--device``).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 class _Strict(BaseModel):
@@ -90,13 +94,22 @@ class TrainConfig(_Strict):
     log_interval: int = Field(default=20, ge=1, description="iterations between metric lines")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (default: torch's own choice)")
-
+    keep_epochs: list[int] = Field(
+        default_factory=list, description="also save checkpoints/epoch_N.pt after each of these epochs (1-based)"
+    )
 
     @field_validator("amp", mode="before")
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:
         # YAML 1.1 reads a bare `off` as False
         return "off" if v is False else v
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(v):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
 
 
 class Config(_Strict):
@@ -111,10 +124,17 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
-        if self.loss.warmup_epochs > self.train.epochs:
+        warmup, epochs = self.loss.warmup_epochs, self.train.epochs
+        if warmup > epochs:
+            raise ValueError(f"loss.warmup_epochs ({warmup}) is larger than train.epochs ({epochs})")
+        if warmup == epochs and self.loss.name != "ce":
             raise ValueError(
-                f"loss.warmup_epochs ({self.loss.warmup_epochs}) is larger than train.epochs ({self.train.epochs})"
+                f"loss.warmup_epochs ({warmup}) equals train.epochs ({epochs}), so loss.name={self.loss.name} "
+                f"would never be used; lower loss.warmup_epochs or set loss.name to ce"
             )
+        outside = [e for e in self.train.keep_epochs if not 1 <= e <= epochs]
+        if outside:
+            raise ValueError(f"train.keep_epochs: {outside} outside the epochs 1..{epochs} of the run")
         return self
 
 
@@ -193,6 +213,31 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(tree, dict):
         raise NoisysegError(f"{path}: expected a mapping of config sections at the top level")
     return config_from_dict(tree, source=str(path), overrides=overrides)
+
+
+# Settings that cannot change what a run computes, so a resumed run may use other values than its start.
+# (data.num_workers: augmentation is drawn per sample, not per worker, see noisyseg.engine.trainer.)
+RESUME_FREE_KEYS = ("out_dir", "train.device", "train.threads", "data.num_workers")
+_MISSING = object()
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict) or (prefix and not tree):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def differing_keys(old: dict, new: dict, ignore: tuple[str, ...] = RESUME_FREE_KEYS) -> list[str]:
+    """Dotted keys (``train.lr``, ``loss.params.beta``) whose values differ between two config trees.
+
+    ``old`` and ``new`` are ``Config.model_dump(mode="json")`` trees; a key present in only one counts as
+    differing. Keys in ``ignore`` are left out. Returns the keys sorted.
+    """
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k, _MISSING) != b.get(k, _MISSING))
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -1,25 +1,27 @@
-"""Sub-commands ``train``, ``eval`` and ``predict``."""
+"""Sub-commands ``train``, ``eval`` and ``predict``: argument parsing over the engine's library functions."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+DEVICE_HELP = "auto (CUDA when available) | cpu | cuda | cuda:N"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train Mask R-CNN from a YAML config",
-                       description="Train from CONFIG.yaml. Multi-GPU/CPU: torchrun --nproc_per_node N -m noisyseg "
-                                   "train CONFIG, or --nproc N.")
+                       description="Train from CONFIG.yaml. Several processes (CPU or GPU): --nproc N, or "
+                                   "torchrun --nproc_per_node N -m noisyseg train CONFIG.")
     p.add_argument("config", help="YAML config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.02 (repeatable)")
     p.add_argument("-o", "--out", help="run folder (default: the config's out_dir, else runs/noisyseg)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--nproc", type=int, default=1, help="launch N processes with torchrun (gloo on CPU, nccl on GPU)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (with the run's own config)")
+    p.add_argument("--nproc", type=int, default=1, help="train with N processes on this machine (gloo on CPU, nccl on GPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars; one summary line per epoch")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="COCO box and mask AP of a trained model on the clean val set",
@@ -29,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="checkpoint file (default: RUN/checkpoints/last.pt)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set data.val_json=other.json")
-    p.add_argument("--out", help="where to write metrics.json (default: the run folder)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--out", help="folder to write metrics.json and detections.json to (default: the run folder)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
 
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--score-threshold", type=float, default=0.5)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.set_defaults(func=_predict)
 
 
@@ -48,20 +50,10 @@ def _train(args) -> int:
     from noisyseg.errors import NoisysegError
 
     cfg = load_config(args.config, args.overrides)  # validate before launching anything
+    if args.nproc < 1:
+        raise NoisysegError(f"--nproc {args.nproc}: expected a number of processes >= 1")
     if args.nproc > 1:
-        if "WORLD_SIZE" in os.environ:
-            raise NoisysegError("--nproc cannot be used inside a torchrun launch")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "noisyseg", "train", args.config]
-        for o in args.overrides:
-            cmd += ["--set", o]
-        if args.out:
-            cmd += ["--out", args.out]
-        if args.resume:
-            cmd.append("--resume")
-        if args.no_progress:
-            cmd.append("--no-progress")
-        return subprocess.call(cmd)
+        return _launch(args, cfg)
     from noisyseg.engine.trainer import train
 
     result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
@@ -73,17 +65,38 @@ def _train(args) -> int:
     return 0
 
 
-def _eval(args) -> int:
-    import torch
-
-    from noisyseg.config import load_config
-    from noisyseg.data.coco import CocoInstances
-    from noisyseg.data.transforms import DetectionTransform
-    from noisyseg.engine.evaluate import predict_dataset
-    from noisyseg.engine.predict import load_trained_model
+def _launch(args, cfg) -> int:
+    """``train --nproc N``: check what can be checked here, then run N copies of this command without it."""
+    from noisyseg.engine.distributed import run_processes, select_device
+    from noisyseg.engine.trainer import CE_STAGE, ROBUST_STAGE, build_stage_loss
     from noisyseg.errors import NoisysegError
-    from noisyseg.eval import evaluate, format_metrics_table
-    from noisyseg.utils.io import atomic_write_json
+    from noisyseg.utils.io import ensure_output_dir
+
+    if "WORLD_SIZE" in os.environ:
+        raise NoisysegError("--nproc cannot be used inside a torchrun launch")
+    select_device(cfg.train.device, "train.device")
+    for stage in (CE_STAGE, ROBUST_STAGE):
+        build_stage_loss(stage, cfg)
+    ensure_output_dir(args.out or cfg.out_dir or "runs/noisyseg", "run folder")
+    cmd = [sys.executable, "-m", "noisyseg", "train", args.config]
+    for o in args.overrides:
+        cmd += ["--set", o]
+    if args.out:
+        cmd += ["--out", args.out]
+    if args.resume:
+        cmd.append("--resume")
+    if args.no_progress:
+        cmd.append("--no-progress")
+    return run_processes(args.nproc, cmd)
+
+
+def _eval(args) -> int:
+    from noisyseg.config import load_config
+    from noisyseg.engine.distributed import select_device
+    from noisyseg.engine.evaluate import evaluate_checkpoint
+    from noisyseg.errors import NoisysegError
+    from noisyseg.eval import format_metrics_table
+    from noisyseg.utils.io import atomic_write_json, ensure_output_dir
 
     run = Path(args.run)
     if run.is_dir():
@@ -96,14 +109,10 @@ def _eval(args) -> int:
         ckpt = Path(args.checkpoint)
         out = Path(args.out or ckpt.parent)
     cfg = load_config(cfg_path, args.overrides)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    model, _, label_map = load_trained_model(ckpt, device)
-    val = CocoInstances(cfg.data.val_json, cfg.data.val_image_root or cfg.data.image_root, train=False,
-                        transforms=DetectionTransform(0.0), label_map=label_map)
-    detections = predict_dataset(model, val, label_map, device, batch_size=2, num_workers=cfg.data.num_workers,
-                                 progress=not args.no_progress)
-    metrics = evaluate(cfg.data.val_json, detections)
+    device = select_device(args.device)
+    ensure_output_dir(out, "output folder")
+    metrics, detections = evaluate_checkpoint(ckpt, cfg.data, device, num_workers=cfg.data.num_workers,
+                                              progress=not args.no_progress)
     atomic_write_json(out / "detections.json", detections)  # COCO results, the data set's own category ids
     atomic_write_json(out / "metrics.json", {"checkpoint": str(ckpt), **metrics}, indent=2)
     print(format_metrics_table(metrics))
@@ -112,8 +121,9 @@ def _eval(args) -> int:
 
 
 def _predict(args) -> int:
+    from noisyseg.engine.distributed import select_device
     from noisyseg.engine.predict import predict_images
 
-    path = predict_images(args.checkpoint, args.images, args.out, args.score_threshold, args.device)
+    path = predict_images(args.checkpoint, args.images, args.out, args.score_threshold, select_device(args.device))
     print(f"wrote {len(args.images)} overlays and {path}")
     return 0

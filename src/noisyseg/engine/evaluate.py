@@ -1,4 +1,9 @@
-"""Run a model over a data set and score it with COCO AP (every rank predicts a shard; rank 0 scores)."""
+"""The one evaluation path: build the val set, predict over it (every rank a shard), score COCO AP on rank 0.
+
+``noisyseg eval`` (:func:`evaluate_checkpoint`) and the trainer (:func:`build_val_set`,
+:func:`evaluate_model`) both go through here. Evaluation consumes no training randomness: its data
+loader draws its seed from its own generator, so a run that evaluates mid-run resumes exactly.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,70 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from noisyseg.data.coco import CocoInstances, LabelMap, collate
+from noisyseg.config import DataConfig
+from noisyseg.data.coco import CocoInstances, LabelMap
 from noisyseg.engine.distributed import DistInfo, all_gather_objects
 from noisyseg.eval import detections_to_coco, evaluate
+
+
+def build_val_set(data: DataConfig, label_map: LabelMap) -> CocoInstances:
+    """The evaluation split ``data.val_json`` (images under ``data.val_image_root`` or ``image_root``).
+
+    Every image is kept (the COCO scorer reads crowd regions from the json itself). Its classes must be
+    ``label_map``'s, ids and names (a one-line error otherwise). Its ground-truth masks are never
+    decoded: predicting reads only its images (see :func:`predict_dataset`).
+    """
+    return CocoInstances(data.val_json, data.val_image_root or data.image_root, train=False, label_map=label_map,
+                         load_masks=False)
+
+
+class _ImagesOnly(Dataset):
+    """The images of a :class:`CocoInstances` as float32 (3, H, W) in [0, 1], each with its ``image_id``."""
+
+    def __init__(self, dataset: CocoInstances, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        index = self.indices[i]
+        image = TF.to_dtype(self.dataset.load_image(index), torch.float32, scale=True)
+        return image, self.dataset.records[index].image_id
+
+
+def _collate_images(batch: list) -> tuple[list, list]:
+    images, ids = zip(*batch)
+    return list(images), list(ids)
 
 
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset: CocoInstances, label_map: LabelMap, device: torch.device,
                     info: DistInfo = DistInfo(), batch_size: int = 2, num_workers: int = 0,
                     progress: bool = True) -> list[dict]:
-    """COCO result dicts (the data set's own category ids) for every image, gathered from all ranks."""
+    """COCO result dicts (the data set's own category ids) for every image of ``dataset``, from all ranks.
+
+    Rank r predicts images r, r + world_size, ...; every rank gets the full list. Masks are thresholded
+    on ``device`` so only binary masks travel to the CPU. The model's train/eval mode is restored.
+    """
     was_training = model.training
     model.eval()
-    shard = Subset(dataset, list(range(info.rank, len(dataset), info.world_size)))
-    loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    shard = _ImagesOnly(dataset, list(range(info.rank, len(dataset), info.world_size)))
+    # its own generator: iterating a DataLoader otherwise draws a seed from the global torch RNG
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_images,
+                        generator=torch.Generator().manual_seed(0))
+    category_ids = list(label_map.category_ids)
     results: list[dict] = []
-    for images, targets in tqdm(loader, desc="evaluate", disable=not (progress and info.is_main),
-                                dynamic_ncols=True, leave=False):
+    for images, image_ids in tqdm(loader, desc="evaluate", disable=not (progress and info.is_main),
+                                  dynamic_ncols=True, leave=False):
         outputs = model([im.to(device) for im in images])
-        for out, tgt in zip(outputs, targets):
-            results.extend(detections_to_coco(
-                tgt["image_id"], out["boxes"].cpu(), out["scores"].cpu(), out["labels"].cpu(),
-                out["masks"].cpu() if "masks" in out else None, list(label_map.category_ids)))
+        for out, image_id in zip(outputs, image_ids):
+            results.extend(detections_to_coco(image_id, out["boxes"], out["scores"], out["labels"],
+                                              out.get("masks"), category_ids))
     model.train(was_training)
     gathered = all_gather_objects(results, info)
     return [r for part in gathered for r in part]
@@ -39,8 +83,27 @@ def predict_dataset(model: torch.nn.Module, dataset: CocoInstances, label_map: L
 def evaluate_model(model: torch.nn.Module, dataset: CocoInstances, label_map: LabelMap, gt_json: str | Path,
                    device: torch.device, info: DistInfo = DistInfo(), batch_size: int = 2, num_workers: int = 0,
                    progress: bool = True) -> dict[str, Any]:
-    """Box and mask COCO AP of ``model`` on ``dataset`` (percent; empty dict on ranks other than 0)."""
+    """Box and mask COCO AP of ``model`` on ``dataset`` (percent; empty dict on ranks other than 0).
+
+    Returns :func:`noisyseg.eval.evaluate`'s ``{"segm": {...}, "bbox": {...}}``.
+    """
     results = predict_dataset(model, dataset, label_map, device, info, batch_size, num_workers, progress)
     if not info.is_main:
         return {}
     return evaluate(str(gt_json), results, iou_types=("segm", "bbox"))
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, device: torch.device, batch_size: int = 2,
+                        num_workers: int = 0, progress: bool = True) -> tuple[dict[str, Any], list[dict]]:
+    """Score a trained checkpoint on ``data``'s val split: ``(metrics, detections)``.
+
+    ``metrics`` as :func:`evaluate_model`; ``detections`` the COCO results list (the data set's own
+    category ids). The val file's classes must be the checkpoint's (ids and names).
+    """
+    from noisyseg.engine.predict import load_trained_model
+
+    model, _, label_map = load_trained_model(checkpoint, device)
+    val = build_val_set(data, label_map)
+    detections = predict_dataset(model, val, label_map, device, batch_size=batch_size, num_workers=num_workers,
+                                 progress=progress)
+    return evaluate(str(data.val_json), detections, iou_types=("segm", "bbox")), detections

@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up over iterations, then x gamma steps at given epochs."""
+"""Optimizer and learning-rate schedule: SGD; linear warm-up over iterations, then x gamma steps at given epochs."""
 
 from __future__ import annotations
 
@@ -25,3 +25,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, iters_per_epoch: int, warm
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: lr_factor(it, iters_per_epoch, warmup_iters, warmup_ratio, steps, gamma)
     )
+
+
+def build_optimizer(params: list[torch.nn.Parameter], lr: float, momentum: float,
+                    weight_decay: float) -> torch.optim.SGD:
+    """SGD with momentum and weight decay over ``params`` (the paper's optimizer)."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)

@@ -1,16 +1,46 @@
 """The training engine: epochs, the CE -> robust-loss stage switch, schedule, checkpoints, logging, DDP.
 
 One run, one config: ``loss.warmup_epochs`` epochs of plain cross-entropy in the RoI classifier, then the
-configured loss (DESIGN.md §1). Every epoch ends with an atomic checkpoint from which ``resume=True``
-continues exactly (on CPU the final weights equal an uninterrupted run's).
+configured loss (DESIGN.md §1). :func:`train` is four named steps, each readable on its own:
+
+- :func:`setup_run` checks and builds everything before the first step (the run folder, both stages'
+  losses, the data, the model, optimizer and schedule) and, on resume, restores the checkpoint;
+- :func:`train_one_epoch` trains one epoch (:func:`train_step` is one iteration);
+- :func:`save_epoch_checkpoints` writes the epoch's checkpoints;
+- :func:`evaluate_epoch` scores clean val, every ``train.eval_interval`` epochs and after the last.
+
+A run folder holds ``config.yaml`` (the validated config, written when the run starts, never rewritten),
+``metrics.jsonl`` (one JSON object per line: ``train`` every ``train.log_interval`` iterations, ``epoch``
+timings, ``eval`` AP), ``metrics.json`` (the final AP) and ``checkpoints/``:
+
+- ``last.pt`` after every epoch (keys: :mod:`noisyseg.engine.checkpoint`);
+- ``ce_stage_end.pt``, the model after the last CE epoch, when a stage with another loss follows
+  (what label-noise audits score: the CE-trained model before the robust loss);
+- ``epoch_N.pt`` after each epoch N listed in ``train.keep_epochs``.
+
+What a run guarantees:
+
+- The same seed gives the same weights whatever ``data.num_workers``: each sample's augmentation draws
+  from a generator seeded by (seed, epoch, sample index), and evaluation draws no training randomness.
+- ``resume=True`` continues from ``last.pt`` to the weights and metrics log of an uninterrupted run
+  (tested on CPU after a kill, in one and two processes, evaluating every epoch). It refuses a config
+  that differs from the run's (except :data:`noisyseg.config.RESUME_FREE_KEYS`), drops the log lines of
+  the killed epoch and stale temporary files, re-runs an evaluation the kill cut short, and on a
+  finished run changes nothing, unless ``metrics.json`` lacks the final AP (then it re-evaluates).
+- Everything is checked before the first step; a failed start leaves no run folder behind. One process
+  at a time trains a run folder (an exclusive ``flock`` for the life of the run).
+- Under several processes every error stops every rank and is printed once; a non-finite loss on any
+  rank stops them all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,20 +49,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from noisyseg.config import Config, config_to_yaml
+from noisyseg.config import Config, config_to_yaml, differing_keys
 from noisyseg.data.coco import CocoInstances, LabelMap, collate
 from noisyseg.data.transforms import DetectionTransform
 from noisyseg.engine.build import model_from_config
-from noisyseg.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from noisyseg.engine.distributed import DistInfo, all_gather_objects, barrier, cleanup, init_distributed
-from noisyseg.engine.evaluate import evaluate_model
-from noisyseg.engine.schedule import build_scheduler
+from noisyseg.engine.checkpoint import (checkpoint_bytes, load_checkpoint, load_model_weights, rng_state,
+                                        set_rng_state)
+from noisyseg.engine.distributed import (DistInfo, all_gather_objects, all_ranks_true, barrier, cleanup,
+                                         init_distributed, on_every_rank)
+from noisyseg.engine.evaluate import build_val_set, evaluate_model
+from noisyseg.engine.schedule import build_optimizer, build_scheduler
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss
-from noisyseg.utils.io import atomic_write_json, atomic_write_text
+from noisyseg.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +81,28 @@ def build_stage_loss(stage: str, cfg: Config):
     return build_loss("ce") if stage == CE_STAGE else build_loss(cfg.loss.name, **cfg.loss.params)
 
 
+def ce_stage_end_epoch(cfg: Config) -> int | None:
+    """The epoch (1-based) after which ``ce_stage_end.pt`` is saved; None when no other loss follows CE."""
+    warmup = cfg.loss.warmup_epochs
+    return warmup if 0 < warmup < cfg.train.epochs and cfg.loss.name != "ce" else None
+
+
+def is_eval_epoch(epoch: int, cfg: Config) -> bool:
+    """Whether the run evaluates after 1-based ``epoch``: every ``eval_interval`` epochs and after the last."""
+    interval = cfg.train.eval_interval
+    return epoch == cfg.train.epochs or bool(interval and epoch % interval == 0)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index``'s augmentation in 0-based ``epoch`` of a run seeded ``seed`` (64 bits)."""
+    high, low = np.random.SeedSequence([seed % 2**64, epoch, index]).generate_state(2)
+    return int(high) << 32 | int(low)
 
 
 def _amp_context(amp: str, device: torch.device):
@@ -61,8 +111,8 @@ def _amp_context(amp: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
-class _JsonLines:
-    """Append-only metrics log (one JSON object per line), plus TensorBoard scalars when installed."""
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, written by rank 0; TensorBoard scalars when installed."""
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.enabled = enabled
@@ -75,6 +125,21 @@ class _JsonLines:
                 self.tb = SummaryWriter(str(path.parent / "tensorboard"))
             except Exception:  # tensorboard is optional
                 self.tb = None
+
+    def records(self) -> list[dict[str, Any]]:
+        """The complete lines so far (a line torn by a kill is left out)."""
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+    def keep_until(self, epoch: int) -> None:
+        """Drop every line after 1-based ``epoch`` (a resumed run's killed epoch would be logged twice)."""
+        kept = [r for r in self.records() if r.get("epoch", 0) <= epoch]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any], step: int | None = None) -> None:
         if not self.enabled:
@@ -91,6 +156,63 @@ class _JsonLines:
             self.tb.close()
 
 
+class RunFolder:
+    """A run folder, locked by the one process that trains into it for as long as it does.
+
+    The lock is an exclusive ``flock`` on the folder itself (no lock file); the OS drops it when the
+    process ends, even by ``kill -9``, so no stale lock outlives a run. Opening checks the folder's state:
+    a fresh run needs a folder without ``checkpoints/last.pt``, a resumed one needs that file.
+    """
+
+    def __init__(self, path: Path, resume: bool) -> None:
+        ensure_output_dir(path, "run folder")
+        self.path = path
+        self.checkpoint = path / "checkpoints" / "last.pt"
+        self._created = [p for p in (path, *path.parents) if not p.exists()][::-1]  # outermost first
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise NoisysegError(f"{path}: cannot create the run folder ({e.strerror})") from None
+        self._fd: int | None = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise NoisysegError(f"{path}: another process is training this run; wait until it ends "
+                                    "or choose another --out") from None
+            if resume and not self.checkpoint.is_file():
+                raise NoisysegError(f"{path}: nothing to resume ({self.checkpoint} not found); "
+                                    "train without --resume to start the run")
+            if not resume and self.checkpoint.exists():
+                raise NoisysegError(f"{path}: already holds a run; pass --resume to continue it or choose another --out")
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def start(self, cfg: Config, resume: bool, start_epoch: int, metrics_log: MetricsLog) -> None:
+        """Make the folder ready for the first step: remove temporary files a killed write left behind;
+        a fresh run writes ``config.yaml`` and starts a new log, a resumed one drops the killed epoch's lines."""
+        for folder in (self.path, self.path / "checkpoints"):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        if resume:
+            metrics_log.keep_until(start_epoch)
+            return
+        for stale in (self.path / "metrics.jsonl", self.path / "metrics.json"):  # of a run killed in epoch 1
+            stale.unlink(missing_ok=True)
+        atomic_write_text(self.path / "config.yaml", config_to_yaml(cfg))
+
+    def close(self, failed: bool = False) -> None:
+        """Release the lock; after a failed start, also remove the (empty) folders this run created."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if failed:
+            for p in reversed(self._created):
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # only removes an empty folder
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -100,11 +222,29 @@ class TrainResult:
 
 
 def make_datasets(cfg: Config) -> tuple[CocoInstances, CocoInstances]:
+    """The training set (augmented: horizontal flips) and the val set, which must have its classes."""
     d = cfg.data
     train = CocoInstances(d.train_json, d.image_root, train=True, transforms=DetectionTransform(d.hflip_prob))
-    val = CocoInstances(d.val_json, d.val_image_root or d.image_root, train=False,
-                        transforms=DetectionTransform(0.0), label_map=train.label_map)
-    return train, val
+    return train, build_val_set(d, train.label_map)
+
+
+class _EpochSamples(Dataset):
+    """A data set's samples in one epoch, each augmented from its own seed, :func:`sample_seed`.
+
+    The transforms draw from torch's global generator; here it is seeded per sample and restored
+    afterwards, so augmentation neither depends on nor disturbs which process or worker loads a sample.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, index))
+            return self.dataset[index]
 
 
 def _train_loader(dataset, cfg: Config, info: DistInfo, epoch: int) -> DataLoader:
@@ -112,10 +252,10 @@ def _train_loader(dataset, cfg: Config, info: DistInfo, epoch: int) -> DataLoade
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True)
     sampler.set_epoch(epoch)
-    # workers are seeded from this generator, so augmentation depends only on (seed, epoch, rank)
+    # the loader's own generator: iterating a DataLoader otherwise draws a seed from the global RNG
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 1009 + info.rank)
-    return DataLoader(dataset, batch_size=per_process, sampler=sampler, num_workers=cfg.data.num_workers,
-                      collate_fn=collate, generator=gen, drop_last=True,
+    return DataLoader(_EpochSamples(dataset, cfg.seed, epoch), batch_size=per_process, sampler=sampler,
+                      num_workers=cfg.data.num_workers, collate_fn=collate, generator=gen, drop_last=True,
                       persistent_workers=False, pin_memory=False)
 
 
@@ -125,157 +265,330 @@ def _to_device(images, targets, device):
     return images, targets
 
 
+@dataclass
+class Run:
+    """What a training run holds between its steps (made by :func:`setup_run`)."""
+
+    cfg: Config
+    out: Path
+    info: DistInfo
+    device: torch.device
+    folder: RunFolder | None  # rank 0 only
+    losses: dict[str, Any]  # stage -> RoI classification loss, every stage built before the first step
+    train_set: CocoInstances
+    val_set: CocoInstances
+    label_map: LabelMap
+    iters_per_epoch: int
+    model: torch.nn.Module  # the Mask R-CNN
+    train_model: torch.nn.Module  # what a step calls: the model or its DDP wrapper
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    metrics_log: MetricsLog
+    start_epoch: int = 0
+    seconds_before: float = 0.0  # training time spent before this call (by the runs it resumes)
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoints" / "last.pt"
+
+    def train_seconds(self) -> float:
+        return self.seconds_before + time.time() - self.started_at
+
+    def close(self) -> None:
+        self.metrics_log.close()
+        if self.folder is not None:
+            self.folder.close()
+
+
 def train(cfg: Config, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``cfg`` into ``out_dir`` (default ``cfg.out_dir`` or ``runs/noisyseg``); return final metrics.
 
-    Under torchrun every process calls this; rank 0 alone logs, prints and writes files.
+    Under several processes every process calls this; rank 0 alone logs, prints and writes files.
     """
     info, device = init_distributed(cfg.train.device)
+    out = Path(out_dir or cfg.out_dir or "runs/noisyseg")
     try:
-        return _train(cfg, Path(out_dir or cfg.out_dir or "runs/noisyseg"), resume, progress, info, device)
+        run = setup_run(cfg, out, resume, info, device)
+        if isinstance(run, TrainResult):  # a finished run, resumed: nothing to do
+            return run
+        try:
+            metrics = _complete_interrupted_evaluation(run, progress)
+            for epoch in range(run.start_epoch, cfg.train.epochs):
+                train_one_epoch(run, epoch, progress)
+                save_epoch_checkpoints(run, epoch + 1)
+                if is_eval_epoch(epoch + 1, cfg):
+                    metrics = evaluate_epoch(run, epoch + 1, progress)
+            seconds = run.train_seconds() if run.start_epoch < cfg.train.epochs else run.seconds_before
+            if info.is_main:
+                atomic_write_json(out / "metrics.json", {"epoch": cfg.train.epochs, "train_seconds": seconds,
+                                                         **metrics}, indent=2)
+            return TrainResult(out, run.ckpt_path, metrics, seconds)
+        finally:
+            run.close()
     finally:
         cleanup(info)
 
 
-def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: DistInfo, device: torch.device) -> TrainResult:
+# ------------------------------------------------------------------------------------------ setup
+
+
+def setup_run(cfg: Config, out: Path, resume: bool, info: DistInfo, device: torch.device) -> Run | TrainResult:
+    """Check and build everything before the first step; restore the checkpoint when resuming.
+
+    In order: the run folder (rank 0 locks it and checks it holds a run exactly when resuming); on resume
+    the checkpoint and its config (which must equal ``cfg``); every stage's loss; the data; the model,
+    optimizer, schedule and scaler; on resume their states and the random streams. A finished run whose
+    ``metrics.json`` holds the final AP is returned as a :class:`TrainResult` without building anything.
+    A :class:`NoisysegError` on any rank stops every rank, and a folder this call created is removed.
+    """
+    folder = on_every_rank(lambda: RunFolder(out, resume) if info.is_main else None, info)
+    try:
+        ckpt = on_every_rank(lambda: _read_resume_checkpoint(cfg, out) if resume else None, info)
+        if ckpt is not None and ckpt["epoch"] >= cfg.train.epochs:
+            finished = _finished_result(cfg, out, ckpt)
+            if finished is not None:
+                if info.is_main:
+                    print(f"[resume] {out}: the run finished after epoch {ckpt['epoch']}; its results are kept",
+                          flush=True)
+                    folder.close()
+                return finished
+        run = on_every_rank(lambda: _build_run(cfg, out, info, device, folder), info)
+        if ckpt is not None:
+            on_every_rank(lambda: _restore(run, ckpt), info)
+        if info.is_main:
+            folder.start(cfg, resume, run.start_epoch, run.metrics_log)
+    except BaseException:
+        if folder is not None:
+            folder.close(failed=True)
+        raise
+    if info.enabled:
+        run.train_model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run
+
+
+def _read_resume_checkpoint(cfg: Config, out: Path) -> dict[str, Any]:
+    path = out / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(path)
+    changed = differing_keys(ckpt["config"], cfg.model_dump(mode="json"))
+    if changed:
+        raise NoisysegError(f"{out}: --resume with a config that differs from the run's in {', '.join(changed)}; "
+                            f"resume with the run's settings ({out / 'config.yaml'}) or train into another folder")
+    return ckpt
+
+
+def _finished_result(cfg: Config, out: Path, ckpt: dict[str, Any]) -> TrainResult | None:
+    """The results of a finished run from its ``metrics.json``; None when they are missing (evaluate again)."""
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or not all(isinstance(metrics.get(k), dict) for k in ("segm", "bbox")):
+        return None
+    kept = {k: v for k, v in metrics.items() if k in ("segm", "bbox")}
+    return TrainResult(out, out / "checkpoints" / "last.pt", kept, float(ckpt.get("train_seconds", 0.0)))
+
+
+def _build_run(cfg: Config, out: Path, info: DistInfo, device: torch.device, folder: RunFolder | None) -> Run:
     if cfg.train.batch_size % info.world_size:
         raise NoisysegError(
             f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes ({info.world_size})"
         )
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    ckpt_path = out / "checkpoints" / "last.pt"
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume and ckpt_path.exists():
-            raise NoisysegError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    losses = {stage: build_stage_loss(stage, cfg) for stage in (CE_STAGE, ROBUST_STAGE)}
     seed_everything(cfg.seed + info.rank)
     train_set, val_set = make_datasets(cfg)
-    label_map = train_set.label_map
-    if info.is_main:
-        atomic_write_text(out / "config.yaml", config_to_yaml(cfg))
-        if train_set.num_degenerate or train_set.num_crowd:
-            print(f"[data] {cfg.data.train_json}: left out {train_set.num_degenerate} degenerate boxes, "
-                  f"{train_set.num_crowd} crowd annotations; {train_set.num_skipped_images} images without "
-                  f"usable annotations skipped", flush=True)
+    if info.is_main and (train_set.num_degenerate or train_set.num_crowd):
+        print(f"[data] {cfg.data.train_json}: left out {train_set.num_degenerate} degenerate boxes, "
+              f"{train_set.num_crowd} crowd annotations; {train_set.num_skipped_images} images without "
+              f"usable annotations skipped", flush=True)
     iters_per_epoch = len(train_set) // cfg.train.batch_size
     if iters_per_epoch == 0:
         raise NoisysegError(
             f"{cfg.data.train_json}: {len(train_set)} training images, fewer than train.batch_size ({cfg.train.batch_size})"
         )
-
-    stage = stage_of(0, cfg)
-    model = model_from_config(cfg, label_map.num_classes, build_stage_loss(stage, cfg)).to(device)
+    label_map = train_set.label_map
+    model = model_from_config(cfg, label_map.num_classes, losses[stage_of(0, cfg)]).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
-    scheduler = build_scheduler(optimizer, iters_per_epoch, cfg.train.warmup_iters, cfg.train.warmup_ratio,
-                                cfg.train.lr_steps, cfg.train.lr_gamma)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    t = cfg.train
+    optimizer = build_optimizer(params, t.lr, t.momentum, t.weight_decay)
+    scheduler = build_scheduler(optimizer, iters_per_epoch, t.warmup_iters, t.warmup_ratio, t.lr_steps, t.lr_gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
+    return Run(cfg, out, info, device, folder, losses, train_set, val_set, label_map, iters_per_epoch, model, model,
+               params, optimizer, scheduler, scaler, MetricsLog(out / "metrics.jsonl", info.is_main))
 
-    start_epoch = 0
-    if resume:
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        if LabelMap.from_dict(ckpt["label_map"]) != label_map:
-            raise NoisysegError(f"{ckpt_path}: the checkpoint's classes differ from {cfg.data.train_json}'s")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = ckpt["epoch"]
-        states = ckpt["rng"]
-        if len(states) != info.world_size:
+
+def _restore(run: Run, ckpt: dict[str, Any]) -> None:
+    """Load the checkpoint's states into ``run`` (its classes must be the training data's, ids and names)."""
+    saved = LabelMap.from_dict(ckpt["label_map"])
+    if saved != run.label_map:
+        raise NoisysegError(f"{run.ckpt_path}: the checkpoint's classes differ from {run.cfg.data.train_json}'s "
+                            f"({_first_difference(saved, run.label_map)}); resume on the data the run was trained on")
+    load_model_weights(run.model, ckpt["model"], run.ckpt_path)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    run.start_epoch = ckpt["epoch"]
+    run.seconds_before = float(ckpt.get("train_seconds", 0.0))
+    states, info = ckpt["rng"], run.info
+    if len(states) != info.world_size:
+        if info.is_main:
             print(f"[resume] checkpoint saved by {len(states)} processes, now {info.world_size}: "
                   "random streams restart from the seed", flush=True)
-            seed_everything(cfg.seed + info.rank + 7919 * start_epoch)
-        else:
-            set_rng_state(states[info.rank])
-        if info.is_main:
-            print(f"[resume] {ckpt_path}: continuing after epoch {start_epoch}", flush=True)
-
-    train_model: torch.nn.Module = model
-    if info.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    logger = _JsonLines(out / "metrics.jsonl", info.is_main)
-    metrics: dict[str, Any] = {}
-    t_start = time.time()
-    global_iter = start_epoch * iters_per_epoch
-    for epoch in range(start_epoch, cfg.train.epochs):
-        stage = stage_of(epoch, cfg)
-        model.roi_heads.set_classification_loss(build_stage_loss(stage, cfg))
-        loss_name = "ce" if stage == CE_STAGE else cfg.loss.name
-        loader = _train_loader(train_set, cfg, info, epoch)
-        model.train()
-        running: dict[str, float] = {}
-        bar = tqdm(loader, total=iters_per_epoch, disable=not (progress and info.is_main), dynamic_ncols=True,
-                   desc=f"epoch {epoch + 1}/{cfg.train.epochs} [{loss_name}]", leave=True)
-        t_epoch = time.perf_counter()
-        for i, (images, targets) in enumerate(bar):
-            images, targets = _to_device(images, targets, device)
-            with _amp_context(cfg.train.amp, device):
-                loss_dict = train_model(images, targets)
-            loss = sum(loss_dict.values())
-            if not torch.isfinite(loss):
-                values = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
-                kept = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written yet"
-                raise NoisysegError(
-                    f"non-finite loss at epoch {epoch + 1}, iteration {i + 1} ({values}); stopped, {kept}; "
-                    f"try a lower train.lr or train.grad_clip"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.train.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            global_iter += 1
-
-            values = {k: v.item() for k, v in loss_dict.items()}
-            values["loss"] = loss.item()
-            for k, v in values.items():
-                running[k] = 0.9 * running.get(k, v) + 0.1 * v
-            bar.set_postfix(loss=f"{running['loss']:.3f}", cls=f"{running['loss_classifier']:.3f}")
-            if (i + 1) % cfg.train.log_interval == 0 or i + 1 == iters_per_epoch:
-                record = {"event": "train", "epoch": epoch + 1, "iter": global_iter, "stage": stage, "roi_loss": loss_name,
-                          "lr": optimizer.param_groups[0]["lr"], **values}
-                stats = model.roi_heads.last_loss_stats
-                record.update({f"rois_{k}": int(v) for k, v in stats.items()})
-                logger.write(record, step=global_iter)
-        bar.close()
-        epoch_seconds = time.perf_counter() - t_epoch
-        logger.write({"event": "epoch", "epoch": epoch + 1, "stage": stage, "seconds": epoch_seconds,
-                      "images_per_second": iters_per_epoch * cfg.train.batch_size / epoch_seconds})
-
-        rngs = all_gather_objects(rng_state(), info)
-        if info.is_main:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch + 1, "stage": stage, "rng": rngs,
-                "config": cfg.model_dump(mode="json"), "label_map": label_map.to_dict(),
-            })
-        barrier(info)
-
-        last = epoch + 1 == cfg.train.epochs
-        interval = cfg.train.eval_interval
-        if last or (interval and (epoch + 1) % interval == 0):
-            metrics = evaluate_model(model, val_set, label_map, cfg.data.val_json, device, info,
-                                     batch_size=max(1, cfg.train.batch_size // info.world_size),
-                                     num_workers=cfg.data.num_workers, progress=progress)
-            if info.is_main:
-                logger.write({"event": "eval", "epoch": epoch + 1, **_flat_metrics(metrics)}, step=global_iter)
-                print(f"[eval] epoch {epoch + 1}: mask AP {metrics['segm']['AP']:.1f}, box AP "
-                      f"{metrics['bbox']['AP']:.1f}", flush=True)
-    train_seconds = time.time() - t_start
+        seed_everything(run.cfg.seed + info.rank + 7919 * run.start_epoch)
+    else:
+        set_rng_state(states[info.rank])
     if info.is_main:
-        atomic_write_json(out / "metrics.json", {"epoch": cfg.train.epochs, "train_seconds": train_seconds,
-                                                 **metrics}, indent=2)
-    logger.close()
-    return TrainResult(out, ckpt_path, metrics, train_seconds)
+        print(f"[resume] {run.ckpt_path}: continuing after epoch {run.start_epoch}", flush=True)
+
+
+def _first_difference(saved: LabelMap, now: LabelMap) -> str:
+    if saved.num_classes != now.num_classes:
+        return f"{saved.num_classes} classes in the checkpoint, {now.num_classes} now"
+    return next(f"class {k + 1}: id {a} {n!r} in the checkpoint, id {b} {m!r} now"
+                for k, (a, n, b, m) in enumerate(zip(saved.category_ids, saved.names, now.category_ids, now.names))
+                if (a, n) != (b, m))
+
+
+# ------------------------------------------------------------------------------------------ one epoch
+
+
+def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
+    """Train 0-based ``epoch``; log its lines; return its mean loss values (``loss`` is their sum)."""
+    cfg, info = run.cfg, run.info
+    stage = stage_of(epoch, cfg)
+    loss_name = "ce" if stage == CE_STAGE else cfg.loss.name
+    run.model.roi_heads.set_classification_loss(run.losses[stage])
+    run.model.train()
+    running: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    bar = tqdm(_train_loader(run.train_set, cfg, info, epoch), total=run.iters_per_epoch, leave=True,
+               disable=not (progress and info.is_main), dynamic_ncols=True,
+               desc=f"epoch {epoch + 1}/{cfg.train.epochs} [{loss_name}]")
+    t_epoch = time.perf_counter()
+    for i, (images, targets) in enumerate(bar):
+        values = train_step(run, *_to_device(images, targets, run.device), epoch, i)
+        global_iter = epoch * run.iters_per_epoch + i + 1
+        for k, v in values.items():
+            running[k] = 0.9 * running.get(k, v) + 0.1 * v
+            sums[k] = sums.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{running['loss']:.3f}", cls=f"{running['loss_classifier']:.3f}")
+        if (i + 1) % cfg.train.log_interval == 0 or i + 1 == run.iters_per_epoch:
+            record = {"event": "train", "epoch": epoch + 1, "iter": global_iter, "stage": stage, "roi_loss": loss_name,
+                      "lr": run.optimizer.param_groups[0]["lr"], **values}
+            record.update({f"rois_{k}": int(v) for k, v in run.model.roi_heads.last_loss_stats.items()})
+            run.metrics_log.write(record, step=global_iter)
+    bar.close()
+    seconds = time.perf_counter() - t_epoch
+    images_per_second = run.iters_per_epoch * cfg.train.batch_size / seconds
+    run.metrics_log.write({"event": "epoch", "epoch": epoch + 1, "stage": stage, "seconds": seconds,
+                           "images_per_second": images_per_second})
+    means = {k: v / run.iters_per_epoch for k, v in sums.items()}
+    if info.is_main and not progress:
+        print(f"[train] epoch {epoch + 1}/{cfg.train.epochs} ({loss_name}): loss {means['loss']:.4f}, "
+              f"classifier {means['loss_classifier']:.4f}, lr {run.optimizer.param_groups[0]['lr']:.3g}, "
+              f"{seconds:.1f} s, {images_per_second:.1f} images/s", flush=True)
+    return means
+
+
+def train_step(run: Run, images: list[torch.Tensor], targets: list[dict], epoch: int, i: int) -> dict[str, float]:
+    """One optimisation step on a batch; its loss values. A non-finite loss on any rank stops every rank."""
+    cfg = run.cfg
+    with _amp_context(cfg.train.amp, run.device):
+        loss_dict = run.train_model(images, targets)
+    loss = sum(loss_dict.values())
+    if not all_ranks_true(torch.isfinite(loss), run.info, run.device):
+        _stop_on_non_finite_loss(run, loss_dict, epoch, i)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if cfg.train.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.params, cfg.train.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    values = {k: v.item() for k, v in loss_dict.items()}
+    values["loss"] = loss.item()
+    return values
+
+
+def _stop_on_non_finite_loss(run: Run, loss_dict: dict[str, torch.Tensor], epoch: int, i: int) -> None:
+    finite = bool(torch.isfinite(sum(loss_dict.values())))
+    values = None if finite else ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
+    reports = all_gather_objects(values, run.info)
+    rank, values = next((r, v) for r, v in enumerate(reports) if v is not None)
+    where = f" on process {rank}" if run.info.enabled else ""
+    kept = f"the last good checkpoint is {run.ckpt_path}" if run.ckpt_path.exists() else "no checkpoint was written yet"
+    error = NoisysegError(f"non-finite loss at epoch {epoch + 1}, iteration {i + 1}{where} ({values}); stopped, "
+                          f"{kept}; try a lower train.lr or train.grad_clip")
+    error.silent = not run.info.is_main
+    raise error
+
+
+# ------------------------------------------------------------------------------------------ checkpoint
+
+
+def save_epoch_checkpoints(run: Run, epoch: int) -> None:
+    """After 1-based ``epoch``: ``last.pt``, and ``epoch_N.pt`` / ``ce_stage_end.pt`` where asked for.
+
+    Every rank's RNG state is gathered into it; rank 0 writes. The extra snapshots are written before
+    ``last.pt``, so a ``last.pt`` of epoch N implies they exist.
+    """
+    cfg = run.cfg
+    rngs = all_gather_objects(rng_state(), run.info)
+    if run.info.is_main:
+        data = checkpoint_bytes({
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+            "epoch": epoch, "stage": stage_of(epoch - 1, cfg), "rng": rngs, "train_seconds": run.train_seconds(),
+            "config": cfg.model_dump(mode="json"), "label_map": run.label_map.to_dict(),
+        })
+        folder = run.ckpt_path.parent
+        if epoch in cfg.train.keep_epochs:
+            atomic_write_bytes(folder / f"epoch_{epoch}.pt", data)
+        if epoch == ce_stage_end_epoch(cfg):
+            atomic_write_bytes(folder / "ce_stage_end.pt", data)
+        atomic_write_bytes(run.ckpt_path, data)
+    barrier(run.info)
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+
+
+def evaluate_epoch(run: Run, epoch: int, progress: bool, log_line: bool = True) -> dict[str, Any]:
+    """Box and mask AP on the val set after 1-based ``epoch`` (rank 0; ``{}`` on the others); logged and printed."""
+    cfg, info = run.cfg, run.info
+    metrics = evaluate_model(run.model, run.val_set, run.label_map, cfg.data.val_json, run.device, info,
+                             batch_size=max(1, cfg.train.batch_size // info.world_size),
+                             num_workers=cfg.data.num_workers, progress=progress)
+    if info.is_main:
+        if log_line:
+            run.metrics_log.write({"event": "eval", "epoch": epoch, **_flat_metrics(metrics)},
+                                  step=epoch * run.iters_per_epoch)
+        print(f"[eval] epoch {epoch}: mask AP {metrics['segm']['AP']:.1f}, box AP {metrics['bbox']['AP']:.1f}",
+              flush=True)
+    return metrics
+
+
+def _complete_interrupted_evaluation(run: Run, progress: bool) -> dict[str, Any]:
+    """On resume: the evaluation after the checkpoint's epoch, if it was due and a kill cut it short.
+
+    After the last epoch it is always run (a finished run comes here only when its final AP is missing).
+    Evaluating draws no training randomness, so doing it now leaves the rest of the run unchanged.
+    """
+    epoch = run.start_epoch
+    if epoch == 0 or not is_eval_epoch(epoch, run.cfg):
+        return {}
+    logged = run.info.is_main and any(r.get("event") == "eval" and r.get("epoch") == epoch
+                                      for r in run.metrics_log.records())
+    logged = all_gather_objects(logged, run.info)[0]  # rank 0 keeps the log; every rank follows its answer
+    if logged and epoch < run.cfg.train.epochs:
+        return {}
+    return evaluate_epoch(run, epoch, progress, log_line=not logged)
 
 
 def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:

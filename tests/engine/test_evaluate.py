@@ -1,0 +1,167 @@
+"""The one evaluation path: the val set, predictions over it, COCO AP, and ``noisyseg eval``."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from noisyseg.cli import main
+from noisyseg.config import load_config
+from noisyseg.data.coco import LabelMap
+from noisyseg.engine import evaluate as evaluate_module
+from noisyseg.engine.build import model_from_config
+from noisyseg.engine.evaluate import build_val_set, predict_dataset
+
+
+def _independent_scores(checkpoint, val_json, image_root):
+    """COCO AP of a checkpoint computed without the package's prediction and scoring code.
+
+    The model is rebuilt from the checkpoint's own config and run image by image (PIL -> float in [0, 1]);
+    masks are thresholded at 0.5 and encoded with pycocotools; pycocotools' COCOeval scores them.
+    """
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    from noisyseg.config import Config
+
+    cfg = Config.model_validate(ckpt["config"])
+    category_ids = ckpt["label_map"]["category_ids"]
+    model = model_from_config(cfg, len(category_ids))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    gt = json.loads(val_json.read_text())
+    segm, bbox = [], []
+    with torch.no_grad():
+        for im in gt["images"]:
+            pixels = np.asarray(Image.open(image_root / im["file_name"]).convert("RGB"), dtype=np.float32) / 255.0
+            out = model([torch.from_numpy(pixels).permute(2, 0, 1)])[0]
+            for box, score, label, prob in zip(out["boxes"].tolist(), out["scores"].tolist(), out["labels"].tolist(),
+                                               out["masks"][:, 0].numpy()):
+                common = {"image_id": im["id"], "category_id": category_ids[label - 1], "score": score}
+                rle = mask_utils.encode(np.asfortranarray((prob > 0.5).astype(np.uint8)))
+                rle["counts"] = rle["counts"].decode("ascii")
+                segm.append({**common, "segmentation": rle})
+                x1, y1, x2, y2 = box
+                bbox.append({**common, "bbox": [x1, y1, x2 - x1, y2 - y1]})
+    coco_gt = COCO(str(val_json))
+    scores = {}
+    for iou_type, results in (("segm", segm), ("bbox", bbox)):
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        scores[iou_type] = ev.stats[:3] * 100.0  # AP, AP50, AP75
+    return scores, len(segm)
+
+
+def test_eval_cli_equals_an_independent_computation(trained_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", str(trained_run.folder), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    scores, n = _independent_scores(trained_run.folder / "checkpoints" / "last.pt", trained_run.data["val_json"],
+                                    trained_run.data["image_root"])
+    assert scores["segm"][0] > 0.5  # a run that learned something, so the comparison means something
+    for iou_type in ("segm", "bbox"):
+        got = [metrics[iou_type][k] for k in ("AP", "AP50", "AP75")]
+        assert got == pytest.approx(list(scores[iou_type]), abs=0.02), iou_type  # boxes are rounded to 0.01 px
+    assert len(json.loads((out / "detections.json").read_text())) == n
+    assert metrics["checkpoint"] == str(trained_run.folder / "checkpoints" / "last.pt")
+
+
+class _FloatMasksMustStayOnTheDevice(torch.Tensor):
+    """A mask tensor that fails a test if its float probabilities are copied to the host (``.cpu()``).
+
+    Thresholding first and moving only the binary result is what evaluation must do: full-size float
+    masks of a Cityscapes image are about 840 MB.
+    """
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.cpu, torch.Tensor.numpy):
+            with torch._C.DisableTorchFunctionSubclass():
+                floating = args[0].is_floating_point()
+            assert not floating, "float masks were moved to the CPU before thresholding"
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class _FixedOutputs(torch.nn.Module):
+    """Two detections per image, the same for every image: what ``predict_dataset`` must convert."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, images):
+        outputs = []
+        for image in images:
+            h, w = image.shape[-2:]
+            probs = torch.zeros(2, 1, h, w)
+            probs[0, 0, 4:20, 4:20] = 0.9
+            probs[1, 0, 30:40, 10:50] = 0.6
+            probs[1, 0, 30:40, 50:60] = 0.4  # below the 0.5 threshold
+            outputs.append({"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0], [10.0, 30.0, 50.0, 40.0]]),
+                            "scores": torch.tensor([0.8, 0.3]), "labels": torch.tensor([1, 3]),
+                            "masks": probs.as_subclass(_FloatMasksMustStayOnTheDevice)})
+        self.calls += 1
+        return outputs
+
+
+def test_predict_dataset_thresholds_masks_before_moving_them_and_maps_ids(tiny_coco):
+    label_map = LabelMap((2, 5, 9), ("square", "bar", "dot"))
+    val = build_val_set(load_config_from(tiny_coco).data, label_map)
+    results = predict_dataset(_FixedOutputs(), val, label_map, torch.device("cpu"), batch_size=3, progress=False)
+    assert len(results) == 2 * len(val)
+    assert [r["image_id"] for r in results] == [r.image_id for r in val.records for _ in range(2)]
+    assert {r["category_id"] for r in results} == {2, 9}  # labels 1 and 3 -> the file's ids
+    second = mask_utils.decode(results[1]["segmentation"])
+    assert second.sum() == 10 * 40 and second[30:40, 10:50].all()  # 0.6 kept, 0.4 dropped
+    assert results[1]["bbox"] == [10.0, 30.0, 40.0, 10.0] and results[1]["score"] == pytest.approx(0.3)
+
+
+def load_config_from(data):
+    from helpers import tiny_config
+    from noisyseg.config import config_from_dict
+
+    return config_from_dict(tiny_config(data))
+
+
+def test_the_val_set_never_decodes_ground_truth_masks(tiny_coco, monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a ground-truth mask was decoded for evaluation")
+
+    monkeypatch.setattr("noisyseg.data.coco.decode_mask", no_decoding)
+    label_map = LabelMap((2, 5, 9), ("square", "bar", "dot"))
+    val = build_val_set(load_config_from(tiny_coco).data, label_map)
+    assert len(predict_dataset(_FixedOutputs(), val, label_map, torch.device("cpu"), progress=False)) == 16
+
+
+def test_evaluation_draws_no_training_randomness(tiny_coco):
+    label_map = LabelMap((2, 5, 9), ("square", "bar", "dot"))
+    cfg = load_config_from(tiny_coco)
+    val = build_val_set(cfg.data, label_map)
+    torch.manual_seed(0)
+    model = model_from_config(cfg, 3)
+    states = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    metrics = evaluate_module.evaluate_model(model, val, label_map, tiny_coco["val_json"], torch.device("cpu"),
+                                             progress=False)
+    assert set(metrics) == {"segm", "bbox"}
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert random.getstate() == states[1] and np.array_equal(np.random.get_state()[1], states[2])
+    assert model.training  # the caller's mode is restored
+
+
+def test_eval_refuses_a_val_file_whose_classes_were_renamed(trained_run, tmp_path, capsys):
+    gt = json.loads(trained_run.data["val_json"].read_text())
+    gt["categories"][1]["name"] = "rod"  # id 5 'bar' -> 'rod', same ids
+    renamed = tmp_path / "val_renamed.json"
+    renamed.write_text(json.dumps(gt))
+    out = tmp_path / "eval"
+    assert main(["eval", str(trained_run.folder), "--out", str(out), "--device", "cpu", "--no-progress",
+                 "--set", f"data.val_json={renamed}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'rod'" in err and "'bar'" in err and str(renamed) in err
+    assert not out.exists()
