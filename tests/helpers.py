@@ -123,3 +123,23 @@ def random_tiny_maskrcnn(num_classes: int, seed: int = 0, **kwargs):
                "mask_head": MaskRCNNHeads(c, [32, 32], 1), "mask_predictor": MaskRCNNPredictor(32, 32, num_classes + 1),
                **kwargs}
     return MaskRCNN(backbone, num_classes=None, **options).eval()
+
+
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A folder this process cannot create files in: a chmod 0o555 folder under ``tmp_path``, or (as root,
+    who ignores permissions) /sys, which is read-only for everyone; skips the test where neither holds."""
+    import pytest
+
+    d = tmp_path / "locked"
+    d.mkdir()
+    d.chmod(0o555)
+    try:
+        (d / "probe").touch()
+    except OSError:
+        return d
+    (d / "probe").unlink()
+    try:
+        (Path("/sys") / "noisyseg-probe").touch()
+    except OSError:
+        return Path("/sys")
+    pytest.skip("no unwritable folder available to this user")

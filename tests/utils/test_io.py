@@ -7,27 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import unwritable_dir
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import (atomic_write_bytes, atomic_write_json, atomic_write_text, check_not_overwriting_input,
                                ensure_output_dir, ensure_output_file, read_json)
-
-
-def unwritable_dir(tmp_path: Path) -> Path:
-    """A folder this process cannot create files in: a chmod 0o555 folder, or (as root, who ignores
-    permissions) /sys, which is read-only for everyone; skip where neither holds."""
-    d = tmp_path / "locked"
-    d.mkdir()
-    d.chmod(0o555)
-    try:
-        (d / "probe").touch()
-    except OSError:
-        return d
-    (d / "probe").unlink()
-    try:
-        (Path("/sys") / "noisyseg-probe").touch()
-    except OSError:
-        return Path("/sys")
-    pytest.skip("no unwritable folder available to this user")
 
 
 def _mode(path: Path) -> int:
