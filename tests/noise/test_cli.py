@@ -182,3 +182,26 @@ def test_real_subprocess_and_no_torch_import(coco_file, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "noisyseg", "noise", str(coco_file), "-o", str(out),
                            "--rate", "7"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip() == "noisyseg noise: error: rate must be a number in [0, 1], got 7"
+
+
+def test_a_nan_anywhere_is_refused_rather_than_written(tmp_path, capsys):
+    coco = {**GOOD, "info": {"scale": float("nan")}}
+    src = _write(tmp_path / "in.json", json.dumps(coco))  # a bare NaN token, as Python's json writes it
+    out = tmp_path / "out.json"
+    assert _noise(src, "-o", out, "--rate", "0.5") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"noisyseg noise: error: {src}: holds a NaN or Infinity number (not valid JSON); {out} not written"
+    assert not out.exists()
+
+
+def test_output_modes_follow_the_umask(tmp_path, coco_file):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        assert _noise(coco_file, "-o", tmp_path / "o.json", "--rate", "0.2", "--report", tmp_path / "r.json") == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "o.json").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o640
