@@ -1,7 +1,8 @@
 """``noisyseg data ...``: commands that create data sets.
 
 ``noisyseg data shapes -o DIR`` writes (or reuses) the synthetic shapes benchmark; see
-:mod:`noisyseg.data.shapes`.
+:mod:`noisyseg.data.shapes`. ``noisyseg data fashion -o DIR`` writes scenes composed from Fashion-MNIST
+photos; see :mod:`noisyseg.data.fashion`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``data`` command and its sub-commands to the top-level sub-parsers ``sub``."""
-    data = sub.add_parser("data", help="create data sets (the synthetic shapes benchmark)",
+    data = sub.add_parser("data", help="create data sets (synthetic shapes, Fashion-MNIST scenes)",
                           description="Create data sets.")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     data_sub.required = True
@@ -28,7 +29,9 @@ def _add_shapes(data_sub: argparse._SubParsersAction) -> None:
         help="write the seeded synthetic shapes data set (COCO format)",
         description="Write a deterministic synthetic instance-segmentation data set: 8 classes in 4 "
                     "confusable pairs (disc/striped_disc, square/dotted_square, triangle/striped_triangle, "
-                    "star/dotted_star). A folder holding a set made with the same parameters is reused.",
+                    "star/dotted_star). A folder holding a set made with the same parameters is reused; "
+                    "one holding a set made with other parameters, or someone else's train.json, is "
+                    "refused without --force.",
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--train", type=int, default=S.DEFAULT_N_TRAIN, dest="n_train",
@@ -40,9 +43,15 @@ def _add_shapes(data_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=S.DEFAULT_SEED, help=f"random seed (default {S.DEFAULT_SEED})")
     p.add_argument("--class-colours", action="store_true",
                    help="give each class its own hue band (the CPU noise x method benchmark uses this)")
-    p.add_argument("--force", action="store_true", help="regenerate even if a matching set exists")
-    p.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bar or status line")
+    _add_common_tail(p)
     p.set_defaults(func=_run_shapes)
+
+
+def _add_common_tail(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="regenerate even if a matching set exists, and replace a set made with other "
+                        "parameters or a train.json / val.json this command did not write")
+    p.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bar or status line")
 
 
 def _run_shapes(args: argparse.Namespace) -> int:
@@ -50,11 +59,74 @@ def _run_shapes(args: argparse.Namespace) -> int:
 
     paths = make_shapes(args.out, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
                         force=args.force, progress=args.progress, class_colours=args.class_colours)
-    print(f"train_json: {paths.train_json}")
-    print(f"val_json: {paths.val_json}")
-    print(f"image_root: {paths.image_root}")
+    _print_paths(paths)
     return 0
 
 
+def _add_fashion(data_sub: argparse._SubParsersAction) -> None:
+    from noisyseg.data import fashion as F  # imports no torch at module level
+
+    p = data_sub.add_parser(
+        "fashion",
+        help="write instance-segmentation scenes composed from Fashion-MNIST photos (COCO format)",
+        description="Write a deterministic instance-segmentation data set: each image holds scaled, tinted, "
+                    "partly occluding Fashion-MNIST items (10 classes: " + ", ".join(F.CLASS_NAMES) +
+                    ") on a textured background. Train scenes use the Fashion-MNIST training split, val "
+                    "scenes its test split. A folder holding a set made with the same parameters and "
+                    "source files is reused; one holding another set, or someone else's train.json, is "
+                    "refused without --force.",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--source", metavar="IDX_DIR",
+                   help="folder holding the four Fashion-MNIST IDX files (.gz or not), or 'bundled' for the "
+                        f"subset shipped with noisyseg (default: {F.DEBIAN_DIR}, then an earlier download "
+                        "in the cache folder, then torchvision's download)")
+    p.add_argument("--train", type=int, default=F.DEFAULT_N_TRAIN, dest="n_train",
+                   help=f"training images (default {F.DEFAULT_N_TRAIN})")
+    p.add_argument("--val", type=int, default=F.DEFAULT_N_VAL, dest="n_val",
+                   help=f"validation images (default {F.DEFAULT_N_VAL})")
+    p.add_argument("--size", type=int, default=F.DEFAULT_SIZE,
+                   help=f"image width and height in pixels (default {F.DEFAULT_SIZE})")
+    p.add_argument("--items", type=_pair(int, "--items"), default=F.DEFAULT_ITEMS, metavar="MIN,MAX",
+                   help="items drawn per image (default {},{})".format(*F.DEFAULT_ITEMS))
+    p.add_argument("--scale", type=_pair(float, "--scale"), default=F.DEFAULT_SCALE, metavar="MIN,MAX",
+                   help="item side relative to the image side (default {},{}: 36-64 px at 128)".format(
+                       *F.DEFAULT_SCALE))
+    p.add_argument("--seed", type=int, default=F.DEFAULT_SEED, help=f"random seed (default {F.DEFAULT_SEED})")
+    _add_common_tail(p)
+    p.set_defaults(func=_run_fashion)
+
+
+def _pair(kind: type, option: str):
+    """argparse type: "A,B" -> (kind(A), kind(B)), a one-line usage error otherwise."""
+    def parse(text: str) -> tuple:
+        parts = [t.strip() for t in text.split(",")]
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            return tuple(kind(t) for t in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected MIN,MAX ({kind.__name__}s), got {text!r}") from None
+
+    parse.__name__ = option
+    return parse
+
+
+def _run_fashion(args: argparse.Namespace) -> int:
+    from noisyseg.data.fashion import make_fashion_scenes
+
+    paths = make_fashion_scenes(args.out, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
+                                items=args.items, scale=args.scale, source=args.source, force=args.force,
+                                progress=args.progress)
+    _print_paths(paths)
+    return 0
+
+
+def _print_paths(paths) -> None:
+    print(f"train_json: {paths.train_json}")
+    print(f"val_json: {paths.val_json}")
+    print(f"image_root: {paths.image_root}")
+
+
 # Each entry adds one ``noisyseg data`` sub-command.
-_DATA_COMMANDS = [_add_shapes]
+_DATA_COMMANDS = [_add_shapes, _add_fashion]
