@@ -4,7 +4,7 @@ import pytest
 
 from noisyseg.errors import NoisysegError
 from noisyseg.noise import PRESETS, inject
-from noisyseg.noise.presets import CITYSCAPES, VOC
+from noisyseg.noise.presets import CITYSCAPES, FASHION, VOC, target_names
 
 CITYSCAPES_CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -22,7 +22,7 @@ def test_the_preset_tables_are_the_published_ones():
                                 "motorcycle": "bicycle", "bicycle": "motorcycle"}
     assert dict(VOC) == {"bird": "aeroplane", "diningtable": "chair", "bus": "car", "sheep": "horse",
                          "bicycle": "motorbike", "motorbike": "bicycle", "cat": "dog", "dog": "cat"}
-    assert set(PRESETS) == {"cityscapes", "voc", "supercategory"} and PRESETS["supercategory"] is None
+    assert set(PRESETS) == {"cityscapes", "voc", "fashion", "supercategory"} and PRESETS["supercategory"] is None
     assert set(CITYSCAPES) | set(CITYSCAPES.values()) <= set(CITYSCAPES_CLASSES)
     assert set(VOC) | set(VOC.values()) <= set(VOC_CLASSES)
 
@@ -99,3 +99,64 @@ def test_supercategory_needs_the_field(make):
     del coco["categories"][1]["supercategory"]
     with pytest.raises(NoisysegError, match="category 'b' .* has no 'supercategory'"):
         inject(coco, "asymmetric", 0.5, seed=0, preset="supercategory")
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
+def test_the_fashion_table():
+    assert dict(FASHION) == {"T-shirt/top": "Shirt", "Shirt": ("T-shirt/top", "Coat"),
+                             "Pullover": "Coat", "Coat": "Pullover",
+                             "Sneaker": "Sandal", "Sandal": "Sneaker", "Ankle boot": "Sneaker"}
+    assert PRESETS["fashion"] is FASHION
+    from noisyseg.data.fashion import CLASS_NAMES
+
+    assert list(CLASS_NAMES) == FASHION_CLASSES
+    assert target_names("Coat") == ("Coat",) and target_names(("T-shirt/top", "Coat")) == ("T-shirt/top", "Coat")
+
+
+def test_fashion_preset_at_rate_one_moves_every_source_to_its_targets(make):
+    noisy, report = inject(make({n: 400 for n in FASHION_CLASSES}), "asymmetric", 1.0, seed=0, preset="fashion")
+    moves = Counter(_by_name(noisy))
+    expected_single = {"T-shirt/top": "Shirt", "Pullover": "Coat", "Coat": "Pullover", "Sneaker": "Sandal",
+                       "Sandal": "Sneaker", "Ankle boot": "Sneaker", "Trouser": "Trouser", "Dress": "Dress",
+                       "Bag": "Bag"}
+    for clean, new in expected_single.items():
+        assert moves[(clean, new)] == 400
+    shirt = {new: n for (clean, new), n in moves.items() if clean == "Shirt"}
+    assert set(shirt) == {"T-shirt/top", "Coat"} and sum(shirt.values()) == 400
+    assert 160 <= shirt["Coat"] <= 240  # uniform over the two targets: 200 expected, sd 10
+    assert set(report["eligible"]) == set(FASHION) and report["realised_rate"] == 1.0
+    assert report["transitions"]["Shirt"] == shirt
+
+
+def test_fashion_preset_rate_is_the_fraction_of_each_source_class(make):
+    noisy, report = inject(make({n: 50 for n in FASHION_CLASSES}), "asymmetric", 0.4, seed=3, preset="fashion")
+    changed = Counter(clean for clean, new in _by_name(noisy) if new != clean)
+    assert changed == {name: 20 for name in FASHION}
+    for clean, new in _by_name(noisy):
+        assert new == clean or new in target_names(FASHION[clean])
+    assert report["n_eligible"] == 50 * len(FASHION) and report["realised_rate"] == 0.4
+
+
+def test_fashion_preset_needs_every_named_class_including_second_targets(make):
+    # "Coat" is only a target of Shirt's second choice and of Pullover; without it the preset is refused
+    with pytest.raises(NoisysegError, match="preset 'fashion': class 'Coat' is not a category of this file"):
+        inject(make({n: 5 for n in FASHION_CLASSES if n != "Coat"}), "asymmetric", 0.2, seed=0, preset="fashion")
+
+
+def test_fashion_preset_through_the_cli(make, tmp_path, capsys):
+    import json
+
+    from noisyseg.cli import main
+
+    src = tmp_path / "train.json"
+    src.write_text(json.dumps(make({n: 10 for n in FASHION_CLASSES})))
+    out = tmp_path / "noisy.json"
+    assert main(["noise", str(src), "-o", str(out), "--preset", "fashion", "--rate", "1"]) == 0
+    assert "70 of 70 eligible annotations changed class" in capsys.readouterr().out
+    noisy = json.loads(out.read_text())
+    assert noisy["info"]["noise"]["preset"] == "fashion"
+    for clean, new in _by_name(noisy):
+        assert new == clean if clean not in FASHION else new in target_names(FASHION[clean])

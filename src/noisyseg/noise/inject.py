@@ -35,7 +35,7 @@ import numpy as np
 
 from noisyseg.data.validate import validate_coco
 from noisyseg.errors import NoisysegError
-from noisyseg.noise.presets import PRESETS
+from noisyseg.noise.presets import PRESETS, target_names
 
 KINDS = ("symmetric", "asymmetric", "pairs", "matrix")
 SAMPLINGS = ("exact", "bernoulli")
@@ -222,15 +222,15 @@ def _rows(kind: str, cats: dict[int, dict], targets: list[int], lookup: Callable
                     rows[c] = _uniform(others)
         else:
             names = {str(c["name"]) for c in cats.values()}
-            missing = sorted({n for pair in table.items() for n in pair} - names)
+            missing = sorted({n for src, dst in table.items() for n in (src, *target_names(dst))} - names)
             if missing:  # every class the preset names must exist in the file
                 raise NoisysegError(f"preset {preset!r}: class{'es' if len(missing) > 1 else ''} "
                                     f"{', '.join(map(repr, missing))} {'are' if len(missing) > 1 else 'is'} "
                                     f"not a category of this file (categories: {_listing(names)})")
             for src, dst in table.items():
-                s, d = lookup(src), lookup(dst)
+                s = lookup(src)
                 if s in in_targets:
-                    rows[s] = _uniform([d])
+                    rows[s] = _uniform([lookup(d) for d in target_names(dst)])
         return rows, {"preset": preset}
     if kind == "pairs":
         if not pairs:
@@ -284,7 +284,8 @@ def inject(coco: dict, kind: str, rate: float, seed: int, *, preset: str | None 
             ``in_place``; without it the result is a shallow copy that shares images, segmentations
             and other untouched sub-objects with ``coco``.
         kind: ``"symmetric"`` (a changed annotation moves uniformly to one of the *other* target
-            classes), ``"asymmetric"`` (``preset`` ``"cityscapes"``, ``"voc"`` or ``"supercategory"``),
+            classes), ``"asymmetric"`` (``preset`` ``"cityscapes"``, ``"voc"``, ``"fashion"`` or
+            ``"supercategory"``; a preset source with several targets moves uniformly to one of them),
             ``"pairs"`` (``pairs``: ``[(source, target), ...]`` by name or ``"a>b,c>d"``; a source listed
             more than once moves uniformly to one of its targets) or ``"matrix"`` (``matrix``:
             ``{"classes": [K names], "matrix": K x K}``, row = probabilities of the new class given the
