@@ -254,3 +254,28 @@ def test_bad_split_list(tmp_path, capsys):
                     "no splits given")
     _one_line_error(capsys, ["convert", "cityscapes", str(root), "-o", str(tmp_path / "o"), "--splits", "../x"],
                     "bad split name")
+
+
+def test_a_bad_later_split_leaves_no_earlier_split_written(tmp_path, capsys):
+    root = tmp_path / "cs"
+    _write_frame(root, "train", "aachen", 1, [("car", _rect(0, 0, 3, 3))])
+    bad = _write_frame(root, "val", "lindau", 1, [])
+    bad.write_text("{not json")
+    out = tmp_path / "o"
+    _one_line_error(capsys, ["convert", "cityscapes", str(root), "-o", str(out), "--no-progress"], str(bad))
+    assert not out.exists()  # train converted, but nothing is written until every split has
+
+
+@pytest.mark.parametrize("case, message", [
+    ("out_is_a_file", "the output folder is a file, expected a folder"),
+    ("split_json_is_a_folder", "the val json is a folder, expected a file path"),
+])
+def test_output_problems_are_found_before_reading_the_data(tmp_path, capsys, case, message):
+    out = tmp_path / "o"
+    if case == "out_is_a_file":
+        out.write_text("x")
+    else:
+        (out / "val.json").mkdir(parents=True)
+    # no Cityscapes tree at all: the output is checked first
+    _one_line_error(capsys, ["convert", "cityscapes", str(tmp_path / "missing"), "-o", str(out), "--no-progress"],
+                    str(out), message)
