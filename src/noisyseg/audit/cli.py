@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
               f"AP {truth['average_precision']:.3f}, precision {truth['flagged_precision']:.3f}, "
               f"recall {truth['flagged_recall']:.3f}, precision at recall 0.8 "
               f"{truth['precision_at_recall_0.8']:.3f}")
-    print(f"wrote {out}/label_issues.csv, summary.md, review.html, contact_sheet.png")
+    written = [name for name in result.files if name != "fix"]
+    print(f"wrote {', '.join(written)} in {out}")
     if result.fix_report is not None:
         r = result.fix_report
         print(f"{args.fix}: {args.action} on {r['n_flagged']} flagged annotations ({r['n_changed']} changed)")

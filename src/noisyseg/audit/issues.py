@@ -271,7 +271,7 @@ def summary_markdown(summary: dict[str, Any], max_matrix_classes: int = 12, top_
     names = summary["classes"]
     lines = ["# Label audit", ""]
     lines.append(f"{summary['n_flagged']} of {summary['n_annotations']} annotations flagged as likely "
-                 f"mislabeled ({_fmt(summary['n_flagged'] / max(summary['n_annotations'], 1))}).")
+                 f"mislabeled ({summary['n_flagged'] / max(summary['n_annotations'], 1):.1%}).")
     lines.append("")
     lines.append(f"- data: `{summary.get('data', '')}`")
     lines.append(f"- checkpoints: {', '.join(f'`{c}`' for c in summary['checkpoints'])}")
@@ -299,7 +299,7 @@ def summary_markdown(summary: dict[str, Any], max_matrix_classes: int = 12, top_
     lines += ["", "## Per class", "", "| class | given | flagged | flagged % | suggested for flagged |",
               "|---|---|---|---|---|"]
     for c in summary["per_class"]:
-        pct = _fmt(c["flagged"] / c["given"]) if c["given"] else "-"
+        pct = f"{c['flagged'] / c['given']:.1%}" if c["given"] else "-"
         lines.append(f"| {c['name']} | {c['given']} | {c['flagged']} | {pct} | {c['suggested_for_flagged']} |")
     confusion = np.asarray(summary["flagged_confusion"])
     pairs = [(int(confusion[i, j]), i, j) for i in range(len(names)) for j in range(len(names))
