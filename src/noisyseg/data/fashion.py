@@ -31,10 +31,11 @@ Items and masks
 Each item goes through :func:`item_sprite`, which works on the 28-px photo before scaling it:
 
 - *Coverage* (``alpha``) comes from the item's intensity: 0 at or below :data:`ALPHA_LOW`, 1 from
-  :data:`ALPHA_HIGH` up. The photos carry faint speckle (values 1-10) around many items, and
-  sandal straps are often only 30-60, so a fixed threshold either keeps the speckle or cuts the straps.
-- *Clean-up*, at 28 px: parts of fewer than :data:`MIN_PART_PX` pixels (speckle) are dropped, enclosed
-  holes of at most :data:`MAX_HOLE_PX` pixels (dark print inside a garment) are filled, and where
+  :data:`ALPHA_HIGH` up. The photos carry faint speckle (values 1-10) around many items, and the
+  straps of sandals and the soles of sneakers are often dim (10-60), so a higher threshold cuts them.
+- *Clean-up*, at 28 px: separate parts smaller than :data:`MIN_PART_PX` pixels or than
+  :data:`MIN_PART_FRACTION` of the largest part (speckle, stray bits) are dropped from image and mask,
+  enclosed holes of at most :data:`MAX_HOLE_PX` pixels (dark print inside a garment) are filled, and where
   two pixels of the item touch only at a corner (a thin diagonal strap) the two pixels beside the
   corner get coverage 0.5, so the strap stays one piece once scaled.
 - *Scaling*: coverage and shading are scaled bilinearly; the annotated mask is ``alpha >= 0.5``.
@@ -259,7 +260,7 @@ def _read_folder(folder: Path, origin: str) -> FashionItems:
                 if path is None:
                     raise NoisysegError(f"{folder}: no Fashion-MNIST file {name}(.gz)")
                 try:
-                    # torchvision's readers take an uncompressed file: unpack a .gz next to nothing of the user's
+                    # torchvision's readers open the file as it is: unpack a .gz into the temporary folder
                     plain = path
                     if path.suffix == ".gz":
                         plain = Path(tmp) / name
