@@ -38,3 +38,43 @@ def test_packaged_and_repo_shapes_configs_are_the_same():
 def test_cityscapes_preset_scales():
     cfg = load_config(ROOT / "configs" / "cityscapes_lncis_r50.yaml")
     assert cfg.data.train_min_size == (800, 1024) and cfg.data.max_size == 2048 and cfg.data.test_min_size == 1024
+
+
+def _tree(**train):
+    return {"data": {"train_json": "t.json", "val_json": "v.json", "image_root": "img"},
+            "loss": {"name": "lncis", "warmup_epochs": 1}, "train": {"epochs": 2, **train}}
+
+
+def test_differing_keys_names_dotted_keys_and_ignores_settings_that_change_no_result():
+    from noisyseg.config import config_from_dict, differing_keys
+
+    a = config_from_dict(_tree()).model_dump(mode="json")
+    b = config_from_dict(_tree(lr=0.02, device="cpu", threads=3), overrides=["loss.params.ce_weight=0.5",
+                                                                            "data.num_workers=7"]).model_dump(mode="json")
+    assert differing_keys(a, b) == ["loss.params.ce_weight", "train.lr"]
+    assert differing_keys(a, a) == []
+    assert differing_keys(a, b, ignore=()) == ["data.num_workers", "loss.params.ce_weight", "train.device",
+                                               "train.lr", "train.threads"]
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"device": "cuda:x"}, "expected auto, cpu, cuda or cuda:N"),
+    ({"keep_epochs": [0, 2]}, "train.keep_epochs: [0] outside the epochs 1..2"),
+])
+def test_train_settings_are_checked(train, message):
+    from noisyseg.config import config_from_dict
+    from noisyseg.errors import NoisysegError
+
+    with pytest.raises(NoisysegError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config_from_dict(_tree(**train))
+
+
+def test_a_robust_loss_needs_an_epoch_after_the_ce_stage():
+    from noisyseg.config import config_from_dict
+    from noisyseg.errors import NoisysegError
+
+    with pytest.raises(NoisysegError, match=r"loss.warmup_epochs \(2\) equals train.epochs \(2\)"):
+        config_from_dict(_tree(), overrides=["loss.warmup_epochs=2"])
+    assert config_from_dict(_tree(), overrides=["loss.warmup_epochs=2", "loss.name=ce"]).loss.warmup_epochs == 2
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        assert config_from_dict(_tree(device=device)).train.device == device

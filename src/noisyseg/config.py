@@ -222,7 +222,8 @@ _MISSING = object()
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict) or (prefix and not tree):
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; an empty mapping has no keys."""
+    if not isinstance(tree, dict):
         return {prefix: tree}
     flat: dict[str, Any] = {}
     for key, value in tree.items():

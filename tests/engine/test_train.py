@@ -83,7 +83,7 @@ def test_training_learns_the_loss_falls_and_every_weight_moves(trained_run):
 
 def test_resume_after_an_interrupt_with_evaluation_every_epoch_is_exact(tmp_path, monkeypatch, capsys):
     data = write_tiny_coco(tmp_path / "tiny")
-    cfg = _write_config(tmp_path / "c.yaml", data, epochs=3, eval_interval=1)
+    cfg = _write_config(tmp_path / "c.yaml", data, epochs=2, eval_interval=1)
     full, split = tmp_path / "full", tmp_path / "split"
     assert main(["train", str(cfg), "--out", str(full), "--no-progress"]) == 0
     # 4 steps per epoch: stop at the 2nd step of epoch 2, after epoch 1's checkpoint and evaluation
