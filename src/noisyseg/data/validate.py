@@ -19,6 +19,7 @@ import numpy as np
 from noisyseg.errors import NoisysegError
 
 _NUMBER_TYPES = (int, float)  # exact JSON number types; bool is a subclass of int and is refused
+_ABSENT = object()  # marks a field that is not there (None is a value a file can hold)
 #: how far a box may reach past the image, in image sizes: [x, y, w, h] must lie in [-W, 2W] x [-H, 2H].
 #: Annotation tools leave boxes a few pixels outside; anything past a whole image size is broken data.
 BOX_SLACK = 1.0
@@ -192,6 +193,8 @@ def validate_coco(coco: Any, *, dataset: bool = True) -> None:
     boxes: list = []
     owners: list[int] = []
     box_sizes: list = []
+    # One pass in Python over possibly a million annotations: the common case (plain JSON ints and floats)
+    # is tested inline by exact type, and the general helpers run only for other types or to explain.
     for i, a in enumerate(annotations):
         if not isinstance(a, dict):
             raise NoisysegError(f"annotations[{i}] has no '{required[0]}' (found {a!r}, not an object)")
@@ -201,38 +204,38 @@ def validate_coco(coco: Any, *, dataset: bool = True) -> None:
         if "id" in a:
             _check_id("annotations", i, a, seen_ids, "annotation")
         for key in ("category_id", "clean_category_id"):
-            if key in a:
-                cid = a[key]
-                if not _is_int(cid):
-                    raise NoisysegError(f"{_where('annotations', i, a)} has {key} {cid!r}, not a listed category "
-                                        f"(category ids are integers, not {type(cid).__name__})")
-                if cid not in categories:
-                    raise NoisysegError(f"{_where('annotations', i, a)} has {key} {cid!r}, not a listed category")
+            cid = a.get(key, _ABSENT)
+            if cid is _ABSENT:
+                continue
+            if type(cid) is not int and not _is_int(cid):
+                raise NoisysegError(f"{_where('annotations', i, a)} has {key} {cid!r}, not a listed category "
+                                    f"(category ids are integers, not {type(cid).__name__})")
+            if cid not in categories:
+                raise NoisysegError(f"{_where('annotations', i, a)} has {key} {cid!r}, not a listed category")
         size = None
-        if "image_id" in a:
-            iid = a["image_id"]
-            if not _is_int(iid):
+        iid = a.get("image_id", _ABSENT)
+        if iid is not _ABSENT:
+            if type(iid) is not int and not _is_int(iid):
                 raise NoisysegError(f"{_where('annotations', i, a)} has image_id {iid!r}, expected an integer "
                                     "image id")
             if has_images:
-                if iid not in image_sizes:
+                size = image_sizes.get(iid, _ABSENT)
+                if size is _ABSENT:
                     raise NoisysegError(f"{_where('annotations', i, a)} has image_id {iid!r}, not a listed image")
-                size = image_sizes[iid]
-        if "bbox" in a:
-            b = a["bbox"]
-            if (type(b) is not list or len(b) != 4 or not _is_number(b[0]) or not _is_number(b[1])
-                    or not _is_number(b[2]) or not _is_number(b[3])):
+        b = a.get("bbox", _ABSENT)
+        if b is not _ABSENT:
+            if not (type(b) is list and len(b) == 4 and all(type(v) in _NUMBER_TYPES or _is_number(v) for v in b)):
                 raise NoisysegError(f"{_where('annotations', i, a)} has bbox {b!r}, expected a list of 4 numbers "
                                     "[x, y, width, height]")
             boxes.append(b)
             owners.append(i)
             box_sizes.append(size)
-        if "iscrowd" in a and a["iscrowd"] not in (0, 1):
-            raise NoisysegError(f"{_where('annotations', i, a)} has iscrowd {a['iscrowd']!r}, expected 0 or 1")
-        if "area" in a:
-            area = a["area"]
-            if not _is_number(area) or not math.isfinite(area) or area < 0:
-                raise NoisysegError(f"{_where('annotations', i, a)} has area {area!r}, expected a finite number >= 0")
+        crowd = a.get("iscrowd", 0)
+        if crowd != 0 and crowd != 1:
+            raise NoisysegError(f"{_where('annotations', i, a)} has iscrowd {crowd!r}, expected 0 or 1")
+        area = a.get("area", 0)
+        if type(area) not in _NUMBER_TYPES and not _is_number(area) or not (0 <= area < math.inf):
+            raise NoisysegError(f"{_where('annotations', i, a)} has area {area!r}, expected a finite number >= 0")
         if "class_ignored" in a and type(a["class_ignored"]) is not bool:
             raise NoisysegError(f"{_where('annotations', i, a)} has class_ignored {a['class_ignored']!r}, "
                                 "expected true or false")
