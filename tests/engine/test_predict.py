@@ -179,8 +179,3 @@ def test_bad_arguments_fail_before_the_model_is_loaded(fake_checkpoint, tmp_path
     assert "\n" not in str(e.value)
     assert calls == [] and _snapshot(tmp_path) == before
 
-
-def test_draw_overlay_is_still_importable_from_predict():
-    from noisyseg.utils import draw
-
-    assert predict.draw_overlay is draw.draw_overlay

@@ -17,8 +17,6 @@ from noisyseg.eval import detections_to_coco
 from noisyseg.utils.draw import draw_overlay, write_png
 from noisyseg.utils.io import atomic_write_text
 
-__all__ = ["draw_overlay", "load_trained_model", "predict_images"]  # draw_overlay: old import path
-
 
 def load_trained_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config, LabelMap]:
     """The model of a noisyseg checkpoint in eval mode, with its config and class mapping."""
