@@ -249,3 +249,14 @@ def test_class_ignored_must_be_a_bool_tensor_aligned_with_labels():
     bad = [dict(t, class_ignored=torch.tensor([1, 0, 0])) for t in targets]
     with pytest.raises(ValueError, match=r"class_ignored must be a bool tensor of the labels' shape \(3,\)"):
         _train_losses(heads, (features, proposals, shapes, bad))
+
+
+def test_heads_built_directly_equal_heads_adopted_from_stock():
+    adopted = _heads(build_loss("lncis"))
+    h = adopted
+    direct = NoisyLabelRoIHeads(h.box_roi_pool, h.box_head, h.box_predictor, 0.5, 0.5, ROIS, 0.25, None, 0.05, 0.5,
+                                100, h.mask_roi_pool, h.mask_head, h.mask_predictor,
+                                classification_loss=build_loss("lncis"))
+    inputs = _inputs(seed=6)
+    a, b = _train_losses(adopted, inputs), _train_losses(direct, inputs)
+    assert all(torch.equal(a[k], b[k]) for k in a) and adopted.last_loss_stats == direct.last_loss_stats
