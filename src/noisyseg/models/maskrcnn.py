@@ -3,7 +3,7 @@
 - ``maskrcnn_r50_fpn``: the paper's model (ResNet-50-FPN; ImageNet backbone when asked).
 - ``maskrcnn_tiny``: a ~1.7M-parameter from-scratch model for CPU runs on small images.
 - ``maskrcnn_mobilenet_v2_fpn``: an ImageNet MobileNetV2 with an FPN over its stage ends and the tiny
-  model's anchors and heads (~3.5M parameters with 10 classes): a pretrained model that trains on a CPU.
+  model's anchors and heads (3.44M parameters with 10 classes): a pretrained model that trains on a CPU.
 
 Every builder returns a ``MaskRCNN`` whose ``roi_heads`` is a :class:`NoisyLabelRoIHeads` (the injected
 RoI classification loss) and whose ``transform`` is a :class:`ScaleRangeTransform`. Shared arguments:
