@@ -288,7 +288,7 @@ class Run:
     metrics_log: MetricsLog
     start_epoch: int = 0
     seconds_before: float = 0.0  # training time spent before this call (by the runs it resumes)
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=time.time)  # reset when the first epoch starts
 
     @property
     def ckpt_path(self) -> Path:
@@ -315,6 +315,7 @@ def train(cfg: Config, out_dir: str | Path | None = None, resume: bool = False, 
         if isinstance(run, TrainResult):  # a finished run, resumed: nothing to do
             return run
         try:
+            run.started_at = time.time()
             metrics = _complete_interrupted_evaluation(run, progress)
             for epoch in range(run.start_epoch, cfg.train.epochs):
                 train_one_epoch(run, epoch, progress)
@@ -348,13 +349,13 @@ def setup_run(cfg: Config, out: Path, resume: bool, info: DistInfo, device: torc
     try:
         ckpt = on_every_rank(lambda: _read_resume_checkpoint(cfg, out) if resume else None, info)
         if ckpt is not None and ckpt["epoch"] >= cfg.train.epochs:
-            finished = _finished_result(cfg, out, ckpt)
-            if finished is not None:
+            finished = _finished_result(out, ckpt) if info.is_main else None
+            if all_gather_objects(finished is not None, info)[0]:  # rank 0 read metrics.json; all follow
                 if info.is_main:
                     print(f"[resume] {out}: the run finished after epoch {ckpt['epoch']}; its results are kept",
                           flush=True)
                     folder.close()
-                return finished
+                return finished or TrainResult(out, out / "checkpoints" / "last.pt")
         run = on_every_rank(lambda: _build_run(cfg, out, info, device, folder), info)
         if ckpt is not None:
             on_every_rank(lambda: _restore(run, ckpt), info)
@@ -373,14 +374,17 @@ def setup_run(cfg: Config, out: Path, resume: bool, info: DistInfo, device: torc
 def _read_resume_checkpoint(cfg: Config, out: Path) -> dict[str, Any]:
     path = out / "checkpoints" / "last.pt"
     ckpt = load_checkpoint(path)
-    changed = differing_keys(ckpt["config"], cfg.model_dump(mode="json"))
+    saved = ckpt["config"]
+    with contextlib.suppress(ValueError):  # a key added to the schema since: the run had its default
+        saved = Config.model_validate(saved).model_dump(mode="json")
+    changed = differing_keys(saved, cfg.model_dump(mode="json"))
     if changed:
         raise NoisysegError(f"{out}: --resume with a config that differs from the run's in {', '.join(changed)}; "
                             f"resume with the run's settings ({out / 'config.yaml'}) or train into another folder")
     return ckpt
 
 
-def _finished_result(cfg: Config, out: Path, ckpt: dict[str, Any]) -> TrainResult | None:
+def _finished_result(out: Path, ckpt: dict[str, Any]) -> TrainResult | None:
     """The results of a finished run from its ``metrics.json``; None when they are missing (evaluate again)."""
     try:
         metrics = json.loads((out / "metrics.json").read_text())
