@@ -149,6 +149,10 @@ def test_a_second_process_cannot_train_a_locked_run_folder(tiny_config_file, cop
     assert rc == 2
     assert_one_line(err, "train", f"{fresh}: another process is training this run")
     assert list(fresh.iterdir()) == []
+    from noisyseg.config import load_config
+
+    with locked(fresh), pytest.raises(trainer.RunFolderLocked):  # its own type, so a bench can skip the cell
+        trainer.train(load_config(tiny_config_file), fresh, progress=False)
     before = snapshot(copied_run)
     with locked(copied_run):
         rc, _, err = cli(capsys, "train", trained_run.config, "--out", copied_run, "--resume", "--no-progress")

@@ -146,8 +146,9 @@ def cleanup(info: DistInfo) -> None:
 def run_processes(nproc: int, command: list[str], grace_seconds: float = 10.0) -> int:
     """Run ``command`` as ``nproc`` cooperating processes on this machine; return one exit code.
 
-    Each process gets torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT),
-    with the rendezvous store held here, on a port the OS picked, so no port can be taken in between.
+    Each process gets torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT;
+    OMP_NUM_THREADS=1 unless set), with the rendezvous store held here, on a port the OS picked, so no
+    other program can take the port in between.
     The processes share this terminal. When one fails, the others get ``grace_seconds`` to stop on their
     own (an error every rank agreed on) and are then terminated (they may wait forever for the failed one).
 
@@ -155,7 +156,8 @@ def run_processes(nproc: int, command: list[str], grace_seconds: float = 10.0) -
     a process killed by a signal is reported in one line and gives 2.
     """
     store = dist.TCPStore("127.0.0.1", 0, nproc, is_master=True, wait_for_workers=False)
-    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "WORLD_SIZE": str(nproc),
+    # as torchrun: one OpenMP thread per process unless asked otherwise (N processes share the cores)
+    base = {"OMP_NUM_THREADS": "1", **os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "WORLD_SIZE": str(nproc),
             "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "TORCHELASTIC_USE_AGENT_STORE": "True"}
     procs = [subprocess.Popen(command, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
     first_failure: tuple[int, int] | None = None  # (rank, exit code)

@@ -156,6 +156,10 @@ class MetricsLog:
             self.tb.close()
 
 
+class RunFolderLocked(NoisysegError):
+    """Another process is training this run folder right now (a bench may skip the cell instead)."""
+
+
 class RunFolder:
     """A run folder, locked by the one process that trains into it for as long as it does.
 
@@ -178,8 +182,8 @@ class RunFolder:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise NoisysegError(f"{path}: another process is training this run; wait until it ends "
-                                    "or choose another --out") from None
+                raise RunFolderLocked(f"{path}: another process is training this run; wait until it ends "
+                                      "or choose another --out") from None
             if resume and not self.checkpoint.is_file():
                 raise NoisysegError(f"{path}: nothing to resume ({self.checkpoint} not found); "
                                     "train without --resume to start the run")
