@@ -12,11 +12,16 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from noisyseg.cli import main
-from noisyseg.config import load_config
+from helpers import tiny_config
+from noisyseg.config import config_from_dict
 from noisyseg.data.coco import LabelMap
 from noisyseg.engine import evaluate as evaluate_module
 from noisyseg.engine.build import model_from_config
 from noisyseg.engine.evaluate import build_val_set, predict_dataset
+
+
+def load_config_from(data):
+    return config_from_dict(tiny_config(data))
 
 
 def _independent_scores(checkpoint, val_json, image_root):
@@ -120,13 +125,6 @@ def test_predict_dataset_thresholds_masks_before_moving_them_and_maps_ids(tiny_c
     second = mask_utils.decode(results[1]["segmentation"])
     assert second.sum() == 10 * 40 and second[30:40, 10:50].all()  # 0.6 kept, 0.4 dropped
     assert results[1]["bbox"] == [10.0, 30.0, 40.0, 10.0] and results[1]["score"] == pytest.approx(0.3)
-
-
-def load_config_from(data):
-    from helpers import tiny_config
-    from noisyseg.config import config_from_dict
-
-    return config_from_dict(tiny_config(data))
 
 
 def test_the_val_set_never_decodes_ground_truth_masks(tiny_coco, monkeypatch):
