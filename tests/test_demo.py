@@ -1,3 +1,6 @@
+"""noisyseg demo: a two-cell bench with its own report; finished runs reused, changed ones trained again."""
+
+import csv
 import json
 
 from noisyseg.cli import main
@@ -9,15 +12,33 @@ def test_demo_end_to_end_on_a_tiny_set(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| method | mask AP | box AP | mask AP50 | train s |" in printed
-    assert "| ce |" in printed and "| lncis |" in printed
+    with open(out / "results.csv", newline="") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"ce", "lncis"} and {r["noise"] for r in rows.values()} == {"sym0.4"}
     report = (out / "report.md").read_text()
-    assert "40% symmetric class noise" in report and "| lncis |" in report
+    assert "40% symmetric class noise" in report and "2 epochs" in report
+    for method, r in rows.items():  # the report's table is the bench's results
+        line = (f"| {method} | {float(r['mask_AP']):.1f} | {float(r['box_AP']):.1f} | {float(r['mask_AP50']):.1f} | "
+                f"{float(r['train_seconds']):.0f} |")
+        assert line in report and line in printed
     assert (out / "ap.png").stat().st_size > 1000
-    assert len(list((out / "overlays").glob("*.png"))) == 3
-    noisy = next((out / "data").glob("train_sym40_seed0.json"))
-    assert noisy.stat().st_size > 0
+    assert len(list((out / "overlays").glob("val_*.png"))) == 3
+    noisy = json.loads((out / "noisy" / "sym0.4_seed0.json").read_text())
+    assert noisy["info"]["noise"]["rate"] == 0.4 and noisy["info"]["noise"]["seed"] == 0
     assert json.loads((out / "data" / "train.json").read_text())["info"]["params"]["class_colours"] is True
+    lncis = json.loads((out / "cells" / "lncis" / "sym0.4" / "seed0.json").read_text())["config"]
+    assert lncis["loss"]["warmup_epochs"] == 1 and lncis["train"]["lr_steps"] == [2]
+
     # a second call reuses the data and both finished runs
     assert main(args) == 0
     again = capsys.readouterr().out
-    assert again.count("reusing the finished run") == 2 and "[demo] training" not in again
+    assert "2 already done" in again and "[demo] cell" not in again
+
+    # other settings in the same folder: both runs are trained again, the results replaced
+    assert main([*args[:-2], "1", "--no-progress"]) == 0
+    changed = capsys.readouterr().out
+    assert changed.count("the run there was made with other settings (train.epochs, train.lr_steps") == 1
+    assert "2 trained" in changed
+    with open(out / "results.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    assert "1 epochs." in (out / "report.md").read_text()

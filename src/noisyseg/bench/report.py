@@ -1,0 +1,262 @@
+"""The bench's report: ``results.csv`` (one row per cell), ``curves.csv`` (val AP per evaluated epoch),
+``table.md`` and ``ap_vs_noise.png``.
+
+Rows are dicts with the :data:`CSV_FIELDS` keys (values as read from the csv: strings, or numbers for rows
+just measured); curve rows have the :data:`CURVE_FIELDS` keys.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Iterable
+
+from noisyseg.utils.io import atomic_write_bytes, atomic_write_text
+
+CSV_FIELDS = ["method", "noise", "noise_kind", "noise_rate", "seed", "mask_AP", "mask_AP50", "mask_AP75",
+              "box_AP", "box_AP50", "box_AP75", "train_seconds", "realised_noise_rate"]
+CURVE_FIELDS = ["method", "noise", "seed", "epoch", "mask_AP", "box_AP"]
+BASELINE = "ce"
+
+
+def cell_key(row: dict) -> tuple[str, str, int]:
+    """(method, noise, seed) of a results or curve row."""
+    return row["method"], row["noise"], int(row["seed"])
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a csv written by this module ([] when the file does not exist)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def csv_text(rows: Iterable[dict], fields: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in fields})
+    return buf.getvalue()
+
+
+def read_curve(metrics_jsonl: Path, method: str, noise: str, seed: int) -> list[dict]:
+    """Curve rows of one run from the ``{"event": "eval", "epoch": N, "segm_AP": .., "bbox_AP": ..}`` lines
+    of its ``metrics.jsonl``, by epoch; when an epoch was logged twice (a resumed run) the last line wins.
+    """
+    by_epoch: dict[int, dict] = {}
+    if not metrics_jsonl.exists():
+        return []
+    for line in metrics_jsonl.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if isinstance(record, dict) and record.get("event") == "eval" and "segm_AP" in record:
+            epoch = int(record["epoch"])
+            by_epoch[epoch] = {"method": method, "noise": noise, "seed": seed, "epoch": epoch,
+                               "mask_AP": record["segm_AP"], "box_AP": record.get("bbox_AP", math.nan)}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def write_data(out: Path, rows: list[dict], curves: list[dict]) -> None:
+    """Rewrite ``results.csv`` and ``curves.csv``."""
+    atomic_write_text(out / "results.csv", csv_text(rows, CSV_FIELDS))
+    atomic_write_text(out / "curves.csv", csv_text(curves, CURVE_FIELDS))
+
+
+def write_report(out: Path, rows: list[dict], curves: list[dict], methods: list[str], noise_names: list[str]) -> None:
+    """Rewrite ``table.md`` and ``ap_vs_noise.png``."""
+    atomic_write_text(out / "table.md", format_report(rows, curves, methods, noise_names))
+    if rows:
+        plot_ap_vs_noise(rows, methods, out / "ap_vs_noise.png")
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def _by_cell(rows: list[dict], metric: str) -> dict[tuple[str, str], dict[int, float]]:
+    """(method, noise) -> seed -> value."""
+    cells: dict[tuple[str, str], dict[int, float]] = {}
+    for r in rows:
+        cells.setdefault((r["method"], r["noise"]), {})[int(r["seed"])] = float(r[metric])
+    return cells
+
+
+def format_table(rows: list[dict], methods: list[str], noise_names: list[str], metric: str = "mask_AP") -> str:
+    """Methods x noise settings, ``mean ± std`` over seeds (n seeds noted), best mean per column in bold."""
+    cells = {k: list(v.values()) for k, v in _by_cell(rows, metric).items()}
+    best = {}
+    for n in noise_names:
+        means = [_stats(cells[(m, n)])[0] for m in methods if (m, n) in cells]
+        best[n] = max(means) if means else None
+    lines = [f"{metric.replace('_', ' ')} on clean val, mean ± std over seeds", "",
+             "| method | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
+    for m in methods:
+        row = []
+        for n in noise_names:
+            if (m, n) not in cells:
+                row.append("–")
+                continue
+            mean, std = _stats(cells[(m, n)])
+            text = f"{mean:.1f} ± {std:.1f}" if len(cells[(m, n)]) > 1 else f"{mean:.1f}"
+            row.append(f"**{text}**" if best[n] is not None and abs(mean - best[n]) < 1e-9 else text)
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    counts = sorted({len(v) for v in cells.values()})
+    lines += ["", f"seeds per cell: {', '.join(map(str, counts)) if counts else 'none yet'}"]
+    return "\n".join(lines) + "\n"
+
+
+def paired_differences(rows: list[dict], method: str, noise: str, metric: str = "mask_AP",
+                       baseline: str = BASELINE) -> dict[int, float]:
+    """seed -> ``metric`` of ``method`` minus that of ``baseline``, for the seeds both have at ``noise``."""
+    cells = _by_cell(rows, metric)
+    ours, theirs = cells.get((method, noise), {}), cells.get((baseline, noise), {})
+    return {s: ours[s] - theirs[s] for s in sorted(ours) if s in theirs}
+
+
+def recovered_fraction(rows: list[dict], method: str, noise: str, metric: str = "mask_AP",
+                       baseline: str = BASELINE, clean: str = "clean") -> float | None:
+    """``(AP_method - AP_ce,noisy) / (AP_ce,clean - AP_ce,noisy)`` at ``noise``, from means over seeds.
+
+    The share of what noise cost CE that the method wins back (1 = all of it, 0 = none, < 0 = worse than
+    CE). The numerator is the mean of the paired (same-seed) differences; None when a term is missing or
+    noise did not hurt CE (denominator <= 0).
+    """
+    cells = _by_cell(rows, metric)
+    paired = paired_differences(rows, method, noise, metric, baseline)
+    ce_noisy, ce_clean = cells.get((baseline, noise)), cells.get((baseline, clean))
+    if not paired or not ce_noisy or not ce_clean:
+        return None
+    lost = _stats(list(ce_clean.values()))[0] - _stats(list(ce_noisy.values()))[0]
+    if lost <= 0:
+        return None
+    return _stats(list(paired.values()))[0] / lost
+
+
+def peak_minus_final(curves: list[dict], method: str, noise: str, metric: str = "mask_AP") -> dict[int, tuple[float, int]]:
+    """seed -> (highest ``metric`` over the evaluated epochs minus the last epoch's, the peak's epoch), for
+    runs with at least two evaluated epochs. A large value means the run peaked and then memorised noise."""
+    by_seed: dict[int, list[tuple[int, float]]] = {}
+    for c in curves:
+        if c["method"] == method and c["noise"] == noise:
+            by_seed.setdefault(int(c["seed"]), []).append((int(c["epoch"]), float(c[metric])))
+    out = {}
+    for seed, points in sorted(by_seed.items()):
+        if len(points) < 2:
+            continue
+        points.sort()
+        peak_epoch, peak = max(points, key=lambda p: (p[1], -p[0]))
+        out[seed] = (peak - points[-1][1], peak_epoch)
+    return out
+
+
+def _signed(v: float) -> str:
+    return f"{v:+.1f}"
+
+
+def format_paired(rows: list[dict], methods: list[str], noise_names: list[str], metric: str = "mask_AP") -> str:
+    """Each method minus CE paired by seed: the mean, then the per-seed values in seed order."""
+    others = [m for m in methods if m != BASELINE]
+    if BASELINE not in methods or not others:
+        return ""
+    lines = [f"{metric.replace('_', ' ')}: each method minus {BASELINE}, paired by seed (same initialisation, data "
+             "order and noisy file): mean (per-seed values in seed order)", "",
+             "| method minus ce | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
+    for m in others:
+        row = []
+        for n in noise_names:
+            diffs = paired_differences(rows, m, n, metric)
+            if not diffs:
+                row.append("–")
+                continue
+            per_seed = " / ".join(_signed(v) for v in diffs.values())
+            row.append(f"{_signed(_stats(list(diffs.values()))[0])} ({per_seed})")
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    seeds = sorted({int(r["seed"]) for r in rows})
+    lines += ["", f"seeds: {', '.join(map(str, seeds))}"]
+    return "\n".join(lines) + "\n"
+
+
+def format_recovered(rows: list[dict], methods: list[str], noise_names: list[str], metric: str = "mask_AP") -> str:
+    """The "recovered" rows: (AP_method - AP_ce,noisy) / (AP_ce,clean - AP_ce,noisy) per noise setting."""
+    noisy = [n for n in noise_names if n != "clean"]
+    others = [m for m in methods if m != BASELINE]
+    if BASELINE not in methods or "clean" not in noise_names or not noisy or not others:
+        return ""
+    lines = [f"recovered: (AP_method - AP_ce,noisy) / (AP_ce,clean - AP_ce,noisy), {metric.replace('_', ' ')} means "
+             "over seeds (100% = all that noise cost CE, < 0 = below CE; – where CE lost nothing)", "",
+             "| recovered | " + " | ".join(noisy) + " |", "|---|" + "---|" * len(noisy)]
+    for m in others:
+        fractions = [recovered_fraction(rows, m, n, metric) for n in noisy]
+        lines.append(f"| {m} | " + " | ".join("–" if f is None else f"{100 * f:.0f}%" for f in fractions) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_memorisation(curves: list[dict], methods: list[str], noise_names: list[str],
+                        metric: str = "mask_AP") -> str:
+    """Peak minus final of each run's val-AP curve (mean over seeds, per-seed values in seed order)."""
+    table = {(m, n): peak_minus_final(curves, m, n, metric) for m in methods for n in noise_names}
+    if not any(table.values()):
+        return ("peak - final: no curves with two or more evaluated epochs (set train.eval_interval to evaluate "
+                "during training)\n")
+    lines = [f"peak - final {metric.replace('_', ' ')} of the val curve (highest evaluated epoch minus the last): "
+             "mean (per-seed values in seed order); CE falling from its peak under noise is memorisation", "",
+             "| peak - final | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
+    for m in methods:
+        row = []
+        for n in noise_names:
+            drops = table[(m, n)]
+            if not drops:
+                row.append("–")
+                continue
+            values = [d for d, _ in drops.values()]
+            row.append(f"{_stats(values)[0]:.1f} ({' / '.join(f'{v:.1f}' for v in values)})")
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_report(rows: list[dict], curves: list[dict], methods: list[str], noise_names: list[str]) -> str:
+    """``table.md``: the mean ± std table, the paired differences to CE, the recovered shares and the
+    peak-minus-final of the curves (sections that lack their inputs are left out)."""
+    parts = [format_table(rows, methods, noise_names), format_paired(rows, methods, noise_names),
+             format_recovered(rows, methods, noise_names), format_memorisation(curves, methods, noise_names)]
+    return "\n".join(p for p in parts if p)
+
+
+def plot_ap_vs_noise(rows: list[dict], methods: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110, sharey=True)
+    for ax, kind, title in [(axes[0], "symmetric", "symmetric noise"), (axes[1], "asymmetric", "asymmetric noise")]:
+        for m in methods:
+            pts: dict[float, list[float]] = {}
+            for r in rows:
+                if r["method"] == m and r["noise_kind"] in ("clean", kind):
+                    pts.setdefault(float(r["noise_rate"]), []).append(float(r["mask_AP"]))
+            if not pts:
+                continue
+            xs = sorted(pts)
+            stats = [_stats(pts[x]) for x in xs]
+            ax.errorbar([x * 100 for x in xs], [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o",
+                        capsize=3, label=m)
+        ax.set_title(title)
+        ax.set_xlabel("noise rate (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mask AP on clean val")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,381 @@
+"""Running a bench: every cell (method x noise setting x seed) trained once, resumed, or re-scored.
+
+Layout of a bench folder ``OUT``:
+
+- ``runs/<method>/<noise>/seed<S>/``: the cell's training run (config.yaml, checkpoints, metrics);
+- ``cells/<method>/<noise>/seed<S>.json``: what the cell was trained from (its full config and the
+  sha256 of its training file), so a later call can tell a run it may continue from a different one;
+- ``noisy/<noise>_seed<S>.json``: the noisy training files (seeded, so they are made again identically);
+- ``results.csv``, ``curves.csv``, ``table.md``, ``ap_vs_noise.png`` (see :mod:`noisyseg.bench.report`)
+  and ``command.txt`` (every distinct bench command that trained in the folder).
+
+A cell with a results row is done. A cell without one is resumed from its checkpoint, or, when it
+finished training but its final AP is missing (say ``metrics.json`` lost it), evaluated from its
+checkpoint. Several bench processes may share a folder (other seeds, other GPUs): the csv files are
+re-read and rewritten under a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from noisyseg.bench.grid import (
+    NoiseSetting,
+    cell_config,
+    check_methods,
+    check_noise,
+    check_seeds,
+    method_dir,
+    parse_noise_setting,
+)
+from noisyseg.bench.report import (
+    cell_key,
+    read_curve,
+    read_rows,
+    write_data,
+    write_report,
+)
+from noisyseg.errors import NoisysegError
+from noisyseg.utils.io import atomic_write_json, atomic_write_text, ensure_output_dir, read_json
+
+#: What to do with a cell whose folder holds a run of another setup (config or training data):
+#: "error" refuses with one line (the bench), "retrain" deletes that run and trains again (the demo).
+ON_CHANGED = ("error", "retrain")
+
+
+def run_dir_of(out: Path, method: str, noise: str, seed: int) -> Path:
+    """The training run folder of one cell."""
+    return Path(out) / "runs" / method_dir(method) / noise / f"seed{seed}"
+
+
+def _cell_file(out: Path, method: str, noise: str, seed: int) -> Path:
+    return Path(out) / "cells" / method_dir(method) / noise / f"seed{seed}.json"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def run_bench(config: Any, methods: Sequence[str], noise: Sequence[NoiseSetting | str], seeds: Sequence[int],
+              out_dir: str | Path, *, asym_preset: str = "supercategory", overrides: list[str] | None = None,
+              progress: bool = True, on_changed: str = "error", write_tables: bool = True,
+              tag: str = "bench") -> list[dict]:
+    """Train and score every cell of ``methods`` x ``noise`` x ``seeds`` into ``out_dir``; return all rows.
+
+    Args:
+        config: the base config: a YAML path (its train set is the clean one that noise is added to), a
+            :class:`noisyseg.config.Config`, or a config tree (dict) as read from YAML.
+        methods: method specs, names from :data:`noisyseg.bench.METHODS` with optional ``:KEY=VALUE``
+            loss parameters (``lncis:log_zero=-4``).
+        noise: noise settings (:class:`NoiseSetting` or strings such as ``clean``, ``sym0.4``).
+        seeds: integers >= 0; each seeds the noisy file and the run.
+        out_dir: the bench folder (see the module docstring).
+        asym_preset: the asymmetric noise preset, any name of :data:`noisyseg.noise.presets.PRESETS`.
+        overrides: ``key=value`` overrides of the base config.
+        progress: progress bars while training.
+        on_changed: see :data:`ON_CHANGED`.
+        write_tables: also rewrite ``table.md`` and ``ap_vs_noise.png`` (the demo writes its own report).
+        tag: the prefix of printed lines.
+
+    Returns:
+        Every row of ``results.csv`` after the call (dicts with :data:`noisyseg.bench.CSV_FIELDS`).
+
+    Raises:
+        NoisysegError: before any work, for an unknown or repeated method, noise setting or seed, an
+            unknown preset, a base config or cell config that does not validate, an output folder that
+            cannot be written, a noisy file or run of another setup (with ``on_changed="error"``).
+    """
+    from noisyseg.noise.presets import PRESETS
+
+    methods, seeds = list(methods), list(seeds)
+    noise = [parse_noise_setting(n) if isinstance(n, str) else n for n in noise]
+    check_methods(methods)
+    if not noise:
+        raise NoisysegError("--noise: no setting given")
+    check_noise(noise)
+    check_seeds(seeds)
+    if asym_preset not in PRESETS:
+        raise NoisysegError(f"--asym-preset: unknown preset {asym_preset!r}; available: {', '.join(PRESETS)}")
+    if on_changed not in ON_CHANGED:
+        raise ValueError(f"on_changed must be one of {ON_CHANGED}, got {on_changed!r}")
+    out = ensure_output_dir(out_dir, "bench folder")
+    base_cfg = _base_config(config, overrides)
+    base = base_cfg.model_dump(mode="json")
+    clean_json = Path(base_cfg.data.train_json)
+    _check_cell_configs(base, methods, seeds, clean_json)  # every cell validated before any work
+
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(config, (str, Path)):
+        record_command(out, _command_text(config, methods, noise, seeds, asym_preset, overrides, out))
+    train_files = _train_files(clean_json, noise, seeds, asym_preset, out, on_changed, tag)
+
+    cells = [(m, n, s) for n in noise for m in methods for s in seeds]
+    counts = {"trained": 0, "resumed": 0, "re-evaluated": 0, "already done": 0}
+    t0 = time.time()
+    for i, (method, setting, seed) in enumerate(cells, 1):
+        what = _run_cell(out, i, len(cells), method, setting, seed, base, train_files[(setting.name, seed)],
+                         methods, noise, on_changed, write_tables, progress, tag)
+        counts[what] += 1
+    rows = _record(out, None, [], methods, noise, write_tables)
+    done = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    print(f"[{tag}] {len(cells)} cells in {out}: {done} ({time.time() - t0:.0f} s this call)", flush=True)
+    if write_tables:
+        print((out / "table.md").read_text(), flush=True)
+    return rows
+
+
+def report_bench(out_dir: str | Path, methods: Sequence[str], noise: Sequence[NoiseSetting | str]) -> list[dict]:
+    """Train nothing: rewrite ``curves.csv`` (from the runs still in the folder), ``table.md`` and
+    ``ap_vs_noise.png`` from ``results.csv``; return its rows."""
+    out = Path(out_dir)
+    methods = list(methods)
+    noise = [parse_noise_setting(n) if isinstance(n, str) else n for n in noise]
+    check_methods(methods)
+    check_noise(noise)
+    if not (out / "results.csv").is_file():
+        raise NoisysegError(f"{out / 'results.csv'}: not found; nothing to report")
+    with _locked(out):
+        rows = read_rows(out / "results.csv")
+        curves = read_rows(out / "curves.csv")
+        for row in rows:
+            method, name, seed = cell_key(row)
+            fresh = read_curve(run_dir_of(out, method, name, seed) / "metrics.jsonl", method, name, seed)
+            if fresh:
+                curves = [c for c in curves if cell_key(c) != (method, name, seed)] + fresh
+        write_data(out, rows, curves)
+        write_report(out, rows, curves, methods, [n.name for n in noise])
+    return rows
+
+
+def _base_config(config: Any, overrides: list[str] | None):
+    from noisyseg.config import Config, config_from_dict, load_config
+
+    if isinstance(config, (str, Path)):
+        return load_config(config, overrides)
+    if isinstance(config, Config):
+        return config_from_dict(config.model_dump(mode="json"), overrides=overrides) if overrides else config
+    if isinstance(config, dict):
+        return config_from_dict(config, source="bench config", overrides=overrides)
+    raise NoisysegError(f"bench config: expected a YAML path, a Config or a config tree, got {type(config).__name__}")
+
+
+def _check_cell_configs(base: dict, methods: list[str], seeds: list[int], train_json: Path) -> None:
+    """Validate every cell's config, with ``train_json`` standing in for its (noisy) training file."""
+    from noisyseg.config import config_from_dict
+
+    for m in methods:
+        for s in seeds:
+            config_from_dict(cell_config(base, m, train_json, s), source=f"bench[{m}, seed {s}]")
+
+
+def _train_files(clean_json: Path, noise: list[NoiseSetting], seeds: list[int], asym_preset: str, out: Path,
+                 on_changed: str, tag: str) -> dict[tuple[str, int], tuple[Path, float, str]]:
+    """(noise name, seed) -> (training file, realised noise rate, sha256 of the file).
+
+    Noisy files are made in memory every call (noise injection is seeded) and written when missing; a
+    file on disk that differs (the clean file or the preset changed) is refused or, with "retrain",
+    replaced (the cells trained on it then no longer match their record and are trained again).
+    """
+    from noisyseg.noise import inject
+
+    if not clean_json.is_file():
+        raise NoisysegError(f"{clean_json}: training file (data.train_json) not found")
+    clean_bytes = clean_json.read_bytes()
+    clean = read_json(clean_json, "training file") if any(n.kind != "clean" for n in noise) else None
+    files = {}
+    for setting in noise:
+        for seed in seeds:
+            if setting.kind == "clean":
+                files[(setting.name, seed)] = (clean_json, 0.0, _sha256(clean_bytes))
+                continue
+            kwargs = {"preset": asym_preset} if setting.kind == "asymmetric" else {}
+            try:
+                noisy, report = inject(clean, kind=setting.kind, rate=setting.rate, seed=seed, **kwargs)
+            except NoisysegError as e:
+                raise NoisysegError(f"{clean_json}: {setting.name}, seed {seed}: {e}") from None
+            data = json.dumps(noisy).encode("utf-8")
+            path = out / "noisy" / f"{setting.name}_seed{seed}.json"
+            if not path.exists() or path.read_bytes() != data:
+                if path.exists() and on_changed == "error":
+                    raise NoisysegError(
+                        f"{path}: differs from the {setting.name} noise that seed {seed} gives {clean_json} now "
+                        f"(were the clean file or --asym-preset changed?); choose another -o")
+                atomic_write_text(path, data.decode("utf-8"))
+                print(f"[{tag}] {path}: {report['realised_rate']:.3f} of training labels changed", flush=True)
+            files[(setting.name, seed)] = (path, float(report["realised_rate"]), _sha256(data))
+    return files
+
+
+def _differences(found: Any, expected: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two config trees differ."""
+    if isinstance(found, dict) and isinstance(expected, dict):
+        keys = sorted(set(found) | set(expected))
+        return [d for k in keys for d in _differences(found.get(k), expected.get(k), f"{prefix}{k}.")]
+    return [] if found == expected else [prefix.rstrip(".")]
+
+
+def _recorded_identity(cell_file: Path, run_dir: Path, expected: dict) -> dict | None:
+    """What the cell's existing run was trained from (None when nothing was trained there yet)."""
+    if cell_file.is_file():
+        return read_json(cell_file, "bench cell record")
+    if (run_dir / "config.yaml").is_file():  # a run made before cell records existed: compare its config
+        return {"config": yaml.safe_load((run_dir / "config.yaml").read_text()),
+                "train_json_sha256": expected["train_json_sha256"]}
+    return None
+
+
+def _run_cell(out: Path, index: int, total: int, method: str, setting: NoiseSetting, seed: int, base: dict,
+              train_file: tuple[Path, float, str], methods: list[str], noise: list[NoiseSetting], on_changed: str,
+              write_tables: bool, progress: bool, tag: str) -> str:
+    """Bring one cell to a results row; return what it took ("trained", "resumed", ...)."""
+    from noisyseg.config import config_from_dict
+    from noisyseg.engine.trainer import train
+
+    train_json, realised, sha = train_file
+    cfg = config_from_dict(cell_config(base, method, train_json, seed), source=f"bench[{method}/{setting.name}]")
+    run_dir = run_dir_of(out, method, setting.name, seed)
+    cell_file = _cell_file(out, method, setting.name, seed)
+    key = (method, setting.name, seed)
+    label = f"[{tag}] cell {index}/{total}: {method} / {setting.name} / seed {seed}"
+    identity = {"config": cfg.model_dump(mode="json"), "train_json_sha256": sha}
+
+    found = _recorded_identity(cell_file, run_dir, identity)
+    if found is not None and found != identity:
+        differ = _differences(found.get("config"), identity["config"])
+        if found.get("train_json_sha256") != identity["train_json_sha256"]:
+            differ.append(f"the contents of {train_json}")
+        if on_changed == "error":
+            raise NoisysegError(f"{run_dir}: holds a run of another setup ({', '.join(differ)} differ); delete it "
+                                f"or choose another -o")
+        print(f"{label}: the run there was made with other settings ({', '.join(differ)}); training it again",
+              flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cell_file.unlink(missing_ok=True)
+        _drop_row(out, key)
+    elif any(cell_key(r) == key for r in read_rows(out / "results.csv")):
+        return "already done"
+
+    atomic_write_json(cell_file, identity, indent=1)
+    metrics, train_seconds, what = _finished_metrics(run_dir, cfg, label, progress)
+    if metrics is None:
+        resume = (run_dir / "checkpoints" / "last.pt").exists()
+        print(f"{label}{' (resuming)' if resume else ''}", flush=True)
+        result = train(cfg, run_dir, resume=resume, progress=progress)
+        metrics, train_seconds, what = result.metrics, result.train_seconds, "resumed" if resume else "trained"
+        if "segm" not in metrics:  # the run had finished before (a resumed finished run evaluates nothing)
+            metrics, train_seconds, _ = _finished_metrics(run_dir, cfg, label, progress)
+    row = {"method": method, "noise": setting.name, "noise_kind": setting.kind, "noise_rate": setting.rate,
+           "seed": seed, "mask_AP": metrics["segm"]["AP"], "mask_AP50": metrics["segm"]["AP50"],
+           "mask_AP75": metrics["segm"]["AP75"], "box_AP": metrics["bbox"]["AP"], "box_AP50": metrics["bbox"]["AP50"],
+           "box_AP75": metrics["bbox"]["AP75"], "train_seconds": round(train_seconds, 1),
+           "realised_noise_rate": round(realised, 4)}
+    curve = read_curve(run_dir / "metrics.jsonl", method, setting.name, seed)
+    if not curve or curve[-1]["epoch"] != cfg.train.epochs:  # the final AP was scored outside the log
+        curve.append({"method": method, "noise": setting.name, "seed": seed, "epoch": cfg.train.epochs,
+                      "mask_AP": row["mask_AP"], "box_AP": row["box_AP"]})
+    _record(out, row, curve, methods, noise, write_tables)
+    return what
+
+
+def _finished_metrics(run_dir: Path, cfg, label: str, progress: bool) -> tuple[dict | None, float, str]:
+    """(final metrics, train seconds, how) of a run that finished training; (None, nan, "") otherwise.
+
+    The metrics come from ``metrics.json``, or, when it lacks the final AP (or was never written because
+    the run stopped between its last checkpoint and the final evaluation), from evaluating the last
+    checkpoint; they are then written back to ``metrics.json``.
+    """
+    from noisyseg.engine.checkpoint import load_checkpoint
+
+    metrics_path, ckpt = run_dir / "metrics.json", run_dir / "checkpoints" / "last.pt"
+    saved = read_json(metrics_path, "run metrics") if metrics_path.is_file() else {}
+    seconds = float(saved.get("train_seconds", math.nan))
+    if "segm" in saved and "bbox" in saved and saved.get("epoch") == cfg.train.epochs:
+        print(f"{label}: trained before; its results come from {metrics_path}", flush=True)
+        return saved, seconds, "already done"
+    if not ckpt.is_file() or load_checkpoint(ckpt)["epoch"] < cfg.train.epochs:
+        return None, math.nan, ""
+    print(f"{label}: trained, but {metrics_path} has no final AP: evaluating {ckpt}", flush=True)
+    metrics = evaluate_checkpoint(ckpt, cfg, progress)
+    atomic_write_json(metrics_path, {**saved, "epoch": cfg.train.epochs, **metrics}, indent=2)
+    return metrics, seconds, "re-evaluated"
+
+
+def evaluate_checkpoint(checkpoint: Path, cfg, progress: bool = True) -> dict:
+    """Box and mask COCO AP of a trained checkpoint on ``cfg``'s val split, on ``cfg.train.device``, in
+    batches of ``train.batch_size`` images as the trainer's own evaluation (so the same AP comes back)."""
+    import torch
+
+    from noisyseg.engine.distributed import select_device
+    from noisyseg.engine.evaluate import evaluate_checkpoint as score
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    metrics, _ = score(checkpoint, cfg.data, select_device(cfg.train.device, "train.device"),
+                       batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, progress=progress)
+    return metrics
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    with open(out / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _record(out: Path, row: dict | None, curve: list[dict], methods: list[str], noise: list[NoiseSetting],
+            write_tables: bool) -> list[dict]:
+    """Put ``row`` and its ``curve`` into the csv files (replacing the cell's old ones) and, with
+    ``write_tables``, rewrite the table and plot; all under the folder's lock, after re-reading the files,
+    so bench processes sharing the folder add to each other's results."""
+    with _locked(out):
+        rows = read_rows(out / "results.csv")
+        curves = read_rows(out / "curves.csv")
+        if row is not None:
+            key = cell_key(row)
+            rows = [r for r in rows if cell_key(r) != key] + [row]
+            curves = [c for c in curves if cell_key(c) != key] + curve
+        write_data(out, rows, curves)
+        if write_tables:
+            write_report(out, rows, curves, methods, [n.name for n in noise])
+    return rows
+
+
+def _drop_row(out: Path, key: tuple[str, str, int]) -> None:
+    with _locked(out):
+        rows = [r for r in read_rows(out / "results.csv") if cell_key(r) != key]
+        curves = [c for c in read_rows(out / "curves.csv") if cell_key(c) != key]
+        write_data(out, rows, curves)
+
+
+def record_command(out: Path, line: str) -> None:
+    """Add a bench command to ``command.txt`` unless it is there already.
+
+    A folder is often filled by several calls (one per seed or GPU, or a resumed bench), so the file keeps
+    every distinct command that trained in it, in order.
+    """
+    with _locked(out):
+        path = out / "command.txt"
+        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+        if line not in lines:
+            atomic_write_text(path, "".join(lines) + line)
+
+
+def _command_text(config, methods, noise, seeds, asym_preset, overrides, out) -> str:
+    parts = ["noisyseg bench", str(config), "--methods", ",".join(methods), "--noise", ",".join(n.name for n in noise),
+             "--seeds", ",".join(map(str, seeds)), "--asym-preset", asym_preset]
+    for o in overrides or []:
+        parts += ["--set", o]
+    return " ".join(parts + ["-o", str(out)]) + "\n"
