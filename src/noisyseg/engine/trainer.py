@@ -471,6 +471,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
     stage = stage_of(epoch, cfg)
     loss_name = "ce" if stage == CE_STAGE else cfg.loss.name
     run.model.roi_heads.set_classification_loss(run.losses[stage])
+    if stage == ROBUST_STAGE:  # losses with a per-epoch schedule (GOOD's ascent ramp) count robust epochs
+        run.losses[stage].set_robust_epoch(epoch - cfg.loss.warmup_epochs)
     run.model.train()
     running: dict[str, float] = {}
     sums: dict[str, float] = {}
