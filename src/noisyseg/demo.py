@@ -23,24 +23,6 @@ DEFAULT_OUT = Path("runs/demo")
 DEFAULTS = {"noise_rate": 0.4, "seed": 0, "epochs": 10, "n_train": 224, "n_val": 100, "size": 128}
 
 
-def register(sub) -> None:
-    import argparse
-
-    d = DEFAULTS
-    p = sub.add_parser("demo", help="CE vs the task-specific loss under 40%% symmetric noise, on CPU",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--noise", type=float, default=d["noise_rate"], dest="noise_rate", help="symmetric noise rate")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--epochs", type=int, default=d["epochs"])
-    p.add_argument("--train", type=int, default=d["n_train"], dest="n_train", help="training images")
-    p.add_argument("--val", type=int, default=d["n_val"], dest="n_val", help="validation images")
-    p.add_argument("--size", type=int, default=d["size"], help="image size in pixels")
-    p.add_argument("--no-progress", action="store_false", dest="progress")
-    p.set_defaults(func=lambda a: run_demo(a.out, noise_rate=a.noise_rate, seed=a.seed, epochs=a.epochs,
-                                           n_train=a.n_train, n_val=a.n_val, size=a.size, progress=a.progress) and 0)
-
-
 def demo_config(data, epochs: int, size: int, seed: int) -> dict:
     """The demo's base config tree: the packaged ``shapes_tiny`` config on ``data`` (a shapes
     :class:`~noisyseg.data.shapes.SetPaths`), ``epochs`` epochs with the lr step at 5/6 of them, and the

@@ -11,7 +11,6 @@ Python API: :func:`run_bench` and :func:`report_bench`; the grid's parts in :mod
 the tables in :mod:`noisyseg.bench.report`.
 """
 
-from noisyseg.bench.cli import register
 from noisyseg.bench.grid import (
     DEFAULT_METHODS,
     DEFAULT_NOISE,
@@ -32,6 +31,6 @@ from noisyseg.bench.runner import ON_CHANGED, record_command, report_bench, run_
 __all__ = [
     "CSV_FIELDS", "CURVE_FIELDS", "DEFAULT_METHODS", "DEFAULT_NOISE", "DEFAULT_SEEDS", "METHODS", "ON_CHANGED",
     "Method", "NoiseSetting", "cell_config", "format_report", "format_table", "method_dir", "parse_methods",
-    "parse_noise", "parse_seeds", "record_command", "register", "report_bench", "run_bench", "run_dir_of",
+    "parse_noise", "parse_seeds", "record_command", "report_bench", "run_bench", "run_dir_of",
     "split_method",
 ]

@@ -1,4 +1,4 @@
-"""``noisyseg data ...``: commands that create data sets.
+"""``noisyseg data shapes|fashion``: commands that create data sets.
 
 ``noisyseg data shapes -o DIR`` writes (or reuses) the synthetic shapes benchmark; see
 :mod:`noisyseg.data.shapes`. ``noisyseg data fashion -o DIR`` writes scenes composed from Fashion-MNIST

@@ -1,8 +1,10 @@
-"""The ``noisyseg`` command line: one entry point, one sub-command per job.
+"""The ``noisyseg`` command line: one entry point, one thin command file per verb group.
 
-Each sub-command lives next to the code it drives and exposes ``register(subparsers)``, which adds its
-parser and sets ``func(args) -> int``. Errors the user can fix (:class:`NoisysegError`) print one line
-and exit with code 2.
+Each module of this package exposes ``register(subparsers)``, which adds its parsers and sets
+``func(args) -> int``; it holds argument parsing only and calls library functions. The modules import
+nothing heavy at module level (torch only inside the functions that run a command), so ``noisyseg
+--help`` and light commands (``noise``) start fast. Errors the user can fix (:class:`NoisysegError`)
+print one line ``noisyseg VERB: error: ...`` and exit with code 2.
 """
 
 from __future__ import annotations
@@ -13,17 +15,16 @@ import sys
 
 from noisyseg.errors import NoisysegError
 
-# module path -> its register() adds one or more sub-commands. Imported lazily so `noisyseg --help`
-# and light commands (noise) do not pay for importing torch.
-_COMMAND_MODULES = [
-    "noisyseg.noise.cli",
-    "noisyseg.data.cli",
-    "noisyseg.data.convert.cli",
-    "noisyseg.engine.cli",
-    "noisyseg.models.cli",
-    "noisyseg.audit.cli",
-    "noisyseg.demo",
-    "noisyseg.bench",
+# Each module's register() adds one or more verbs, in this order in `noisyseg --help`.
+COMMAND_MODULES = [
+    "noisyseg.cli.noise",
+    "noisyseg.cli.data",
+    "noisyseg.cli.convert",
+    "noisyseg.cli.train",
+    "noisyseg.cli.weights",
+    "noisyseg.cli.audit",
+    "noisyseg.cli.demo",
+    "noisyseg.cli.bench",
 ]
 
 
@@ -37,6 +38,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every verb of :data:`COMMAND_MODULES` registered."""
     parser = argparse.ArgumentParser(
         prog="noisyseg",
         description="Instance segmentation with noisy class labels: noise injection, robust training, evaluation.",
@@ -44,12 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"noisyseg {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in _COMMAND_MODULES:
+    for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the verb and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

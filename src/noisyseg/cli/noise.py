@@ -1,17 +1,17 @@
 """``noisyseg noise``: inject class-label noise into a COCO json, or show a noisy file's statistics.
 
-Imports only the standard library at module level (numpy when a command runs), never torch, so the
-command starts fast.
+Over :mod:`noisyseg.noise.files`. Imports only the standard library at module level (numpy when the
+command runs), never torch, so the command starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 from noisyseg.errors import NoisysegError
 
+# option -> the noise kind it belongs to (without --kind, the first option given picks the kind)
 _KIND_OF_OPTION = (("preset", "asymmetric"), ("pairs", "pairs"), ("matrix", "matrix"))
 
 
@@ -75,7 +75,8 @@ def _parse_rate(text: str | None) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``noisyseg noise`` with parsed ``args``; returns the exit code."""
-    from noisyseg.utils.io import atomic_write_text, check_not_overwriting_input, ensure_output_file, read_json
+    from noisyseg.noise.files import format_stats, inject_file
+    from noisyseg.utils.io import read_json
 
     if args.stats:
         if args.input or args.out:
@@ -89,78 +90,10 @@ def run(args: argparse.Namespace) -> int:
     for opt, owner in _KIND_OF_OPTION:
         if getattr(args, opt) is not None and kind != owner:
             raise NoisysegError(f"--{opt} only applies to --kind {owner}, not {kind}")
-    check_not_overwriting_input(args.out, [args.input] + ([args.matrix] if args.matrix else []), args.force)
-    if args.report:
-        check_not_overwriting_input(args.report, [args.input, args.out] + ([args.matrix] if args.matrix else []),
-                                    False)
-    # Both outputs are checked before any work, so a bad --report path cannot leave a written -o behind.
-    ensure_output_file(args.out, "output file")
-    if args.report:
-        ensure_output_file(args.report, "report file")
-
-    from noisyseg.noise.inject import check_matrix, inject, parse_pairs
-
-    pairs = parse_pairs(args.pairs) if args.pairs is not None else None
-    matrix = None
-    if args.matrix:
-        matrix = read_json(args.matrix, "noise matrix file")
-        try:
-            check_matrix(matrix)
-        except NoisysegError as e:
-            raise NoisysegError(f"{args.matrix}: {e}") from None
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes is not None else None
-    coco = read_json(args.input, "COCO annotation file")
-    try:
-        noisy, report = inject(coco, kind=kind, rate=rate, seed=args.seed, preset=args.preset, pairs=pairs,
-                               matrix=matrix, classes=classes, sampling=args.sampling,
-                               include_crowd=args.include_crowd, in_place=True)
-    except NoisysegError as e:
-        raise NoisysegError(f"{args.input}: {e}") from None
-    try:  # a NaN or Infinity anywhere (JSON has neither) must not produce an output that is not JSON
-        text = json.dumps(noisy, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        raise NoisysegError(f"{args.input}: holds a NaN or Infinity number (not valid JSON); "
-                            f"{args.out} not written") from None
-    del noisy, coco  # free the parsed file before the encoded copy is made
-    atomic_write_text(args.out, text)
-    if args.report:
-        atomic_write_text(args.report, json.dumps(report, indent=2) + "\n")
+    report = inject_file(args.input, args.out, kind=kind, rate=rate, seed=args.seed, preset=args.preset,
+                         pairs=args.pairs, matrix_path=args.matrix, classes=classes, sampling=args.sampling,
+                         include_crowd=args.include_crowd, report_path=args.report, force=args.force)
     print(f"{args.out}: {report['n_changed']} of {report['n_eligible']} eligible annotations changed class "
           f"(realised rate {report['realised_rate']:.4f}, {kind}, {args.sampling}, seed {args.seed})")
     return 0
-
-
-def format_stats(coco: dict, source: str = "") -> str:
-    """The realised clean -> noisy matrix as an aligned text table, with per-class and overall noise rates.
-
-    Rows are clean classes, columns noisy classes, by name; classes with no annotation either way are
-    left out. The last column is the fraction of each clean class whose label now differs.
-    """
-    from noisyseg.noise.inject import noise_stats
-
-    try:
-        st = noise_stats(coco)
-    except NoisysegError as e:
-        raise NoisysegError(f"{source}: {e}" if source else str(e)) from None
-    counts = st["counts"]
-    keep = [i for i in range(len(st["classes"])) if counts[i].sum() or counts[:, i].sum()]
-    names = [st["classes"][i] for i in keep]
-    counts = counts[keep][:, keep]
-    corner = "clean \\ noisy"
-    w = max([len(corner)] + [len(n) for n in names])
-    cw = max([5, len(str(int(counts.max())))] + [len(n) for n in names])
-    lines = []
-    block = (coco.get("info") or {}).get("noise") if isinstance(coco.get("info"), dict) else None
-    if isinstance(block, dict):
-        desc = ", ".join(f"{k} {block[k]}" for k in ("kind", "preset", "rate", "seed", "sampling") if k in block)
-        layers = len((coco["info"].get("noise_history") or [])) + 1
-        lines.append(f"{source}: {desc}" + (f" (latest of {layers} noise calls)" if layers > 1 else ""))
-    lines.append(f"{corner:<{w}} " + " ".join(f"{n:>{cw}}" for n in names) + f" {'noise':>7}")
-    for i, n in enumerate(names):
-        total = counts[i].sum()
-        rate = 1 - counts[i, i] / total if total else 0.0
-        cells = " ".join(f"{int(v):>{cw}}" for v in counts[i])
-        lines.append(f"{n:<{w}} {cells} " + (f"{rate:7.1%}" if total else f"{'-':>7}"))
-    lines.append(f"overall: {st['n_changed']} of {st['n']} annotations differ from their clean class "
-                 f"({st['rate']:.2%})")
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""``noisyseg audit``: find the likely wrong class labels of a COCO file with a trained model."""
+"""``noisyseg audit``: argument parsing over :func:`noisyseg.audit.api.audit` (likely wrong class labels)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Sub-commands ``train``, ``eval`` and ``predict``: argument parsing over the engine's library functions."""
+"""``noisyseg train``, ``eval`` and ``predict``: argument parsing over the engine's library functions
+(:func:`~noisyseg.engine.trainer.train`, :func:`~noisyseg.engine.evaluate.evaluate_checkpoint`,
+:func:`~noisyseg.engine.predict.predict_images`); torch is imported only when a command runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``noisyseg bench`` command: parses arguments and calls :func:`noisyseg.bench.run_bench`."""
+"""``noisyseg bench``: argument parsing over :func:`noisyseg.bench.run_bench` and :func:`~noisyseg.bench.report_bench`."""
 
 from __future__ import annotations
 
