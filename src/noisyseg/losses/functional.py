@@ -98,9 +98,9 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
 
     Known names and their domains: ``alpha``, ``beta``, ``ce_weight``, ``robust_weight``,
     ``clipped_ce_weight`` >= 0; ``q`` in (0, 1]; ``log_zero`` < 0 (it replaces log 0);
-    ``pon_threshold`` None or > 0; ``robust`` one of :data:`ROBUST_LOSSES`; ``tau`` >= 1;
-    ``ascent_min_prob`` in (0, 1); ``ascent_weights`` a non-empty list of numbers <= 0. Other names
-    are not checked here.
+    ``pon_threshold`` None or > 0; ``ignore_confident`` None or in (0, 1); ``robust`` one of
+    :data:`ROBUST_LOSSES`; ``tau`` >= 1; ``ascent_min_prob`` in (0, 1); ``ascent_weights`` a non-empty
+    list of numbers <= 0. Other names are not checked here.
     """
     for key, value in params.items():
         if key in ("alpha", "beta", "ce_weight", "robust_weight", "clipped_ce_weight"):
@@ -115,6 +115,9 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
         elif key == "pon_threshold":
             if value is not None and _real(where, key, value) <= 0:
                 raise NoisysegError(f"{where}: pon_threshold must be > 0 or None, got {value!r}")
+        elif key == "ignore_confident":
+            if value is not None and not 0.0 < _real(where, key, value) < 1.0:
+                raise NoisysegError(f"{where}: ignore_confident must be in (0, 1) or None, got {value!r}")
         elif key == "robust":
             if not isinstance(value, str) or value not in ROBUST_LOSSES:
                 raise NoisysegError(f"{where}: robust must be one of {', '.join(ROBUST_LOSSES)}, got {value!r}")
@@ -250,7 +253,7 @@ def _apl_terms(logits: Tensor, labels: Tensor, alpha: float, beta: float,
 
 
 def _task_specific_terms(logits: Tensor, labels: Tensor, robust: str, ce_weight: float, robust_weight: float,
-                         pon_threshold: float | None, log_zero: float,
+                         pon_threshold: float | None, log_zero: float, ignore_confident: float | None = None,
                          **robust_params: float) -> tuple[Tensor, dict[str, Tensor]]:
     log_p = _log_probs(logits)  # (N, K+1), the single pass over the full score matrix
     log_p_y = _at_label(log_p, labels)  # (N,)
@@ -264,8 +267,18 @@ def _task_specific_terms(logits: Tensor, labels: Tensor, robust: str, ce_weight:
     # torch.where routes each RoI's value (and its gradient) to exactly one term; PON RoIs get 0
     if pon is not None:
         robust_term = torch.where(pon, 0.0, robust_term)
+    counts = _partition_counts(labels, foreground, psn, pon)
+    if ignore_confident is not None:
+        # the online audit: an OS RoI the model confidently puts in another class keeps only "this is an
+        # object", -log(1 - p[0]) = -logsumexp(log p[1:]), the term of a class_ignored annotation
+        top_prob, top_class = log_p.detach().max(dim=1)
+        confident_wrong = ~use_ce & (top_class != labels) & (top_prob > math.log(ignore_confident))
+        if pon is not None:
+            confident_wrong = confident_wrong & ~pon
+        robust_term = torch.where(confident_wrong, -torch.logsumexp(log_p[:, 1:], dim=1), robust_term)
+        counts["os_ignored"] = confident_wrong.sum()
     values = torch.where(use_ce, ce_term, robust_term)
-    return values, _partition_counts(labels, foreground, psn, pon)
+    return values, counts
 
 
 def _clipped_ce_values(log_p_y: Tensor, tau: float) -> Tensor:
@@ -429,6 +442,7 @@ def task_specific_loss(
     robust_weight: float = 1.0,
     pon_threshold: float | None = None,
     log_zero: float = DEFAULT_LOG_ZERO,
+    ignore_confident: float | None = None,
     reduction: str = "mean",
     return_counts: bool = False,
     **robust_kwargs: float,
@@ -443,7 +457,11 @@ def task_specific_loss(
       -> ``ce_weight * CE_i``;
     - PON: ``y_i > 0``, not PSN and ``CE_i > pon_threshold``; only when ``pon_threshold`` is not None
       (the paper uses 6.0) -> 0;
-    - OS: every other foreground RoI -> ``robust_weight * R_i`` with R the robust loss ``robust``.
+    - OS: every other foreground RoI -> ``robust_weight * R_i`` with R the robust loss ``robust``;
+      with ``ignore_confident`` = t (an extension beyond the paper, the audit's ``ignore`` repair done
+      online), an OS RoI whose most probable class c (K+1-way softmax) differs from its label and has
+      ``p_i[c] > t`` gets only the object-vs-background term ``F_i = -log(1 - p_i[0])`` instead (the
+      term a ``class_ignored`` annotation gets; :func:`noisyseg.models.roi_heads.foreground_loss_values`).
 
     Background-vs-object is thus learned with CE (a wrong class label is still a right "object"), the
     object class with a symmetric loss that wrong labels cannot pull hard. Both sums are divided by
@@ -457,8 +475,11 @@ def task_specific_loss(
         robust_weight: weight of the robust term on OS (>= 0).
         pon_threshold: CE above which a non-PSN foreground RoI is dropped (PON); None disables PON.
         log_zero: A, the value used for log 0 by the RCE part of rce/sce/apl; default ln(1e-4).
+        ignore_confident: None (default: the paper's loss), or a probability in (0, 1) above which a
+            confidently contradicted OS RoI loses its class supervision (see OS above).
         reduction: "mean" (divide the sum by N), "sum" or "none" ((N,) per-RoI values).
-        return_counts: also return the set sizes.
+        return_counts: also return the set sizes (and "os_ignored", the OS RoIs ignore_confident
+            relieved of their class, when it is set).
         **robust_kwargs: parameters of the robust loss: ``alpha``/``beta`` for sce and apl, ``q`` for
             gce; missing ones take that loss's defaults. A parameter the chosen loss does not take
             raises NoisysegError.
@@ -472,7 +493,8 @@ def task_specific_loss(
     _check_inputs(logits, labels, reduction)
     params = resolve_params("task_specific_loss", task_specific_loss, {
         "robust": robust, "ce_weight": ce_weight, "robust_weight": robust_weight,
-        "pon_threshold": pon_threshold, "log_zero": log_zero, **robust_kwargs})
+        "pon_threshold": pon_threshold, "log_zero": log_zero, "ignore_confident": ignore_confident,
+        **robust_kwargs})
     values, counts = _task_specific_terms(logits, labels, **params)
     loss = _reduce(values, reduction)
     return (loss, counts) if return_counts else loss

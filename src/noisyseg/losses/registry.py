@@ -57,7 +57,7 @@ class RoIClassificationLoss:
     Calling it with ``logits`` (N, K+1) and ``labels`` (N,) int64 returns ``(loss, stats)``: ``loss`` is
     the 0-dim mean over the N RoIs (float32 for half-precision logits) and ``stats`` a dict of 0-dim
     tensors to log, the NEG/PSN/OS/PON partition sizes ("neg", "psn", "os", "pon") for "lncis" and
-    "good", empty for the other losses.
+    "good" (plus "os_ignored" for "lncis" with ``ignore_confident``), empty for the other losses.
     """
 
     def __init__(self, name: str, params: dict[str, Any]) -> None:
@@ -94,7 +94,7 @@ def build_loss(name: str, **params: Any) -> RoIClassificationLoss:
     Args:
         name: one of :func:`available_losses`.
         **params: the loss's keyword parameters. ce: none; rce: log_zero; sce/apl: alpha, beta,
-            log_zero; gce: q; lncis: robust, ce_weight, robust_weight, pon_threshold, log_zero and the
+            log_zero; gce: q; lncis: robust, ce_weight, robust_weight, pon_threshold, log_zero, ignore_confident and the
             chosen robust loss's own parameters (alpha/beta for sce and apl, q for gce); good:
             pon_threshold, ascent_weights, tau, clipped_ce_weight, log_zero, ascent_min_prob.
 
