@@ -22,10 +22,10 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from noisyseg.config import config_from_dict
 from noisyseg.configs import packaged_config
 from noisyseg.data.shapes import make_shapes
-from noisyseg.engine.trainer import _train_loader, make_datasets, train
+from noisyseg.engine.build import model_from_config
 from noisyseg.engine.distributed import DistInfo
+from noisyseg.engine.trainer import _train_loader, make_datasets, train
 from noisyseg.losses import build_loss
-from noisyseg.models import build_model
 import yaml
 
 
@@ -39,7 +39,7 @@ def bare_roi_heads(h) -> RoIHeads:
 def bare_model_and_optimizer(cfg, train_set):
     """The config's model with torchvision's own RoIHeads (plain CE), in train mode, and a plain SGD."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.data, train_set.label_map.num_classes, build_loss("ce"))
+    model = model_from_config(cfg, train_set.label_map.num_classes, build_loss("ce"))
     model.roi_heads = bare_roi_heads(model.roi_heads)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr, momentum=0.9,
                           weight_decay=cfg.train.weight_decay)
@@ -98,7 +98,7 @@ def main() -> None:
         batches = list(loader)
         load_s = time.perf_counter() - t
         torch.manual_seed(0)
-        model = build_model(cfg.model, cfg.data, train_set.label_map.num_classes, build_loss("ce"))
+        model = model_from_config(cfg, train_set.label_map.num_classes, build_loss("ce"))
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         model.train()
         t = time.perf_counter()

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
-from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -54,13 +53,6 @@ def copied_run(trained_run, tmp_path) -> Path:
     run = tmp_path / "run"
     shutil.copytree(trained_run.folder, run)
     return run
-
-
-def test_version(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--version"])
-    assert e.value.code == 0
-    assert capsys.readouterr().out.strip() == f"noisyseg {version('noisyseg')}"
 
 
 # ------------------------------------------------------------------------------- refused before the first step
@@ -241,3 +233,21 @@ def test_a_crafted_checkpoint_runs_nothing_in_eval_and_resume(trained_run, copie
     assert rc == 2
     assert_one_line(err, "train", "holds pickled Python objects")
     assert not marker.exists() and not (tmp_path / "e").exists()
+
+
+def test_a_checkpoint_with_missing_weights_is_one_line_in_eval_and_predict(trained_run, tmp_path, capsys):
+    ckpt = torch.load(trained_run.folder / "checkpoints" / "last.pt", weights_only=True)
+    dropped = sorted(ckpt["model"])[0]
+    del ckpt["model"][dropped]
+    broken = tmp_path / "broken.pt"
+    torch.save(ckpt, broken)
+    rc, _, err = cli(capsys, "eval", trained_run.config, "--checkpoint", broken, "--out", tmp_path / "e",
+                     "--device", "cpu", "--no-progress")
+    assert rc == 2
+    assert_one_line(err, "eval", f"{broken}: the checkpoint's weights do not fit the model (1 missing, e.g. {dropped})")
+    image = Path(trained_run.data["image_root"]) / json.loads(Path(trained_run.data["val_json"]).read_text())[
+        "images"][0]["file_name"]
+    rc, _, err = cli(capsys, "predict", broken, image, "-o", tmp_path / "p")
+    assert rc == 2
+    assert_one_line(err, "predict", f"{broken}: the checkpoint's weights do not fit the model (1 missing, e.g. {dropped})")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "p").exists()

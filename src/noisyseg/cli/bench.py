@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite curves.csv, table.md and ap_vs_noise.png from results.csv")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=run)
 
 
 def _description() -> str:
@@ -36,7 +36,7 @@ def _description() -> str:
     return noisyseg.bench.__doc__
 
 
-def _run(a) -> int:
+def run(a: argparse.Namespace) -> int:
     from noisyseg.bench.grid import parse_methods, parse_noise, parse_seeds
     from noisyseg.bench.runner import report_bench, run_bench
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from noisyseg.config import Config
+from noisyseg.config import Config, config_from_dict
 from noisyseg.data.coco import LabelMap
 from noisyseg.data.images import load_rgb
 from noisyseg.engine.build import model_from_config
-from noisyseg.engine.checkpoint import load_checkpoint
+from noisyseg.engine.checkpoint import load_checkpoint, load_model_weights
 from noisyseg.errors import NoisysegError
 from noisyseg.eval import detections_to_coco
 from noisyseg.utils.draw import draw_overlay, write_png
@@ -19,13 +19,19 @@ from noisyseg.utils.io import atomic_write_text
 
 
 def load_trained_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config, LabelMap]:
-    """The model of a noisyseg checkpoint in eval mode, with its config and class mapping."""
+    """The model of a noisyseg checkpoint in eval mode, with its config and class mapping.
+
+    A checkpoint whose config is not a valid one, or whose weights do not fit the model its config
+    builds (missing, unexpected or mis-shaped tensors), is a one-line :class:`NoisysegError` naming it.
+    """
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    cfg = Config.model_validate(ckpt["config"])
+    if not isinstance(ckpt.get("config"), dict):
+        raise NoisysegError(f"{checkpoint}: the checkpoint holds no config")
+    cfg = config_from_dict(ckpt["config"], source=f"{checkpoint}: its config")
     label_map = LabelMap.from_dict(ckpt["label_map"])
     # the checkpoint holds all weights: build the trained layout without reading a backbone weights file
     model = model_from_config(cfg, label_map.num_classes, load_backbone_weights=False)
-    model.load_state_dict(ckpt["model"])
+    load_model_weights(model, ckpt["model"], checkpoint)
     return model.to(device).eval(), cfg, label_map
 
 
