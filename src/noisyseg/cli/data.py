@@ -33,18 +33,21 @@ def _add_shapes(data_sub: argparse._SubParsersAction) -> None:
                     "one holding a set made with other parameters, or someone else's train.json, is "
                     "refused without --force.",
     )
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    p.add_argument("--train", type=int, default=S.DEFAULT_N_TRAIN, dest="n_train",
-                   help=f"training images (default {S.DEFAULT_N_TRAIN})")
-    p.add_argument("--val", type=int, default=S.DEFAULT_N_VAL, dest="n_val",
-                   help=f"validation images (default {S.DEFAULT_N_VAL})")
-    p.add_argument("--size", type=int, default=S.DEFAULT_SIZE,
-                   help=f"image width and height in pixels (default {S.DEFAULT_SIZE})")
-    p.add_argument("--seed", type=int, default=S.DEFAULT_SEED, help=f"random seed (default {S.DEFAULT_SEED})")
+    _add_set_options(p, S)
     p.add_argument("--class-colours", action="store_true",
                    help="give each class its own hue band (the CPU noise x method benchmark uses this)")
     _add_common_tail(p)
     p.set_defaults(func=_run_shapes)
+
+
+def _add_set_options(p: argparse.ArgumentParser, generator) -> None:
+    """-o, --train, --val, --size and --seed, with the defaults of ``generator`` (the data module)."""
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    for option, dest, default, what in (("--train", "n_train", generator.DEFAULT_N_TRAIN, "training images"),
+                                        ("--val", "n_val", generator.DEFAULT_N_VAL, "validation images"),
+                                        ("--size", "size", generator.DEFAULT_SIZE, "image width and height in pixels"),
+                                        ("--seed", "seed", generator.DEFAULT_SEED, "random seed")):
+        p.add_argument(option, type=int, default=default, dest=dest, help=f"{what} (default {default})")
 
 
 def _add_common_tail(p: argparse.ArgumentParser) -> None:
@@ -76,23 +79,16 @@ def _add_fashion(data_sub: argparse._SubParsersAction) -> None:
                     "source files is reused; one holding another set, or someone else's train.json, is "
                     "refused without --force.",
     )
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    _add_set_options(p, F)
     p.add_argument("--source", metavar="IDX_DIR",
                    help="folder holding the four Fashion-MNIST IDX files (.gz or not), or 'bundled' for the "
                         f"subset shipped with noisyseg (default: {F.DEBIAN_DIR}, then an earlier download "
                         "in the cache folder, then torchvision's download)")
-    p.add_argument("--train", type=int, default=F.DEFAULT_N_TRAIN, dest="n_train",
-                   help=f"training images (default {F.DEFAULT_N_TRAIN})")
-    p.add_argument("--val", type=int, default=F.DEFAULT_N_VAL, dest="n_val",
-                   help=f"validation images (default {F.DEFAULT_N_VAL})")
-    p.add_argument("--size", type=int, default=F.DEFAULT_SIZE,
-                   help=f"image width and height in pixels (default {F.DEFAULT_SIZE})")
     p.add_argument("--items", type=_pair(int, "--items"), default=F.DEFAULT_ITEMS, metavar="MIN,MAX",
                    help="items drawn per image (default {},{})".format(*F.DEFAULT_ITEMS))
     p.add_argument("--scale", type=_pair(float, "--scale"), default=F.DEFAULT_SCALE, metavar="MIN,MAX",
                    help="item side relative to the image side (default {},{}: 36-64 px at 128)".format(
                        *F.DEFAULT_SCALE))
-    p.add_argument("--seed", type=int, default=F.DEFAULT_SEED, help=f"random seed (default {F.DEFAULT_SEED})")
     _add_common_tail(p)
     p.set_defaults(func=_run_fashion)
 

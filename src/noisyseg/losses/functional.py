@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -184,6 +184,15 @@ def _reduce(values: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return total
     return total / max(values.shape[0], 1)
+
+
+def _checked_loss(where: str, terms: Callable[..., tuple[Tensor, dict]], logits: Tensor, labels: Tensor,
+                  reduction: str, **params: Any) -> Tensor:
+    """The public losses' body: check the inputs and ``params`` (named ``where`` in errors), then reduce
+    the per-RoI values (N,) of ``terms(logits, labels, **params)``."""
+    _check_inputs(logits, labels, reduction)
+    check_loss_params(where, params)
+    return _reduce(terms(logits, labels, **params)[0], reduction)
 
 
 def _robust_values(robust: str, log_p: Tensor, log_p_y: Tensor, log_zero: float, params: dict[str, float]) -> Tensor:
@@ -348,9 +357,7 @@ def reverse_cross_entropy(
     Returns:
         0-dim loss, or (N,) per-RoI values for ``reduction="none"``.
     """
-    _check_inputs(logits, labels, reduction)
-    check_loss_params("reverse_cross_entropy", {"log_zero": log_zero})
-    return _reduce(_rce_terms(logits, labels, log_zero)[0], reduction)
+    return _checked_loss("reverse_cross_entropy", _rce_terms, logits, labels, reduction, log_zero=log_zero)
 
 
 def symmetric_cross_entropy(
@@ -376,9 +383,8 @@ def symmetric_cross_entropy(
     Returns:
         0-dim loss, or (N,) per-RoI values for ``reduction="none"``.
     """
-    _check_inputs(logits, labels, reduction)
-    check_loss_params("symmetric_cross_entropy", {"alpha": alpha, "beta": beta, "log_zero": log_zero})
-    return _reduce(_sce_terms(logits, labels, alpha, beta, log_zero)[0], reduction)
+    return _checked_loss("symmetric_cross_entropy", _sce_terms, logits, labels, reduction, alpha=alpha, beta=beta,
+                         log_zero=log_zero)
 
 
 def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float = 0.3, reduction: str = "mean") -> Tensor:
@@ -396,9 +402,7 @@ def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float = 0.3, re
     Returns:
         0-dim loss, or (N,) per-RoI values for ``reduction="none"``.
     """
-    _check_inputs(logits, labels, reduction)
-    check_loss_params("generalized_cross_entropy", {"q": q})
-    return _reduce(_gce_terms(logits, labels, q)[0], reduction)
+    return _checked_loss("generalized_cross_entropy", _gce_terms, logits, labels, reduction, q=q)
 
 
 def active_passive_loss(
@@ -429,9 +433,8 @@ def active_passive_loss(
     Returns:
         0-dim loss, or (N,) per-RoI values for ``reduction="none"``.
     """
-    _check_inputs(logits, labels, reduction)
-    check_loss_params("active_passive_loss", {"alpha": alpha, "beta": beta, "log_zero": log_zero})
-    return _reduce(_apl_terms(logits, labels, alpha, beta, log_zero)[0], reduction)
+    return _checked_loss("active_passive_loss", _apl_terms, logits, labels, reduction, alpha=alpha, beta=beta,
+                         log_zero=log_zero)
 
 
 def task_specific_loss(

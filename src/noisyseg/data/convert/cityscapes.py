@@ -55,7 +55,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from noisyseg.data.convert.common import (check_outputs, check_splits, mask_annotation, require_dir, summary,
+from noisyseg.data.convert.common import (check_outputs, mask_annotation, require_dir, summary,
                                           write_splits)
 from noisyseg.errors import NoisysegError
 
@@ -186,10 +186,8 @@ def convert_cityscapes(root: str | Path, out_dir: str | Path, splits: Iterable[s
     Returns:
         ``{split: path of the written json}``.
     """
-    root, out_dir = Path(root), Path(out_dir)
-    splits = check_splits(splits)
-    check_outputs(out_dir, splits)
-    require_dir(root, "Cityscapes root")
+    out_dir, splits = check_outputs(out_dir, splits)
+    root = require_dir(Path(root), "Cityscapes root")
     images_root = require_dir(root / "leftImg8bit", "leftImg8bit")
     gt_root = require_dir(root / "gtFine", "gtFine")
     converted: list[tuple[Path, dict, str]] = []

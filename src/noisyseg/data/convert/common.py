@@ -39,12 +39,15 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def check_outputs(out_dir: Path, splits: list[str]) -> None:
-    """Before any work: ``out_dir`` must be (or be creatable as) a writable folder, and no
-    ``out_dir/{split}.json`` may be a folder. One-line :class:`NoisysegError` otherwise."""
+def check_outputs(out_dir: str | Path, splits: Iterable[str]) -> tuple[Path, list[str]]:
+    """Before any work: the split names must pass :func:`check_splits`, ``out_dir`` must be (or be
+    creatable as) a writable folder, and no ``out_dir/{split}.json`` may be a folder. One-line
+    :class:`NoisysegError` otherwise. Returns ``(out_dir as a Path, the splits as a list)``."""
+    out_dir, splits = Path(out_dir), check_splits(splits)
     ensure_output_dir(out_dir, "output folder")
     for split in splits:
         ensure_output_file(out_dir / f"{split}.json", f"{split} json")
+    return out_dir, splits
 
 
 def write_splits(splits: list[str], converted: list[tuple[Path, dict, str]]) -> dict[str, Path]:

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from noisyseg.data.convert.common import check_outputs, check_splits, mask_annotation, require_dir, write_splits
+from noisyseg.data.convert.common import check_outputs, mask_annotation, require_dir, write_splits
 from noisyseg.errors import NoisysegError
 
 CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -112,10 +112,8 @@ def convert_voc(root: str | Path, out_dir: str | Path, splits: Iterable[str] = (
     Returns:
         ``{split: path of the written json}``.
     """
-    root, out_dir = Path(root), Path(out_dir)
-    splits = check_splits(splits)
-    check_outputs(out_dir, splits)
-    require_dir(root, "VOC2012")
+    out_dir, splits = check_outputs(out_dir, splits)
+    root = require_dir(Path(root), "VOC2012")
     jpegs = require_dir(root / "JPEGImages", "JPEGImages")
     objects_dir = require_dir(root / "SegmentationObject", "SegmentationObject")
     classes_dir = require_dir(root / "SegmentationClass", "SegmentationClass")
