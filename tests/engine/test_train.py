@@ -81,6 +81,30 @@ def test_training_learns_the_loss_falls_and_every_weight_moves(trained_run):
     assert not unchanged
 
 
+def test_the_trainer_tells_a_robust_stage_loss_its_epoch(tiny_coco, tmp_path, monkeypatch):
+    """GOOD's ascent weight follows the robust-stage epoch: every call of the loss in epoch e (0-based) of
+    a run with a CE stage of 1 epoch sees robust_epoch e - 1."""
+    from noisyseg.losses.registry import RoIClassificationLoss
+
+    seen, epoch_now = set(), []
+    real_step, real_call = trainer.train_step, RoIClassificationLoss.__call__
+
+    def step(run, images, targets, epoch, i):
+        epoch_now[:] = [epoch]
+        return real_step(run, images, targets, epoch, i)
+
+    def call(self, logits, labels):
+        seen.add((epoch_now[0], self.name, self.robust_epoch))
+        return real_call(self, logits, labels)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(RoIClassificationLoss, "__call__", call)
+    config = _write_config(tmp_path / "good.yaml", tiny_coco, epochs=3, lr_steps=[])
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress",
+                 "--set", "loss.name=good", "--set", "loss.params.pon_threshold=6.0"]) == 0
+    assert seen == {(0, "ce", 0), (1, "good", 0), (2, "good", 1)}
+
+
 def test_resume_after_an_interrupt_with_evaluation_every_epoch_is_exact(tmp_path, monkeypatch, capsys):
     data = write_tiny_coco(tmp_path / "tiny")
     cfg = _write_config(tmp_path / "c.yaml", data, epochs=2, eval_interval=1)
