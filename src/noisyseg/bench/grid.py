@@ -34,6 +34,8 @@ METHODS: dict[str, Method] = {
     "lncis-pon": Method("lncis", {"pon_threshold": 6.0}, True, {}),
     "lncis-sce": Method("lncis", {"robust": "sce"}, True, {}),
     "lncis-gce": Method("lncis", {"robust": "gce"}, True, {}),
+    # beyond the paper: the audit's "ignore" repair inside one run (noisyseg.losses.task_specific_loss)
+    "lncis-online": Method("lncis", {"ignore_confident": 0.9}, True, {}),
     # Xia et al. 2024 (GOOD): the CE stage, then CE / gradient ascent / clipped SCE by RoI set
     "good": Method("good", {}, True, {}),
     "good-nowarmup": Method("good", {}, False, {}),
@@ -42,6 +44,119 @@ METHODS: dict[str, Method] = {
     "lncis-agnostic": Method("lncis", {}, True, {"class_agnostic": True}),
 }
 DEFAULT_METHODS = "ce,sce,gce,lncis"
+
+#: A method name followed by this trains, audits its own training file, repairs it and retrains
+#: (``lncis+fix:action=ignore``; see :class:`FixPlan`).
+FIX_SUFFIX = "+fix"
+FIX_CHECKPOINTS = ("last", "ce_stage_end", "epochs")
+FIX_DEFAULTS: dict[str, Any] = {"action": "ignore", "checkpoint": "last", "snapshots": 3, "retrain": None,
+                                "filter_by": "prune_by_noise_rate"}
+
+
+@dataclass(frozen=True)
+class FixPlan:
+    """An audit method (``BASE+fix:KEY=VALUE:...``): train ``base``, audit that run on its own training
+    file, write the repaired file, retrain ``retrain`` on it with the same seed, score on clean val.
+
+    Attributes:
+        spec: the method as written.
+        base: the first run's method spec: the base name with the spec's loss parameters (every key that is
+            not a fix option), e.g. ``lncis:log_zero=-4`` for ``lncis+fix:log_zero=-4:action=drop``. With
+            ``checkpoint`` last or ce_stage_end the first run *is* that method's bench cell (shared).
+        action: what the repaired file does to a flagged annotation: relabel | ignore | drop.
+        checkpoint: which models of the first run score the annotations: ``last``, ``ce_stage_end`` (the
+            model at the end of the CE stage) or ``epochs`` (the probabilities of the last ``snapshots``
+            epochs averaged; the first run then keeps those epochs, ``train.keep_epochs``).
+        snapshots: how many final epochs ``checkpoint=epochs`` averages (>= 2).
+        retrain: the method spec of the second run (default: ``base``, the same method again).
+        filter_by: cleanlab's ``find_label_issues`` rule.
+    """
+
+    spec: str
+    base: str
+    action: str
+    checkpoint: str
+    snapshots: int
+    retrain: str
+    filter_by: str
+
+    def options(self) -> dict[str, Any]:
+        """The resolved fix options (what a cell record stores)."""
+        return {"action": self.action, "checkpoint": self.checkpoint,
+                "snapshots": self.snapshots if self.checkpoint == "epochs" else None,
+                "retrain": self.retrain, "filter_by": self.filter_by}
+
+    def keep_epochs(self, epochs: int) -> list[int]:
+        """The epoch snapshots the first run must keep for an audit of a run of ``epochs`` epochs."""
+        return list(range(epochs - self.snapshots + 1, epochs + 1)) if self.checkpoint == "epochs" else []
+
+    def checkpoint_names(self, epochs: int) -> list[str]:
+        """Names of the first run's checkpoints the audit averages (in its ``checkpoints/`` folder)."""
+        if self.checkpoint == "epochs":
+            return [f"epoch_{e}" for e in self.keep_epochs(epochs)]
+        return [self.checkpoint]
+
+    @property
+    def shares_base_cell(self) -> bool:
+        """Whether the first run is the base method's own cell (its folder, record and results row)."""
+        return self.checkpoint != "epochs"
+
+    @property
+    def first_run_dir(self) -> str:
+        """The folder name of the first run under ``runs/`` and ``cells/``."""
+        name = method_dir(self.base)
+        return name if self.shares_base_cell else f"{name}+snapshots{self.snapshots}"
+
+
+def fix_plan(method: str) -> FixPlan | None:
+    """The :class:`FixPlan` of an audit method spec; None for a method without ``+fix``.
+
+    ``BASE+fix`` takes the fix options ``action`` (relabel | ignore | drop, default ignore), ``checkpoint``
+    (last | ce_stage_end | epochs, default last), ``snapshots`` (with checkpoint=epochs, default 3),
+    ``retrain`` (a method name, default the base method) and ``filter_by`` (a cleanlab rule, default
+    prune_by_noise_rate); any other ``KEY=VALUE`` is a loss parameter of the base method.
+    """
+    from noisyseg.audit import ACTIONS, FILTERS
+
+    if not isinstance(method, str):
+        raise NoisysegError(f"--methods: expected a method name, got {method!r}")
+    name, *pairs = method.split(":")
+    if not name.endswith(FIX_SUFFIX):
+        return None
+    base_name = name[: -len(FIX_SUFFIX)]
+    if base_name not in METHODS:
+        raise NoisysegError(f"--methods: {method!r}: unknown method {base_name!r} before {FIX_SUFFIX}; "
+                            f"available: {', '.join(METHODS)}")
+    options, loss_pairs = dict(FIX_DEFAULTS), []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise NoisysegError(f"--methods: cannot read {pair!r} in {method!r}; expected METHOD:KEY=VALUE")
+        if key.strip() in FIX_DEFAULTS:
+            options[key.strip()] = yaml.safe_load(value)
+        else:
+            loss_pairs.append(pair)
+    where = f"--methods: {method!r}"
+    if options["action"] not in ACTIONS:
+        raise NoisysegError(f"{where}: action must be one of {', '.join(ACTIONS)}, got {options['action']!r}")
+    if options["checkpoint"] not in FIX_CHECKPOINTS:
+        raise NoisysegError(f"{where}: checkpoint must be one of {', '.join(FIX_CHECKPOINTS)}, "
+                            f"got {options['checkpoint']!r}")
+    snapshots = options["snapshots"]
+    if isinstance(snapshots, bool) or not isinstance(snapshots, int) or snapshots < 2:
+        raise NoisysegError(f"{where}: snapshots must be an integer >= 2, got {snapshots!r}")
+    if any(p.partition("=")[0].strip() == "snapshots" for p in pairs) and options["checkpoint"] != "epochs":
+        raise NoisysegError(f"{where}: snapshots needs checkpoint=epochs")
+    if options["filter_by"] not in FILTERS:
+        raise NoisysegError(f"{where}: filter_by must be one of {', '.join(FILTERS)}, got {options['filter_by']!r}")
+    base = ":".join([base_name, *loss_pairs])
+    retrain = options["retrain"]
+    if retrain is None:
+        retrain = base
+    elif not isinstance(retrain, str) or retrain not in METHODS:
+        raise NoisysegError(f"{where}: retrain must be a method name ({', '.join(METHODS)}), got {retrain!r}")
+    return FixPlan(method, base, options["action"], options["checkpoint"], snapshots, retrain,
+                   options["filter_by"])
 DEFAULT_NOISE = "clean,sym0.2,sym0.4,sym0.6,sym0.8,asym0.2,asym0.4"
 DEFAULT_SEEDS = "0,1,2"
 
@@ -96,6 +211,8 @@ def split_method(method: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(method, str):
         raise NoisysegError(f"--methods: expected a method name, got {method!r}")
     name, *pairs = method.split(":")
+    if name.endswith(FIX_SUFFIX):
+        raise NoisysegError(f"--methods: {method!r} is an audit method; read it with fix_plan")
     if name not in METHODS:
         raise NoisysegError(f"--methods: unknown method {name!r}; available: {', '.join(METHODS)}")
     params: dict[str, Any] = {}
@@ -119,23 +236,33 @@ def check_methods(methods: Sequence[str]) -> None:
 
     if not methods:
         raise NoisysegError("--methods: no method given")
-    seen: list[tuple[str, dict[str, Any], str]] = []  # (method name, resolved loss parameters, spec)
-    for m in methods:
-        name, _ = split_method(m)
-        loss, params = method_loss(m)
+    def resolved(spec: str, where: str) -> tuple[str, dict[str, Any]]:
+        name, _ = split_method(spec)
+        loss, params = method_loss(spec)
         try:
-            resolved = build_loss(loss, **params).params
+            return name, build_loss(loss, **params).params
         except NoisysegError as e:
-            raise NoisysegError(f"--methods: {m!r}: {e}") from None
+            raise NoisysegError(f"--methods: {where!r}: {e}") from None
+
+    seen: list[tuple[Any, Any, str]] = []  # (method identity, resolved parameters, spec)
+    for m in methods:
+        plan = fix_plan(m)
+        if plan is None:
+            name, params = resolved(m, m)
+        else:  # the same base, retrain and options: the same method
+            base_name, base_params = resolved(plan.base, m)
+            name = (FIX_SUFFIX, base_name, resolved(plan.retrain, m))
+            params = {**base_params, **plan.options(), "retrain": None}
         for other_name, other_params, spec in seen:
-            if other_name == name and other_params == resolved:
+            if other_name == name and other_params == params:
                 same = f" (the same method as {spec!r})" if spec != m else ""
                 raise NoisysegError(f"--methods: {m!r} is given twice{same}")
-        seen.append((name, resolved, m))
+        seen.append((name, params, m))
 
 
 def parse_methods(spec: str) -> list[str]:
-    """Comma-separated methods, each a name from METHODS with optional ``:KEY=VALUE`` loss parameters."""
+    """Comma-separated methods, each a name from METHODS with optional ``:KEY=VALUE`` loss parameters, or
+    an audit method ``NAME+fix:KEY=VALUE...`` (:func:`fix_plan`)."""
     methods = [m.strip() for m in spec.split(",") if m.strip()]
     check_methods(methods)
     return methods
@@ -184,3 +311,28 @@ def cell_config(base: dict, method: str, train_json: str | Path, seed: int) -> d
     tree["loss"] = {"name": loss, "params": params, "warmup_epochs": warmup}
     tree.pop("out_dir", None)
     return tree
+
+
+def fix_cell_configs(base: dict, plan: FixPlan, train_json: str | Path, fixed_json: str | Path,
+                     seed: int) -> tuple[dict, dict]:
+    """The config trees of an audit method's two runs: the first on ``train_json`` (the base method's
+    cell config, keeping the epochs ``checkpoint=epochs`` averages) and the retrain on ``fixed_json``.
+
+    Raises NoisysegError when the first run cannot give the checkpoint asked for: ``ce_stage_end`` needs
+    a CE stage followed by another loss, ``epochs`` needs at least ``snapshots`` epochs.
+    """
+    first = cell_config(base, plan.base, train_json, seed)
+    epochs = first["train"]["epochs"]
+    where = f"--methods: {plan.spec!r}"
+    if plan.checkpoint == "ce_stage_end":
+        warmup = first["loss"]["warmup_epochs"]
+        if first["loss"]["name"] == "ce" or not 0 < warmup < epochs:
+            raise NoisysegError(f"{where}: checkpoint=ce_stage_end needs a first run with a CE stage before "
+                                f"another loss ({plan.base}: loss {first['loss']['name']}, warm-up {warmup} of "
+                                f"{epochs} epochs)")
+    if plan.checkpoint == "epochs":
+        if plan.snapshots > epochs:
+            raise NoisysegError(f"{where}: snapshots={plan.snapshots} is more than the {epochs} epochs of a run")
+        kept = set(first["train"].get("keep_epochs") or [])
+        first["train"]["keep_epochs"] = sorted(kept | set(plan.keep_epochs(epochs)))
+    return first, cell_config(base, plan.retrain, fixed_json, seed)

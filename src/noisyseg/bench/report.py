@@ -2,7 +2,9 @@
 ``table.md`` and ``ap_vs_noise.png``.
 
 Rows are dicts with the :data:`CSV_FIELDS` keys (values as read from the csv: strings, or numbers for rows
-just measured); curve rows have the :data:`CURVE_FIELDS` keys.
+just measured); rows of audit methods (``lncis+fix:...``) also have the :data:`AUDIT_FIELDS` keys, which
+``results.csv`` gets as extra columns once such a row exists (empty for the other methods). Curve rows
+have the :data:`CURVE_FIELDS` keys.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from noisyseg.utils.io import atomic_write_bytes, atomic_write_text
 
 CSV_FIELDS = ["method", "noise", "noise_kind", "noise_rate", "seed", "mask_AP", "mask_AP50", "mask_AP75",
               "box_AP", "box_AP50", "box_AP75", "train_seconds", "realised_noise_rate"]
+#: Audit methods' columns: ``train_seconds`` is their total (first run + audit + retrain); these give the
+#: audit's own wall time, the retrain's training time, the flagged count and (when the training file has
+#: ``clean_category_id``) the audit against the truth (:func:`noisyseg.audit.truth_metrics`).
+AUDIT_TRUTH_FIELDS = {"audit_auroc": "auroc", "audit_ap": "average_precision",
+                      "audit_flagged_precision": "flagged_precision", "audit_flagged_recall": "flagged_recall",
+                      "audit_precision_at_recall_0.8": "precision_at_recall_0.8"}
+AUDIT_FIELDS = ["audit_seconds", "retrain_seconds", "audit_n_flagged", *AUDIT_TRUTH_FIELDS]
 CURVE_FIELDS = ["method", "noise", "seed", "epoch", "mask_AP", "box_AP"]
 BASELINE = "ce"
 
@@ -40,8 +49,18 @@ def csv_text(rows: Iterable[dict], fields: list[str]) -> str:
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: r[k] for k in fields})
+        w.writerow({k: r.get(k, "") for k in fields})
     return buf.getvalue()
+
+
+def has_audit(row: dict) -> bool:
+    """Whether a results row is an audit method's (it has the audit's columns filled)."""
+    return row.get("audit_seconds") not in (None, "")
+
+
+def result_fields(rows: list[dict]) -> list[str]:
+    """The columns of ``results.csv``: :data:`CSV_FIELDS`, and :data:`AUDIT_FIELDS` when a row has them."""
+    return CSV_FIELDS + AUDIT_FIELDS if any(has_audit(r) for r in rows) else CSV_FIELDS
 
 
 def read_curve(metrics_jsonl: Path, method: str, noise: str, seed: int) -> list[dict]:
@@ -65,7 +84,7 @@ def read_curve(metrics_jsonl: Path, method: str, noise: str, seed: int) -> list[
 
 def write_data(out: Path, rows: list[dict], curves: list[dict]) -> None:
     """Rewrite ``results.csv`` and ``curves.csv``."""
-    atomic_write_text(out / "results.csv", csv_text(rows, CSV_FIELDS))
+    atomic_write_text(out / "results.csv", csv_text(rows, result_fields(rows)))
     atomic_write_text(out / "curves.csv", csv_text(curves, CURVE_FIELDS))
 
 
@@ -223,11 +242,74 @@ def format_memorisation(curves: list[dict], methods: list[str], noise_names: lis
     return "\n".join(lines) + "\n"
 
 
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _mean_of(values: list[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def format_audit(rows: list[dict], methods: list[str], noise_names: list[str]) -> str:
+    """The audit methods' own figures per noise setting, means over seeds: how well the audit found the
+    wrong labels (against ``clean_category_id``) and what the method cost relative to one run."""
+    audit_rows = [r for r in rows if has_audit(r) and r["method"] in methods]
+    shown = [m for m in methods if any(r["method"] == m for r in audit_rows)]
+    if not shown:
+        return ""
+
+    def cells(method: str, noise: str) -> list[dict]:
+        return [r for r in audit_rows if r["method"] == method and r["noise"] == noise]
+
+    def fmt(v: float, digits: int = 3) -> str:
+        return "–" if math.isnan(v) else f"{v:.{digits}f}"
+
+    lines = ["audit methods: the audit of the first run on its own training file against the true labels "
+             "(AUROC of 1 - label quality / precision at recall 0.8 / precision and recall of the flagged set; "
+             "means over seeds, – without clean_category_id)", "",
+             "| audit | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
+    for m in shown:
+        row = []
+        for n in noise_names:
+            c = cells(m, n)
+            if not c:
+                row.append("–")
+                continue
+            row.append(" / ".join(fmt(_mean_of([_float(r[f]) for r in c])) for f in
+                                  ("audit_auroc", "audit_precision_at_recall_0.8", "audit_flagged_precision",
+                                   "audit_flagged_recall")))
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    lines += ["", "compute of the audit methods: total training seconds (first run + audit + retrain) over the "
+              "first run's, mean over seeds (the audit's own seconds in brackets)", "",
+              "| compute | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
+    for m in shown:
+        row = []
+        for n in noise_names:
+            c = cells(m, n)
+            if not c:
+                row.append("–")
+                continue
+            ratios = []
+            for r in c:
+                total, audit_s, retrain_s = (_float(r[f]) for f in ("train_seconds", "audit_seconds", "retrain_seconds"))
+                first = total - audit_s - retrain_s
+                ratios.append(total / first if first > 0 else math.nan)
+            row.append(f"{fmt(_mean_of(ratios), 2)}x ({fmt(_mean_of([_float(r['audit_seconds']) for r in c]), 0)} s)")
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def format_report(rows: list[dict], curves: list[dict], methods: list[str], noise_names: list[str]) -> str:
-    """``table.md``: the mean ± std table, the paired differences to CE, the recovered shares and the
-    peak-minus-final of the curves (sections that lack their inputs are left out)."""
+    """``table.md``: the mean ± std table, the paired differences to CE, the recovered shares, the
+    peak-minus-final of the curves and, when the bench has audit methods, their audit figures and
+    compute (sections that lack their inputs are left out)."""
     parts = [format_table(rows, methods, noise_names), format_paired(rows, methods, noise_names),
-             format_recovered(rows, methods, noise_names), format_memorisation(curves, methods, noise_names)]
+             format_recovered(rows, methods, noise_names), format_memorisation(curves, methods, noise_names),
+             format_audit(rows, methods, noise_names)]
     return "\n".join(p for p in parts if p)
 
 
@@ -254,7 +336,8 @@ def plot_ap_vs_noise(rows: list[dict], methods: list[str], path: Path) -> Path:
         ax.set_xlabel("noise rate (%)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mask AP on clean val")
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

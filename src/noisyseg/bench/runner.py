@@ -6,6 +6,13 @@ Layout of a bench folder ``OUT``:
 - ``cells/<method>/<noise>/seed<S>.json``: what the cell was trained from (its full config and the
   sha256 of its training file), so a later call can tell a run it may continue from a different one;
 - ``noisy/<noise>_seed<S>.json``: the noisy training files (seeded, so they are made again identically);
+- for an audit method (``lncis+fix:...``, :class:`noisyseg.bench.grid.FixPlan`): its first run is the base
+  method's cell (``runs/<base>/...``, trained there if missing, or ``runs/<base>+snapshots<N>/...`` when
+  it averages epoch snapshots), ``audits/<method>/<noise>/seed<S>/`` the audit of that run on its own
+  training file (label_issues, summary, review page, contact sheet; ``bench_audit.json`` last, recording
+  its inputs and seconds), ``fixed/<method>/<noise>_seed<S>.json`` the repaired file, and
+  ``runs/<method>/<noise>/seed<S>/`` the retrain on it. An interrupted audit cell reuses the finished
+  first run, audits again when the audit's files are missing or stale, and resumes the retrain;
 - ``results.csv``, ``curves.csv``, ``table.md``, ``ap_vs_noise.png`` (see :mod:`noisyseg.bench.report`)
   and ``command.txt`` (every distinct bench command that trained in the folder).
 
@@ -30,15 +37,19 @@ from typing import Any, Sequence
 import yaml
 
 from noisyseg.bench.grid import (
+    FixPlan,
     NoiseSetting,
     cell_config,
     check_methods,
     check_noise,
     check_seeds,
+    fix_cell_configs,
+    fix_plan,
     method_dir,
     parse_noise_setting,
 )
 from noisyseg.bench.report import (
+    AUDIT_TRUTH_FIELDS,
     cell_key,
     read_curve,
     read_rows,
@@ -174,8 +185,14 @@ def _check_cell_configs(base: dict, methods: list[str], seeds: list[int], train_
     from noisyseg.config import config_from_dict
 
     for m in methods:
+        plan = fix_plan(m)
         for s in seeds:
-            config_from_dict(cell_config(base, m, train_json, s), source=f"bench[{m}, seed {s}]")
+            if plan is None:
+                config_from_dict(cell_config(base, m, train_json, s), source=f"bench[{m}, seed {s}]")
+                continue
+            first, retrain = fix_cell_configs(base, plan, train_json, train_json, s)
+            config_from_dict(first, source=f"bench[{m}, seed {s}, first run]")
+            config_from_dict(retrain, source=f"bench[{m}, seed {s}, retrain]")
 
 
 def _train_files(clean_json: Path, noise: list[NoiseSetting], seeds: list[int], asym_preset: str, out: Path,
@@ -236,36 +253,59 @@ def _recorded_identity(cell_file: Path, run_dir: Path, expected: dict) -> dict |
 
 def _run_cell(out: Path, index: int, total: int, method: str, setting: NoiseSetting, seed: int, base: dict,
               train_file: tuple[Path, float, str], methods: list[str], noise: list[NoiseSetting], on_changed: str,
-              write_tables: bool, progress: bool, tag: str) -> str:
+              write_tables: bool, progress: bool, tag: str, label: str | None = None) -> str:
     """Bring one cell to a results row; return what it took ("trained", "resumed", ...)."""
     from noisyseg.config import config_from_dict
-    from noisyseg.engine.trainer import train
 
+    plan = fix_plan(method)
+    label = label or f"[{tag}] cell {index}/{total}: {method} / {setting.name} / seed {seed}"
+    if plan is not None:
+        return _run_fix_cell(out, plan, setting, seed, base, train_file, methods, noise, on_changed, write_tables,
+                             progress, tag, label)
     train_json, realised, sha = train_file
     cfg = config_from_dict(cell_config(base, method, train_json, seed), source=f"bench[{method}/{setting.name}]")
     run_dir = run_dir_of(out, method, setting.name, seed)
     cell_file = _cell_file(out, method, setting.name, seed)
     key = (method, setting.name, seed)
-    label = f"[{tag}] cell {index}/{total}: {method} / {setting.name} / seed {seed}"
     identity = {"config": cfg.model_dump(mode="json"), "train_json_sha256": sha}
 
-    found = _recorded_identity(cell_file, run_dir, identity)
-    if found is not None and found != identity:
-        differ = _differences(found.get("config"), identity["config"])
-        if found.get("train_json_sha256") != identity["train_json_sha256"]:
-            differ.append(f"the contents of {train_json}")
-        if on_changed == "error":
-            raise NoisysegError(f"{run_dir}: holds a run of another setup ({', '.join(differ)} differ); delete it "
-                                f"or choose another -o")
-        print(f"{label}: the run there was made with other settings ({', '.join(differ)}); training it again",
-              flush=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        cell_file.unlink(missing_ok=True)
+    if _check_recorded(run_dir, cell_file, identity, train_json, label, on_changed):
         _drop_row(out, key)
     elif any(cell_key(r) == key for r in read_rows(out / "results.csv")):
         return "already done"
 
     atomic_write_json(cell_file, identity, indent=1)
+    metrics, train_seconds, what = _train_to_end(run_dir, cfg, label, progress)
+    row = _result_row(method, setting, seed, metrics, train_seconds, realised)
+    _record(out, row, _cell_curve(run_dir, row, cfg.train.epochs), methods, noise, write_tables)
+    return what
+
+
+def _check_recorded(run_dir: Path, cell_file: Path, identity: dict, train_json: Path, label: str,
+                    on_changed: str) -> bool:
+    """Compare what a cell's existing run was trained from with ``identity``; on a difference refuse
+    (``on_changed="error"``) or delete the run and its record and return True (``"retrain"``)."""
+    found = _recorded_identity(cell_file, run_dir, identity)
+    if found is None or found == identity:
+        return False
+    differ = _differences(found.get("config"), identity["config"])
+    if found.get("train_json_sha256") != identity["train_json_sha256"]:
+        differ.append(f"the contents of {train_json}")
+    if on_changed == "error":
+        raise NoisysegError(f"{run_dir}: holds a run of another setup ({', '.join(differ)} differ); delete it "
+                            f"or choose another -o")
+    print(f"{label}: the run there was made with other settings ({', '.join(differ)}); training it again",
+          flush=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cell_file.unlink(missing_ok=True)
+    return True
+
+
+def _train_to_end(run_dir: Path, cfg, label: str, progress: bool) -> tuple[dict, float, str]:
+    """(final metrics, train seconds, how) of the run in ``run_dir``: read when it finished, else trained
+    or resumed from its ``last.pt``."""
+    from noisyseg.engine.trainer import train
+
     metrics, train_seconds, what = _finished_metrics(run_dir, cfg, label, progress)
     if metrics is None:
         resume = (run_dir / "checkpoints" / "last.pt").exists()
@@ -274,17 +314,168 @@ def _run_cell(out: Path, index: int, total: int, method: str, setting: NoiseSett
         metrics, train_seconds, what = result.metrics, result.train_seconds, "resumed" if resume else "trained"
         if "segm" not in metrics:  # the run had finished before (a resumed finished run evaluates nothing)
             metrics, train_seconds, _ = _finished_metrics(run_dir, cfg, label, progress)
-    row = {"method": method, "noise": setting.name, "noise_kind": setting.kind, "noise_rate": setting.rate,
-           "seed": seed, "mask_AP": metrics["segm"]["AP"], "mask_AP50": metrics["segm"]["AP50"],
-           "mask_AP75": metrics["segm"]["AP75"], "box_AP": metrics["bbox"]["AP"], "box_AP50": metrics["bbox"]["AP50"],
-           "box_AP75": metrics["bbox"]["AP75"], "train_seconds": round(train_seconds, 1),
-           "realised_noise_rate": round(realised, 4)}
-    curve = read_curve(run_dir / "metrics.jsonl", method, setting.name, seed)
-    if not curve or curve[-1]["epoch"] != cfg.train.epochs:  # the final AP was scored outside the log
-        curve.append({"method": method, "noise": setting.name, "seed": seed, "epoch": cfg.train.epochs,
+    return metrics, train_seconds, what
+
+
+def _result_row(method: str, setting: NoiseSetting, seed: int, metrics: dict, train_seconds: float,
+                realised: float) -> dict:
+    return {"method": method, "noise": setting.name, "noise_kind": setting.kind, "noise_rate": setting.rate,
+            "seed": seed, "mask_AP": metrics["segm"]["AP"], "mask_AP50": metrics["segm"]["AP50"],
+            "mask_AP75": metrics["segm"]["AP75"], "box_AP": metrics["bbox"]["AP"],
+            "box_AP50": metrics["bbox"]["AP50"], "box_AP75": metrics["bbox"]["AP75"],
+            "train_seconds": round(train_seconds, 1), "realised_noise_rate": round(realised, 4)}
+
+
+def _cell_curve(run_dir: Path, row: dict, epochs: int) -> list[dict]:
+    """The val-AP curve of a cell's run, ending at the row's final AP."""
+    method, noise, seed = cell_key(row)
+    curve = read_curve(run_dir / "metrics.jsonl", method, noise, seed)
+    if not curve or curve[-1]["epoch"] != epochs:  # the final AP was scored outside the log
+        curve.append({"method": method, "noise": noise, "seed": seed, "epoch": epochs,
                       "mask_AP": row["mask_AP"], "box_AP": row["box_AP"]})
-    _record(out, row, curve, methods, noise, write_tables)
+    return curve
+
+
+# ------------------------------------------------------------------------------------------ audit methods
+
+
+def fixed_file_of(out: Path, method: str, noise: str, seed: int) -> Path:
+    """The repaired training file an audit method's cell writes and retrains on."""
+    return Path(out) / "fixed" / method_dir(method) / f"{noise}_seed{seed}.json"
+
+
+def audit_dir_of(out: Path, method: str, noise: str, seed: int) -> Path:
+    """The audit folder of an audit method's cell (label_issues, summary, review page, bench_audit.json)."""
+    return Path(out) / "audits" / method_dir(method) / noise / f"seed{seed}"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _run_fix_cell(out: Path, plan: FixPlan, setting: NoiseSetting, seed: int, base: dict,
+                  train_file: tuple[Path, float, str], methods: list[str], noise: list[NoiseSetting],
+                  on_changed: str, write_tables: bool, progress: bool, tag: str, label: str) -> str:
+    """An audit method's cell: first run (shared with the base method's cell when it can be), audit,
+    repaired file, retrain, results row with the total compute and the audit's figures."""
+    from noisyseg.config import config_from_dict
+
+    method = plan.spec
+    train_json, realised, sha = train_file
+    key = (method, setting.name, seed)
+    fixed_json = fixed_file_of(out, method, setting.name, seed)
+    first_tree, retrain_tree = fix_cell_configs(base, plan, train_json, fixed_json, seed)
+    first_cfg = config_from_dict(first_tree, source=f"bench[{method}/{setting.name}, first run]")
+    retrain_cfg = config_from_dict(retrain_tree, source=f"bench[{method}/{setting.name}, retrain]")
+    first_dir = Path(out) / "runs" / plan.first_run_dir / setting.name / f"seed{seed}"
+    first_identity = {"config": first_cfg.model_dump(mode="json"), "train_json_sha256": sha}
+    run_dir, cell_file = run_dir_of(out, method, setting.name, seed), _cell_file(out, method, setting.name, seed)
+    audit_dir = audit_dir_of(out, method, setting.name, seed)
+    plan_identity = {"config": retrain_cfg.model_dump(mode="json"), "first_run": first_identity,
+                     "fix": plan.options()}
+
+    found = read_json(cell_file, "bench cell record") if cell_file.is_file() else None
+    if found is not None and {k: found.get(k) for k in plan_identity} != plan_identity:
+        differ = _fix_differences(found, plan_identity, train_json)
+        if on_changed == "error":
+            raise NoisysegError(f"{run_dir}: holds a run of another setup ({', '.join(differ)} differ); delete it "
+                                f"or choose another -o")
+        print(f"{label}: the cell was made with other settings ({', '.join(differ)}); running it again", flush=True)
+        for folder in (run_dir, audit_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        fixed_json.unlink(missing_ok=True)
+        cell_file.unlink(missing_ok=True)
+        _drop_row(out, key)
+        found = None
+    elif any(cell_key(r) == key for r in read_rows(out / "results.csv")):
+        return "already done"
+
+    # 1. the first run
+    first_label = f"{label}: first run ({plan.base})"
+    if plan.shares_base_cell:
+        _run_cell(out, 0, 0, plan.base, setting, seed, base, train_file, methods, noise, on_changed, write_tables,
+                  progress, tag, label=first_label)
+        base_row = next(r for r in read_rows(out / "results.csv") if cell_key(r) == (plan.base, setting.name, seed))
+        first_seconds = float(base_row["train_seconds"])
+    else:
+        first_cell = Path(out) / "cells" / plan.first_run_dir / setting.name / f"seed{seed}.json"
+        _check_recorded(first_dir, first_cell, first_identity, train_json, first_label, on_changed)
+        atomic_write_json(first_cell, first_identity, indent=1)
+        _, first_seconds, _ = _train_to_end(first_dir, first_cfg, first_label, progress)
+
+    # 2. the audit and the repaired file
+    audit_record = _audit_first_run(plan, first_dir, first_cfg, train_json, sha, audit_dir, fixed_json,
+                                    f"{label}: audit", progress)
+
+    # 3. the retrain on the repaired file
+    if found is not None and found.get("train_json_sha256") not in (None, audit_record["fixed_sha256"]):
+        print(f"{label}: the repaired file changed since the retrain started; training it again", flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    atomic_write_json(cell_file, {**plan_identity, "train_json_sha256": audit_record["fixed_sha256"]}, indent=1)
+    metrics, retrain_seconds, what = _train_to_end(run_dir, retrain_cfg, f"{label}: retrain ({plan.retrain})",
+                                                   progress)
+    total = first_seconds + audit_record["seconds"] + retrain_seconds
+    row = _result_row(method, setting, seed, metrics, total, realised)
+    truth = audit_record.get("truth") or {}
+    row.update({"audit_seconds": round(audit_record["seconds"], 1), "retrain_seconds": round(retrain_seconds, 1),
+                "audit_n_flagged": audit_record["n_flagged"],
+                **{field: truth.get(name, "") for field, name in AUDIT_TRUTH_FIELDS.items()}})
+    _record(out, row, _cell_curve(run_dir, row, retrain_cfg.train.epochs), methods, noise, write_tables)
     return what
+
+
+def _fix_differences(found: dict, expected: dict, train_json: Path) -> list[str]:
+    """What differs between an audit cell's record and its plan, for a one-line message: config keys of
+    either run (once), the first run's training file, the fix options."""
+    differ = _differences(found.get("config"), expected["config"])
+    first_found, first = found.get("first_run") or {}, expected["first_run"]
+    differ += [k for k in _differences(first_found.get("config"), first["config"]) if k not in differ]
+    if first_found.get("train_json_sha256") != first["train_json_sha256"]:
+        differ.append(f"the contents of {train_json}")
+    differ += [f"fix {k}" for k in _differences(found.get("fix"), expected["fix"])]
+    return differ
+
+
+def _audit_first_run(plan: FixPlan, first_dir: Path, first_cfg, train_json: Path, train_sha: str, audit_dir: Path,
+                     fixed_json: Path, label: str, progress: bool) -> dict:
+    """Audit the first run on its training file into ``audit_dir`` and write the repaired ``fixed_json``,
+    unless ``bench_audit.json`` there shows that this was done from the same checkpoints, file and options
+    and the repaired file is intact. Returns the record: seconds (the whole audit's wall time), n_flagged,
+    truth (the audit against clean_category_id, or None), fixed_sha256."""
+    import torch
+
+    from noisyseg.audit import audit
+
+    names = plan.checkpoint_names(first_cfg.train.epochs)
+    checkpoints = [first_dir / "checkpoints" / f"{n}.pt" for n in names]
+    inputs = {"checkpoints": {n: _file_sha256(c) for n, c in zip(names, checkpoints)},
+              "train_json": str(train_json), "train_json_sha256": train_sha, "action": plan.action,
+              "filter_by": plan.filter_by}
+    record_path = audit_dir / "bench_audit.json"
+    if record_path.is_file() and fixed_json.is_file():
+        record = read_json(record_path, "bench audit record")
+        if record.get("inputs") == inputs and record.get("fixed_sha256") == _file_sha256(fixed_json):
+            print(f"{label}: done before ({record_path})", flush=True)
+            return record
+    print(f"{label}: scoring {train_json} with {', '.join(names)} of {first_dir}", flush=True)
+    record_path.unlink(missing_ok=True)
+    if first_cfg.train.threads:
+        torch.set_num_threads(first_cfg.train.threads)
+    t0 = time.perf_counter()
+    result = audit(first_dir, train_json, checkpoints=names, out_dir=audit_dir, device=first_cfg.train.device,
+                   batch_size=first_cfg.train.batch_size, num_workers=0, filter_by=plan.filter_by,
+                   fix=fixed_json, action=plan.action, progress=progress)
+    seconds = time.perf_counter() - t0
+    record = {"inputs": inputs, "seconds": seconds, "n_flagged": result.summary["n_flagged"],
+              "n_annotations": result.summary["n_annotations"], "truth": result.summary.get("truth"),
+              "fix": result.fix_report and {k: v for k, v in result.fix_report.items() if k != "annotation_ids"},
+              "fixed_sha256": _file_sha256(fixed_json)}
+    atomic_write_json(record_path, record, indent=1)
+    return record
 
 
 def _finished_metrics(run_dir: Path, cfg, label: str, progress: bool) -> tuple[dict | None, float, str]:
