@@ -207,11 +207,17 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint
         tiny_config_file, tmp_path, capsys, monkeypatch):
     real = trainer.build_stage_loss
 
+    class NaNLoss:  # the robust-stage loss, giving NaN
+        def __init__(self, loss):
+            self.set_robust_epoch = loss.set_robust_epoch
+            self.loss = loss
+
+        def __call__(self, logits, labels):
+            return self.loss(logits, labels)[0] * float("nan"), {}
+
     def poisoned(stage, cfg):
         loss = real(stage, cfg)
-        if stage == trainer.ROBUST_STAGE:
-            return lambda logits, labels: (loss(logits, labels)[0] * float("nan"), {})
-        return loss
+        return NaNLoss(loss) if stage == trainer.ROBUST_STAGE else loss
 
     monkeypatch.setattr(trainer, "build_stage_loss", poisoned)
     run = tmp_path / "run"
