@@ -29,10 +29,30 @@ def test_demo_end_to_end_on_a_tiny_set(tmp_path, capsys):
     lncis = json.loads((out / "cells" / "lncis" / "sym0.4" / "seed0.json").read_text())["config"]
     assert lncis["loss"]["warmup_epochs"] == 1 and lncis["train"]["lr_steps"] == [2]
 
-    # a second call reuses the data and both finished runs
+    # the audit of the lncis run on its noisy training file, counted here from the files themselves
+    wrong = {a["id"] for a in noisy["annotations"]
+             if not a.get("iscrowd") and a.get("clean_category_id", a["category_id"]) != a["category_id"]}
+    with open(out / "audit" / "label_issues.csv", newline="") as f:
+        issues = list(csv.DictReader(f))
+    assert len(issues) == sum(1 for a in noisy["annotations"] if not a.get("iscrowd"))
+    flagged = {int(r["annotation_id"]) for r in issues if r["is_issue"] == "1"}
+    found = len(flagged & wrong)
+    summary = json.loads((out / "audit" / "summary.json").read_text())
+    assert summary["truth"]["n_wrong"] == len(wrong) > 0 and summary["truth"]["n_flagged_wrong"] == found
+    assert (f"flagged {len(flagged)} as likely mislabeled" in report
+            and f"Of the {len(wrong)} labels the noise changed it found {found}: recall {found / len(wrong):.2f}, "
+                f"precision {found / len(flagged):.2f} ({found} of the {len(flagged)} flagged are wrong); "
+                f"AUROC of its ranking {summary['truth']['auroc']:.3f}" in report)
+    assert "![the most suspicious annotations](audit/contact_sheet.png)" in report
+    assert (out / "audit" / "contact_sheet.png").stat().st_size > 1000 and (out / "audit" / "review.html").is_file()
+
+    # a second call reuses the data, both finished runs and the audit
+    sheet_mtime = (out / "audit" / "contact_sheet.png").stat().st_mtime_ns
     assert main(args) == 0
     again = capsys.readouterr().out
     assert "2 already done" in again and "[demo] cell" not in again
+    assert (out / "audit" / "contact_sheet.png").stat().st_mtime_ns == sheet_mtime
+    assert (out / "report.md").read_text().split("Wall time")[0] == report.split("Wall time")[0]
 
     # other settings in the same folder: both runs are trained again, the results replaced
     assert main([*args[:-2], "1", "--no-progress"]) == 0
@@ -42,3 +62,4 @@ def test_demo_end_to_end_on_a_tiny_set(tmp_path, capsys):
     with open(out / "results.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 2
     assert "1 epochs." in (out / "report.md").read_text()
+    assert (out / "audit" / "contact_sheet.png").stat().st_mtime_ns != sheet_mtime  # a new model: audited again
