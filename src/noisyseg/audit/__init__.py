@@ -21,7 +21,8 @@ _EXPORTS = {
     "find_issues": "noisyseg.audit.issues", "LabelIssues": "noisyseg.audit.issues",
     "truth_metrics": "noisyseg.audit.issues", "auroc": "noisyseg.audit.issues",
     "average_precision": "noisyseg.audit.issues",
-    "score_annotations": "noisyseg.audit.score", "AnnotationScores": "noisyseg.audit.score",
+    "score_annotations": "noisyseg.audit.score", "score_folds": "noisyseg.audit.score",
+    "AnnotationScores": "noisyseg.audit.score",
     "box_head_probabilities": "noisyseg.audit.score", "resolve_checkpoints": "noisyseg.audit.score",
 }
 

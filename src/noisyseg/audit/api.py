@@ -53,10 +53,11 @@ def default_out_dir(source: str | Path) -> Path:
 
 
 def audit(
-    source: str | Path,
+    source: str | Path | None,
     data: str | Path,
     *,
     checkpoints: Sequence[str] | None = None,
+    folds: Sequence[tuple[str | Path, Sequence[Any]]] | None = None,
     image_root: str | Path | None = None,
     out_dir: str | Path | None = None,
     device: str = "auto",
@@ -76,6 +77,10 @@ def audit(
         data: the COCO instance json to audit (usually the noisy training file).
         checkpoints: names or paths of checkpoints in the run folder (see
             :func:`noisyseg.audit.score.resolve_checkpoints`); several are averaged.
+        folds: out-of-sample scoring instead of ``source`` (which must then be None): one
+            ``(run folder, image ids)`` pair per fold, the run trained without those images scoring
+            exactly their annotations (``checkpoints`` names the checkpoints of each run); see
+            :func:`noisyseg.audit.score.score_folds`.
         image_root: folder of the images; default the checkpoint's ``data.image_root``.
         out_dir: where label_issues.csv/.json, summary.md/.json, review.html and contact_sheet.png go;
             None writes nothing (the result is still returned).
@@ -86,7 +91,7 @@ def audit(
     Nothing is written unless the whole audit succeeded; the input file is never changed.
     """
     from noisyseg.audit.review import collect_suspects, contact_sheet, png_bytes, review_html
-    from noisyseg.audit.score import resolve_checkpoints, score_annotations
+    from noisyseg.audit.score import resolve_checkpoints, score_annotations, score_folds
     from noisyseg.data.coco import load_coco
 
     if fix is not None:
@@ -98,10 +103,16 @@ def audit(
         raise NoisysegError("--action needs --fix OUT.json")
     if top < 0 or sheet < 0 or batch_size < 1:
         raise NoisysegError("--top and --sheet must be >= 0 and --batch-size >= 1")
-    paths = resolve_checkpoints(source, checkpoints)
+    if (source is None) == (folds is None):
+        raise NoisysegError("audit: give either a run folder or checkpoint, or folds")
+    fold_paths = [(resolve_checkpoints(run, checkpoints), ids) for run, ids in folds or []]
+    paths = resolve_checkpoints(source, checkpoints) if source is not None else []
     coco = load_coco(data)
     device = resolve_device(device)
-    scores = score_annotations(paths, coco, data, image_root, device, batch_size, num_workers, progress)
+    if folds is not None:
+        scores = score_folds(fold_paths, coco, data, image_root, device, batch_size, num_workers, progress)
+    else:
+        scores = score_annotations(paths, coco, data, image_root, device, batch_size, num_workers, progress)
     issues = find_issues(scores, filter_by)
     rows = issue_rows(issues)
     summary = summary_data(issues, {"data": str(data), "device": device})

@@ -7,7 +7,8 @@ classes. The RPN and the box regression are not used, so every annotation gets e
 
 The probabilities used to judge a label are the K foreground probabilities renormalised without the
 background class (measured to rank wrong labels better than the K+1 version, FINDINGS.md §1). With
-several checkpoints the renormalised probabilities of each model are averaged.
+several checkpoints the renormalised probabilities of each model are averaged. :func:`score_folds` scores
+out of sample: each fold's models (trained without that fold's images) score only that fold's annotations.
 """
 
 from __future__ import annotations
@@ -299,4 +300,75 @@ def score_annotations(
         given_labels=given, clean_labels=clean, pred_probs=fg_sum / m, background_prob=bg_sum / m,
         label_map=label_map, checkpoints=[Path(c) for c in checkpoints], image_root=root,
         seconds=seconds,
+    )
+
+
+def score_folds(
+    folds: Sequence[tuple[Sequence[str | Path], Sequence[Any]]],
+    coco: dict,
+    data_path: str | Path,
+    image_root: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> AnnotationScores:
+    """Out-of-sample scores: each fold's models score only the annotations of that fold's images.
+
+    Args:
+        folds: one ``(checkpoints, image_ids)`` pair per fold: the checkpoint files of models trained
+            without those images, and the ``id`` of the images they score. Every image with a scored
+            annotation must be in exactly one fold.
+        coco, data_path, image_root, device, batch_size, num_workers, progress: as for
+            :func:`score_annotations`.
+
+    Returns:
+        The scores of every non-crowd annotation of ``coco`` in file order, as if one model had scored
+        them (``checkpoints`` lists every fold's files, ``seconds`` is the sum of the folds' passes).
+    """
+    if not folds:
+        raise NoisysegError("no fold to score with")
+    fold_of: dict[Any, int] = {}
+    for f, (_, image_ids) in enumerate(folds):
+        for image_id in image_ids:
+            if image_id in fold_of:
+                raise NoisysegError(f"{data_path}: image {image_id!r} is in folds {fold_of[image_id]} and {f}")
+            fold_of[image_id] = f
+    parts = []
+    for f, (checkpoints, image_ids) in enumerate(folds):
+        ids = set(image_ids)
+        part = {**coco, "images": [im for im in coco["images"] if im["id"] in ids],
+                "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
+        parts.append(score_annotations(checkpoints, part, data_path, image_root, device, batch_size, num_workers,
+                                       progress))
+    label_map = parts[0].label_map
+    for f, part in enumerate(parts[1:], 1):
+        if part.label_map != label_map:
+            raise NoisysegError(f"{part.checkpoints[0]}: the classes of fold {f} differ from those of fold 0")
+    anns = scored_annotations(coco, label_map, data_path)
+    where: dict[int, tuple[int, int]] = {}  # annotation id -> (fold, row in that fold's scores)
+    for f, part in enumerate(parts):
+        for r, ann_id in enumerate(part.annotation_ids.tolist()):
+            where[ann_id] = (f, r)
+    missing = [a for a in anns if a["id"] not in where]
+    if missing:
+        raise NoisysegError(f"{data_path}: image {missing[0]['image_id']!r} of annotation {missing[0]['id']} is in no "
+                            f"fold ({len(missing)} annotations unscored)")
+    picks = [where[a["id"]] for a in anns]
+
+    def gather(values: list[np.ndarray]) -> np.ndarray:
+        return np.stack([values[f][r] for f, r in picks]) if picks else values[0][:0]
+
+    has_clean = any(part.clean_labels is not None for part in parts)
+    clean = None
+    if has_clean:
+        clean = gather([part.given_labels if part.clean_labels is None else part.clean_labels for part in parts])
+    return AnnotationScores(
+        annotation_ids=np.asarray([a["id"] for a in anns], dtype=np.int64),
+        image_ids=np.asarray([a["image_id"] for a in anns]),
+        given_labels=gather([part.given_labels for part in parts]), clean_labels=clean,
+        pred_probs=gather([part.pred_probs for part in parts]),
+        background_prob=gather([part.background_prob for part in parts]),
+        label_map=label_map, checkpoints=[c for part in parts for c in part.checkpoints],
+        image_root=parts[0].image_root, seconds=sum(part.seconds for part in parts),
     )
