@@ -44,6 +44,9 @@ def test_fix_specs_parse_into_plans():
     assert (plan.action, plan.retrain, plan.keep_epochs(12), plan.checkpoint_names(5)) == (
         "ignore", "ce", [9, 10, 11, 12], ["epoch_2", "epoch_3", "epoch_4", "epoch_5"])
     assert not plan.shares_base_cell and plan.first_run_dir == "lncis+snapshots4"
+    plan = fix_plan("lncis+fix:folds=3:action=relabel")
+    assert (plan.folds, plan.action, plan.checkpoint, plan.first_run_dir) == (3, "relabel", "last", "lncis+folds3")
+    assert not plan.shares_base_cell
     assert fix_plan("lncis") is None
     assert parse_methods("lncis,lncis+fix,lncis+fix:action=relabel,lncis-online") == [
         "lncis", "lncis+fix", "lncis+fix:action=relabel", "lncis-online"]
@@ -57,6 +60,7 @@ def test_fix_specs_parse_into_plans():
         ("lncis+fix:snapshots=2", r"snapshots needs checkpoint=epochs$"),
         ("lncis+fix:checkpoint=epochs:snapshots=1", "snapshots must be an integer >= 2, got 1"),
         ("lncis+fix:retrain=focal", "retrain must be a method name"),
+        ("lncis+fix:folds=1", "folds must be an integer >= 2, got 1"),
         ("lncis+fix:beta=1", r"^--methods: 'lncis\+fix:beta=1': loss lncis: unknown parameter\(s\) beta"),
     ]:
         with pytest.raises(NoisysegError, match=message):
@@ -223,14 +227,44 @@ def test_a_fix_cell_of_another_setup_is_refused(bench, capsys):
     assert (out / "results.csv").read_text() == bench["results"]
 
 
-def test_snapshot_averaging_keeps_its_own_first_run(bench, tmp_path):
+def test_out_of_sample_snapshot_averaging_trains_one_first_run_per_fold(bench, tmp_path):
+    """folds=2 with checkpoint=epochs: two first runs, each without one half of the images and keeping
+    both epochs; every annotation scored by the average of the two snapshots of the run that never saw it."""
+    from noisyseg.audit.score import score_annotations
+    from noisyseg.data.coco import load_coco
+
     out = tmp_path / "bench"
-    method = "lncis+fix:checkpoint=epochs:snapshots=2:retrain=ce"
+    method = "lncis+fix:folds=2:checkpoint=epochs:snapshots=2:retrain=ce"
     run_bench(bench["tree"], [method], ["sym0.5"], [0], out, progress=False)
-    first = out / "runs" / "lncis+snapshots2" / "sym0.5" / "seed0"
-    assert yaml.safe_load((first / "config.yaml").read_text())["train"]["keep_epochs"] == [1, 2]
-    summary = json.loads((audit_dir_of(out, method, "sym0.5", 0) / "summary.json").read_text())
-    assert summary["checkpoints"] == [str((first / "checkpoints" / f"epoch_{e}.pt").resolve()) for e in (1, 2)]
+    noisy = json.loads((out / "noisy" / "sym0.5_seed0.json").read_text())
+    first = out / "runs" / "lncis+folds2+snapshots2" / "sym0.5" / "seed0"
+    held_out = []
+    for k in range(2):
+        config = yaml.safe_load((first / f"fold{k}" / "config.yaml").read_text())
+        assert config["train"]["keep_epochs"] == [1, 2] and config["seed"] == 0
+        fold = json.loads((out / "folds" / "lncis+folds2+snapshots2" / f"sym0.5_seed0_fold{k}.json").read_text())
+        assert config["data"]["train_json"].endswith(f"sym0.5_seed0_fold{k}.json")
+        kept = {im["id"] for im in fold["images"]}
+        held_out.append({im["id"] for im in noisy["images"]} - kept)
+        assert fold["annotations"] == [a for a in noisy["annotations"] if a["image_id"] in kept]
+    assert held_out[0] and held_out[1] and not held_out[0] & held_out[1]
+    assert held_out[0] | held_out[1] == {im["id"] for im in noisy["images"]}
+    audit_dir = audit_dir_of(out, method, "sym0.5", 0)
+    summary = json.loads((audit_dir / "summary.json").read_text())
+    snapshots = [[(first / f"fold{k}" / "checkpoints" / f"epoch_{e}.pt").resolve() for e in (1, 2)] for k in range(2)]
+    assert summary["checkpoints"] == [str(c) for fold in snapshots for c in fold]
+    # each annotation's label quality is its given class's probability under its own fold's models
+    coco = load_coco(out / "noisy" / "sym0.5_seed0.json")
+    by_fold = [score_annotations(snapshots[k], coco, "noisy", progress=False) for k in range(2)]
+    quality = {int(r["annotation_id"]): float(r["label_quality"])
+               for r in read_csv(audit_dir / "label_issues.csv")}
+    for i, (ann_id, image_id) in enumerate(zip(by_fold[0].annotation_ids.tolist(), by_fold[0].image_ids.tolist())):
+        k = 0 if image_id in held_out[0] else 1
+        assert quality[ann_id] == pytest.approx(by_fold[k].pred_probs[i, by_fold[k].given_labels[i]], abs=2e-6)
     retrain = yaml.safe_load((run_dir_of(out, method, "sym0.5", 0) / "config.yaml").read_text())
     assert retrain["loss"] == {"name": "ce", "params": {}, "warmup_epochs": 0}
-    assert [r["method"] for r in read_csv(out / "results.csv")] == [method]  # no row for the private first run
+    rows = read_csv(out / "results.csv")
+    assert [r["method"] for r in rows] == [method]  # no rows for the private first runs
+    fold_seconds = sum(json.loads((first / f"fold{k}" / "metrics.json").read_text())["train_seconds"] for k in range(2))
+    assert float(rows[0]["train_seconds"]) == pytest.approx(
+        fold_seconds + float(rows[0]["audit_seconds"]) + float(rows[0]["retrain_seconds"]), abs=0.2)

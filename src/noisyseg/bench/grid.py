@@ -50,7 +50,7 @@ DEFAULT_METHODS = "ce,sce,gce,lncis"
 FIX_SUFFIX = "+fix"
 FIX_CHECKPOINTS = ("last", "ce_stage_end", "epochs")
 FIX_DEFAULTS: dict[str, Any] = {"action": "ignore", "checkpoint": "last", "snapshots": 3, "retrain": None,
-                                "filter_by": "prune_by_noise_rate"}
+                                "filter_by": "prune_by_noise_rate", "folds": None}
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ class FixPlan:
         snapshots: how many final epochs ``checkpoint=epochs`` averages (>= 2).
         retrain: the method spec of the second run (default: ``base``, the same method again).
         filter_by: cleanlab's ``find_label_issues`` rule.
+        folds: None, or K >= 2 for out-of-sample scoring: the training file's images are split into K
+            folds (seeded); K first runs each train on the other K-1 folds and score the annotations of
+            their held-out fold. K runs on (K-1)/K of the images: for K = 2 as much training as one run.
     """
 
     spec: str
@@ -79,12 +82,13 @@ class FixPlan:
     snapshots: int
     retrain: str
     filter_by: str
+    folds: int | None = None
 
     def options(self) -> dict[str, Any]:
         """The resolved fix options (what a cell record stores)."""
         return {"action": self.action, "checkpoint": self.checkpoint,
                 "snapshots": self.snapshots if self.checkpoint == "epochs" else None,
-                "retrain": self.retrain, "filter_by": self.filter_by}
+                "retrain": self.retrain, "filter_by": self.filter_by, "folds": self.folds}
 
     def keep_epochs(self, epochs: int) -> list[int]:
         """The epoch snapshots the first run must keep for an audit of a run of ``epochs`` epochs."""
@@ -99,13 +103,17 @@ class FixPlan:
     @property
     def shares_base_cell(self) -> bool:
         """Whether the first run is the base method's own cell (its folder, record and results row)."""
-        return self.checkpoint != "epochs"
+        return self.checkpoint != "epochs" and self.folds is None
 
     @property
     def first_run_dir(self) -> str:
-        """The folder name of the first run under ``runs/`` and ``cells/``."""
+        """The folder name of the first run(s) under ``runs/`` and ``cells/`` (and ``folds/``)."""
         name = method_dir(self.base)
-        return name if self.shares_base_cell else f"{name}+snapshots{self.snapshots}"
+        if self.folds is not None:
+            name += f"+folds{self.folds}"
+        if self.checkpoint == "epochs":
+            name += f"+snapshots{self.snapshots}"
+        return name
 
 
 def fix_plan(method: str) -> FixPlan | None:
@@ -113,8 +121,9 @@ def fix_plan(method: str) -> FixPlan | None:
 
     ``BASE+fix`` takes the fix options ``action`` (relabel | ignore | drop, default ignore), ``checkpoint``
     (last | ce_stage_end | epochs, default last), ``snapshots`` (with checkpoint=epochs, default 3),
-    ``retrain`` (a method name, default the base method) and ``filter_by`` (a cleanlab rule, default
-    prune_by_noise_rate); any other ``KEY=VALUE`` is a loss parameter of the base method.
+    ``retrain`` (a method name, default the base method), ``filter_by`` (a cleanlab rule, default
+    prune_by_noise_rate) and ``folds`` (K >= 2: out-of-sample scoring by K first runs, default none); any
+    other ``KEY=VALUE`` is a loss parameter of the base method.
     """
     from noisyseg.audit import ACTIONS, FILTERS
 
@@ -147,6 +156,9 @@ def fix_plan(method: str) -> FixPlan | None:
         raise NoisysegError(f"{where}: snapshots must be an integer >= 2, got {snapshots!r}")
     if any(p.partition("=")[0].strip() == "snapshots" for p in pairs) and options["checkpoint"] != "epochs":
         raise NoisysegError(f"{where}: snapshots needs checkpoint=epochs")
+    folds = options["folds"]
+    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+        raise NoisysegError(f"{where}: folds must be an integer >= 2, got {folds!r}")
     if options["filter_by"] not in FILTERS:
         raise NoisysegError(f"{where}: filter_by must be one of {', '.join(FILTERS)}, got {options['filter_by']!r}")
     base = ":".join([base_name, *loss_pairs])
@@ -156,7 +168,7 @@ def fix_plan(method: str) -> FixPlan | None:
     elif not isinstance(retrain, str) or retrain not in METHODS:
         raise NoisysegError(f"{where}: retrain must be a method name ({', '.join(METHODS)}), got {retrain!r}")
     return FixPlan(method, base, options["action"], options["checkpoint"], snapshots, retrain,
-                   options["filter_by"])
+                   options["filter_by"], folds)
 DEFAULT_NOISE = "clean,sym0.2,sym0.4,sym0.6,sym0.8,asym0.2,asym0.4"
 DEFAULT_SEEDS = "0,1,2"
 
@@ -336,3 +348,20 @@ def fix_cell_configs(base: dict, plan: FixPlan, train_json: str | Path, fixed_js
         kept = set(first["train"].get("keep_epochs") or [])
         first["train"]["keep_epochs"] = sorted(kept | set(plan.keep_epochs(epochs)))
     return first, cell_config(base, plan.retrain, fixed_json, seed)
+
+
+def fold_image_ids(coco: dict, folds: int, seed: int) -> list[list[Any]]:
+    """The image ids of a COCO file split into ``folds`` near-equal folds, shuffled by ``seed`` (each
+    fold's ids in file order). Deterministic: the same file, folds and seed give the same split."""
+    import numpy as np
+
+    ids = [im["id"] for im in coco["images"]]
+    order = np.random.default_rng([seed, folds]).permutation(len(ids))
+    return [[ids[i] for i in sorted(order[f::folds].tolist())] for f in range(folds)]
+
+
+def without_images(coco: dict, image_ids: Sequence[Any]) -> dict:
+    """``coco`` without the images ``image_ids`` and their annotations (everything else kept as it is)."""
+    held = set(image_ids)
+    return {**coco, "images": [im for im in coco["images"] if im["id"] not in held],
+            "annotations": [a for a in coco["annotations"] if a["image_id"] not in held]}

@@ -7,8 +7,10 @@ Layout of a bench folder ``OUT``:
   sha256 of its training file), so a later call can tell a run it may continue from a different one;
 - ``noisy/<noise>_seed<S>.json``: the noisy training files (seeded, so they are made again identically);
 - for an audit method (``lncis+fix:...``, :class:`noisyseg.bench.grid.FixPlan`): its first run is the base
-  method's cell (``runs/<base>/...``, trained there if missing, or ``runs/<base>+snapshots<N>/...`` when
-  it averages epoch snapshots), ``audits/<method>/<noise>/seed<S>/`` the audit of that run on its own
+  method's cell (``runs/<base>/...``, trained there if missing; ``runs/<base>+snapshots<N>/...`` when it
+  averages epoch snapshots; ``runs/<base>+folds<K>/<noise>/seed<S>/fold<k>/`` for out-of-sample scoring,
+  trained on ``folds/<base>+folds<K>/<noise>_seed<S>_fold<k>.json``, the file without fold k's images),
+  ``audits/<method>/<noise>/seed<S>/`` the audit of that run on its own
   training file (label_issues, summary, review page, contact sheet; ``bench_audit.json`` last, recording
   its inputs and seconds), ``fixed/<method>/<noise>_seed<S>.json`` the repaired file, and
   ``runs/<method>/<noise>/seed<S>/`` the retrain on it. An interrupted audit cell reuses the finished
@@ -401,14 +403,19 @@ def _run_fix_cell(out: Path, plan: FixPlan, setting: NoiseSetting, seed: int, ba
                   progress, tag, label=first_label)
         base_row = next(r for r in read_rows(out / "results.csv") if cell_key(r) == (plan.base, setting.name, seed))
         first_seconds = float(base_row["train_seconds"])
-    else:
+        sources = [(first_dir, None)]
+    elif plan.folds is None:
         first_cell = Path(out) / "cells" / plan.first_run_dir / setting.name / f"seed{seed}.json"
         _check_recorded(first_dir, first_cell, first_identity, train_json, first_label, on_changed)
         atomic_write_json(first_cell, first_identity, indent=1)
         _, first_seconds, _ = _train_to_end(first_dir, first_cfg, first_label, progress)
+        sources = [(first_dir, None)]
+    else:
+        sources, first_seconds = _train_folds(out, plan, setting, seed, first_tree, train_json, first_dir,
+                                              first_label, on_changed, progress)
 
     # 2. the audit and the repaired file
-    audit_record = _audit_first_run(plan, first_dir, first_cfg, train_json, sha, audit_dir, fixed_json,
+    audit_record = _audit_first_run(plan, sources, first_cfg, train_json, sha, audit_dir, fixed_json,
                                     f"{label}: audit", progress)
 
     # 3. the retrain on the repaired file
@@ -440,19 +447,52 @@ def _fix_differences(found: dict, expected: dict, train_json: Path) -> list[str]
     return differ
 
 
-def _audit_first_run(plan: FixPlan, first_dir: Path, first_cfg, train_json: Path, train_sha: str, audit_dir: Path,
-                     fixed_json: Path, label: str, progress: bool) -> dict:
-    """Audit the first run on its training file into ``audit_dir`` and write the repaired ``fixed_json``,
+def _train_folds(out: Path, plan: FixPlan, setting: NoiseSetting, seed: int, first_tree: dict, train_json: Path,
+                 first_dir: Path, label: str, on_changed: str, progress: bool) -> tuple[list[tuple[Path, list]], float]:
+    """The K first runs of out-of-sample scoring, each on the training file without one fold's images
+    (``folds/<first run>/<noise>_seed<S>_fold<k>.json``, run ``<first run dir>/fold<k>``); returns the
+    (run folder, held-out image ids) of each fold and their summed training seconds."""
+    from noisyseg.bench.grid import fold_image_ids, without_images
+    from noisyseg.config import config_from_dict
+
+    coco = read_json(train_json, "training file")
+    folds = fold_image_ids(coco, plan.folds, seed)
+    sources, seconds = [], 0.0
+    for k, held_out in enumerate(folds):
+        data = json.dumps(without_images(coco, held_out)).encode("utf-8")
+        fold_json = Path(out) / "folds" / plan.first_run_dir / f"{setting.name}_seed{seed}_fold{k}.json"
+        if not fold_json.is_file() or fold_json.read_bytes() != data:
+            atomic_write_text(fold_json, data.decode("utf-8"))
+        tree = json.loads(json.dumps(first_tree))
+        tree["data"]["train_json"] = str(fold_json)
+        cfg = config_from_dict(tree, source=f"bench[{plan.spec}/{setting.name}, fold {k}]")
+        run_dir = first_dir / f"fold{k}"
+        cell_file = Path(out) / "cells" / plan.first_run_dir / setting.name / f"seed{seed}" / f"fold{k}.json"
+        identity = {"config": cfg.model_dump(mode="json"), "train_json_sha256": _sha256(data)}
+        fold_label = f"{label}, fold {k + 1}/{plan.folds}"
+        _check_recorded(run_dir, cell_file, identity, fold_json, fold_label, on_changed)
+        atomic_write_json(cell_file, identity, indent=1)
+        _, fold_seconds, _ = _train_to_end(run_dir, cfg, fold_label, progress)
+        sources.append((run_dir, held_out))
+        seconds += fold_seconds
+    return sources, seconds
+
+
+def _audit_first_run(plan: FixPlan, sources: list[tuple[Path, list | None]], first_cfg, train_json: Path,
+                     train_sha: str, audit_dir: Path, fixed_json: Path, label: str, progress: bool) -> dict:
+    """Audit the first run(s) on the training file into ``audit_dir`` and write the repaired ``fixed_json``,
     unless ``bench_audit.json`` there shows that this was done from the same checkpoints, file and options
-    and the repaired file is intact. Returns the record: seconds (the whole audit's wall time), n_flagged,
-    truth (the audit against clean_category_id, or None), fixed_sha256."""
+    and the repaired file is intact. ``sources``: one (run folder, None), or per fold (run folder, its
+    held-out image ids). Returns the record: seconds (the whole audit's wall time), n_flagged, truth (the
+    audit against clean_category_id, or None), fixed_sha256."""
     import torch
 
     from noisyseg.audit import audit
 
     names = plan.checkpoint_names(first_cfg.train.epochs)
-    checkpoints = [first_dir / "checkpoints" / f"{n}.pt" for n in names]
-    inputs = {"checkpoints": {n: _file_sha256(c) for n, c in zip(names, checkpoints)},
+    checkpoints = {str(run / "checkpoints" / f"{n}.pt"): run / "checkpoints" / f"{n}.pt"
+                   for run, _ in sources for n in names}
+    inputs = {"checkpoints": {key: _file_sha256(path) for key, path in checkpoints.items()},
               "train_json": str(train_json), "train_json_sha256": train_sha, "action": plan.action,
               "filter_by": plan.filter_by}
     record_path = audit_dir / "bench_audit.json"
@@ -461,14 +501,16 @@ def _audit_first_run(plan: FixPlan, first_dir: Path, first_cfg, train_json: Path
         if record.get("inputs") == inputs and record.get("fixed_sha256") == _file_sha256(fixed_json):
             print(f"{label}: done before ({record_path})", flush=True)
             return record
-    print(f"{label}: scoring {train_json} with {', '.join(names)} of {first_dir}", flush=True)
+    runs = ", ".join(str(run) for run, _ in sources)
+    print(f"{label}: scoring {train_json} with {', '.join(names)} of {runs}", flush=True)
     record_path.unlink(missing_ok=True)
     if first_cfg.train.threads:
         torch.set_num_threads(first_cfg.train.threads)
+    folds = [(run, held_out) for run, held_out in sources] if sources[0][1] is not None else None
     t0 = time.perf_counter()
-    result = audit(first_dir, train_json, checkpoints=names, out_dir=audit_dir, device=first_cfg.train.device,
-                   batch_size=first_cfg.train.batch_size, num_workers=0, filter_by=plan.filter_by,
-                   fix=fixed_json, action=plan.action, progress=progress)
+    result = audit(None if folds else sources[0][0], train_json, checkpoints=names, folds=folds, out_dir=audit_dir,
+                   device=first_cfg.train.device, batch_size=first_cfg.train.batch_size, num_workers=0,
+                   filter_by=plan.filter_by, fix=fixed_json, action=plan.action, progress=progress)
     seconds = time.perf_counter() - t0
     record = {"inputs": inputs, "seconds": seconds, "n_flagged": result.summary["n_flagged"],
               "n_annotations": result.summary["n_annotations"], "truth": result.summary.get("truth"),
