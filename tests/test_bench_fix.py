@@ -268,3 +268,23 @@ def test_out_of_sample_snapshot_averaging_trains_one_first_run_per_fold(bench, t
     fold_seconds = sum(json.loads((first / f"fold{k}" / "metrics.json").read_text())["train_seconds"] for k in range(2))
     assert float(rows[0]["train_seconds"]) == pytest.approx(
         fold_seconds + float(rows[0]["audit_seconds"]) + float(rows[0]["retrain_seconds"]), abs=0.2)
+
+
+def test_the_audit_tables_average_over_seeds():
+    from noisyseg.bench.report import format_audit
+
+    def row(noise, seed, total, audit_s, retrain_s, auroc, flagged=10):
+        truth = {} if auroc is None else {"audit_auroc": auroc, "audit_precision_at_recall_0.8": auroc - 0.1,
+                                          "audit_flagged_precision": 0.8, "audit_flagged_recall": 0.6 + seed / 10}
+        return {"method": FIX, "noise": noise, "seed": seed, "train_seconds": total, "audit_seconds": audit_s,
+                "retrain_seconds": retrain_s, "audit_n_flagged": flagged, **{k: "" for k in (
+                    "audit_auroc", "audit_ap", "audit_flagged_precision", "audit_flagged_recall",
+                    "audit_precision_at_recall_0.8")}, **truth}
+
+    rows = [row("sym0.4", 0, 210.0, 10.0, 100.0, 0.9), row("sym0.4", 1, 250.0, 20.0, 110.0, 0.8),
+            row("clean", 0, 200.0, 4.0, 96.0, None, flagged=7), {"method": "ce", "noise": "clean", "seed": 0}]
+    table = format_audit(rows, ["ce", FIX], ["clean", "sym0.4"])
+    assert f"| {FIX} | – (7 flagged) | 0.850 / 0.750 / 0.800 / 0.650 |" in table
+    # compute: 210 / 100 = 2.1 and 250 / 120, mean 2.29; clean 200 / 100 = 2.0; audit seconds 4 and 15
+    assert f"| {FIX} | 2.00x (4 s) | {(2.1 + 250 / 120) / 2:.2f}x (15 s) |" in table
+    assert format_audit(rows[-1:], ["ce"], ["clean"]) == ""

@@ -270,7 +270,7 @@ def format_audit(rows: list[dict], methods: list[str], noise_names: list[str]) -
 
     lines = ["audit methods: the audit of the first run on its own training file against the true labels "
              "(AUROC of 1 - label quality / precision at recall 0.8 / precision and recall of the flagged set; "
-             "means over seeds, – without clean_category_id)", "",
+             "means over seeds; without clean_category_id, e.g. on clean labels, the number flagged)", "",
              "| audit | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
     for m in shown:
         row = []
@@ -279,9 +279,13 @@ def format_audit(rows: list[dict], methods: list[str], noise_names: list[str]) -
             if not c:
                 row.append("–")
                 continue
-            row.append(" / ".join(fmt(_mean_of([_float(r[f]) for r in c])) for f in
-                                  ("audit_auroc", "audit_precision_at_recall_0.8", "audit_flagged_precision",
-                                   "audit_flagged_recall")))
+            values = [_mean_of([_float(r[f]) for r in c]) for f in
+                      ("audit_auroc", "audit_precision_at_recall_0.8", "audit_flagged_precision", "audit_flagged_recall")]
+            flagged = _mean_of([_float(r["audit_n_flagged"]) for r in c])
+            if all(math.isnan(v) for v in values):  # no clean_category_id: nothing to score against
+                row.append(f"– ({fmt(flagged, 0)} flagged)")
+            else:
+                row.append(" / ".join(fmt(v) for v in values))
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     lines += ["", "compute of the audit methods: total training seconds (first run + audit + retrain) over the "
               "first run's, mean over seeds (the audit's own seconds in brackets)", "",
