@@ -1,5 +1,7 @@
 """Shared fixtures (helpers live in tests/helpers.py, importable as ``helpers``)."""
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -7,6 +9,22 @@ import pytest
 import yaml
 
 from helpers import tiny_config, write_tiny_coco
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Undo a test's ``torch.set_num_threads`` (a run's ``train.threads``), so later tests keep the session's
+    thread count: with more threads than free cores, torch's CPU kernels get several times slower."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if before is None:  # torch was first imported during this test: its default thread count
+        before = int(os.environ.get("OMP_NUM_THREADS") or 0) or torch.get_num_threads()
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture

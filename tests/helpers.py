@@ -99,7 +99,7 @@ def tiny_config(data: dict, **train) -> dict:
         "model": {"name": "maskrcnn_tiny", "rois_per_image": 32},
         "loss": {"name": "lncis", "warmup_epochs": 1},
         "train": {"epochs": 2, "batch_size": 2, "lr": 0.01, "warmup_iters": 2, "lr_steps": [1],
-                  "log_interval": 1, "threads": 2, "device": "cpu", **train},
+                  "log_interval": 1, "threads": 1, "device": "cpu", **train},
     }
 
 
