@@ -109,10 +109,12 @@ def audit(
     paths = resolve_checkpoints(source, checkpoints) if source is not None else []
     coco = load_coco(data)
     device = resolve_device(device)
+    options = {"image_root": image_root, "device": device, "batch_size": batch_size, "num_workers": num_workers,
+               "progress": progress}
     if folds is not None:
-        scores = score_folds(fold_paths, coco, data, image_root, device, batch_size, num_workers, progress)
+        scores = score_folds(fold_paths, coco, data, **options)
     else:
-        scores = score_annotations(paths, coco, data, image_root, device, batch_size, num_workers, progress)
+        scores = score_annotations(paths, coco, data, **options)
     issues = find_issues(scores, filter_by)
     rows = issue_rows(issues)
     summary = summary_data(issues, {"data": str(data), "device": device})

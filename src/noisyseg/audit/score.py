@@ -307,11 +307,7 @@ def score_folds(
     folds: Sequence[tuple[Sequence[str | Path], Sequence[Any]]],
     coco: dict,
     data_path: str | Path,
-    image_root: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    batch_size: int = 8,
-    num_workers: int = 0,
-    progress: bool = True,
+    **options: Any,
 ) -> AnnotationScores:
     """Out-of-sample scores: each fold's models score only the annotations of that fold's images.
 
@@ -319,8 +315,9 @@ def score_folds(
         folds: one ``(checkpoints, image_ids)`` pair per fold: the checkpoint files of models trained
             without those images, and the ``id`` of the images they score. Every image with a scored
             annotation must be in exactly one fold.
-        coco, data_path, image_root, device, batch_size, num_workers, progress: as for
-            :func:`score_annotations`.
+        coco, data_path: as for :func:`score_annotations`.
+        options: the keyword arguments of :func:`score_annotations` (``image_root``, ``device``,
+            ``batch_size``, ``num_workers``, ``progress``), used for every fold.
 
     Returns:
         The scores of every non-crowd annotation of ``coco`` in file order, as if one model had scored
@@ -339,8 +336,7 @@ def score_folds(
         ids = set(image_ids)
         part = {**coco, "images": [im for im in coco["images"] if im["id"] in ids],
                 "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
-        parts.append(score_annotations(checkpoints, part, data_path, image_root, device, batch_size, num_workers,
-                                       progress))
+        parts.append(score_annotations(checkpoints, part, data_path, **options))
     label_map = parts[0].label_map
     for f, part in enumerate(parts[1:], 1):
         if part.label_map != label_map:

@@ -109,6 +109,16 @@ def _by_cell(rows: list[dict], metric: str) -> dict[tuple[str, str], dict[int, f
     return cells
 
 
+def _grid(corner: str, methods: list[str], columns: list[str], cell) -> list[str]:
+    """The markdown lines of a methods x ``columns`` table: header, rule and one row per method, the
+    cell text from ``cell(method, column)`` (None, for a cell without data, shows as "–")."""
+    lines = [f"| {corner} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for m in methods:
+        texts = [cell(m, c) for c in columns]
+        lines.append(f"| {m} | " + " | ".join("–" if t is None else t for t in texts) + " |")
+    return lines
+
+
 def format_table(rows: list[dict], methods: list[str], noise_names: list[str], metric: str = "mask_AP") -> str:
     """Methods x noise settings, ``mean ± std`` over seeds (n seeds noted), best mean per column in bold."""
     cells = {k: list(v.values()) for k, v in _by_cell(rows, metric).items()}
@@ -116,18 +126,16 @@ def format_table(rows: list[dict], methods: list[str], noise_names: list[str], m
     for n in noise_names:
         means = [_stats(cells[(m, n)])[0] for m in methods if (m, n) in cells]
         best[n] = max(means) if means else None
+
+    def cell(m: str, n: str) -> str | None:
+        if (m, n) not in cells:
+            return None
+        mean, std = _stats(cells[(m, n)])
+        text = f"{mean:.1f} ± {std:.1f}" if len(cells[(m, n)]) > 1 else f"{mean:.1f}"
+        return f"**{text}**" if best[n] is not None and abs(mean - best[n]) < 1e-9 else text
+
     lines = [f"{metric.replace('_', ' ')} on clean val, mean ± std over seeds", "",
-             "| method | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
-    for m in methods:
-        row = []
-        for n in noise_names:
-            if (m, n) not in cells:
-                row.append("–")
-                continue
-            mean, std = _stats(cells[(m, n)])
-            text = f"{mean:.1f} ± {std:.1f}" if len(cells[(m, n)]) > 1 else f"{mean:.1f}"
-            row.append(f"**{text}**" if best[n] is not None and abs(mean - best[n]) < 1e-9 else text)
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
+             *_grid("method", methods, noise_names, cell)]
     counts = sorted({len(v) for v in cells.values()})
     lines += ["", f"seeds per cell: {', '.join(map(str, counts)) if counts else 'none yet'}"]
     return "\n".join(lines) + "\n"
@@ -186,19 +194,17 @@ def format_paired(rows: list[dict], methods: list[str], noise_names: list[str], 
     others = [m for m in methods if m != BASELINE]
     if BASELINE not in methods or not others:
         return ""
+
+    def cell(m: str, n: str) -> str | None:
+        diffs = paired_differences(rows, m, n, metric)
+        if not diffs:
+            return None
+        per_seed = " / ".join(_signed(v) for v in diffs.values())
+        return f"{_signed(_stats(list(diffs.values()))[0])} ({per_seed})"
+
     lines = [f"{metric.replace('_', ' ')}: each method minus {BASELINE}, paired by seed (same initialisation, data "
              "order and noisy file): mean (per-seed values in seed order)", "",
-             "| method minus ce | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
-    for m in others:
-        row = []
-        for n in noise_names:
-            diffs = paired_differences(rows, m, n, metric)
-            if not diffs:
-                row.append("–")
-                continue
-            per_seed = " / ".join(_signed(v) for v in diffs.values())
-            row.append(f"{_signed(_stats(list(diffs.values()))[0])} ({per_seed})")
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
+             *_grid(f"method minus {BASELINE}", others, noise_names, cell)]
     seeds = sorted({int(r["seed"]) for r in rows})
     lines += ["", f"seeds: {', '.join(map(str, seeds))}"]
     return "\n".join(lines) + "\n"
@@ -210,12 +216,14 @@ def format_recovered(rows: list[dict], methods: list[str], noise_names: list[str
     others = [m for m in methods if m != BASELINE]
     if BASELINE not in methods or "clean" not in noise_names or not noisy or not others:
         return ""
+
+    def cell(m: str, n: str) -> str | None:
+        fraction = recovered_fraction(rows, m, n, metric)
+        return None if fraction is None else f"{100 * fraction:.0f}%"
+
     lines = [f"recovered: (AP_method - AP_ce,noisy) / (AP_ce,clean - AP_ce,noisy), {metric.replace('_', ' ')} means "
              "over seeds (100% = all that noise cost CE, < 0 = below CE; – where CE lost nothing)", "",
-             "| recovered | " + " | ".join(noisy) + " |", "|---|" + "---|" * len(noisy)]
-    for m in others:
-        fractions = [recovered_fraction(rows, m, n, metric) for n in noisy]
-        lines.append(f"| {m} | " + " | ".join("–" if f is None else f"{100 * f:.0f}%" for f in fractions) + " |")
+             *_grid("recovered", others, noisy, cell)]
     return "\n".join(lines) + "\n"
 
 
@@ -226,19 +234,16 @@ def format_memorisation(curves: list[dict], methods: list[str], noise_names: lis
     if not any(table.values()):
         return ("peak - final: no curves with two or more evaluated epochs (set train.eval_interval to evaluate "
                 "during training)\n")
+
+    def cell(m: str, n: str) -> str | None:
+        if not table[(m, n)]:
+            return None
+        values = [d for d, _ in table[(m, n)].values()]
+        return f"{_stats(values)[0]:.1f} ({' / '.join(f'{v:.1f}' for v in values)})"
+
     lines = [f"peak - final {metric.replace('_', ' ')} of the val curve (highest evaluated epoch minus the last): "
              "mean (per-seed values in seed order); CE falling from its peak under noise is memorisation", "",
-             "| peak - final | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
-    for m in methods:
-        row = []
-        for n in noise_names:
-            drops = table[(m, n)]
-            if not drops:
-                row.append("–")
-                continue
-            values = [d for d, _ in drops.values()]
-            row.append(f"{_stats(values)[0]:.1f} ({' / '.join(f'{v:.1f}' for v in values)})")
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
+             *_grid("peak - final", methods, noise_names, cell)]
     return "\n".join(lines) + "\n"
 
 
@@ -268,42 +273,34 @@ def format_audit(rows: list[dict], methods: list[str], noise_names: list[str]) -
     def fmt(v: float, digits: int = 3) -> str:
         return "–" if math.isnan(v) else f"{v:.{digits}f}"
 
+    def audit_cell(m: str, n: str) -> str | None:
+        c = cells(m, n)
+        if not c:
+            return None
+        values = [_mean_of([_float(r[f]) for r in c]) for f in
+                  ("audit_auroc", "audit_precision_at_recall_0.8", "audit_flagged_precision", "audit_flagged_recall")]
+        if all(math.isnan(v) for v in values):  # no clean_category_id: nothing to score against
+            return f"– ({fmt(_mean_of([_float(r['audit_n_flagged']) for r in c]), 0)} flagged)"
+        return " / ".join(fmt(v) for v in values)
+
+    def compute_cell(m: str, n: str) -> str | None:
+        c = cells(m, n)
+        if not c:
+            return None
+        ratios = []
+        for r in c:
+            total, audit_s, retrain_s = (_float(r[f]) for f in ("train_seconds", "audit_seconds", "retrain_seconds"))
+            first = total - audit_s - retrain_s
+            ratios.append(total / first if first > 0 else math.nan)
+        return f"{fmt(_mean_of(ratios), 2)}x ({fmt(_mean_of([_float(r['audit_seconds']) for r in c]), 0)} s)"
+
     lines = ["audit methods: the audit of the first run on its own training file against the true labels "
              "(AUROC of 1 - label quality / precision at recall 0.8 / precision and recall of the flagged set; "
              "means over seeds; without clean_category_id, e.g. on clean labels, the number flagged)", "",
-             "| audit | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
-    for m in shown:
-        row = []
-        for n in noise_names:
-            c = cells(m, n)
-            if not c:
-                row.append("–")
-                continue
-            values = [_mean_of([_float(r[f]) for r in c]) for f in
-                      ("audit_auroc", "audit_precision_at_recall_0.8", "audit_flagged_precision", "audit_flagged_recall")]
-            flagged = _mean_of([_float(r["audit_n_flagged"]) for r in c])
-            if all(math.isnan(v) for v in values):  # no clean_category_id: nothing to score against
-                row.append(f"– ({fmt(flagged, 0)} flagged)")
-            else:
-                row.append(" / ".join(fmt(v) for v in values))
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
-    lines += ["", "compute of the audit methods: total training seconds (first run + audit + retrain) over the "
-              "first run's, mean over seeds (the audit's own seconds in brackets)", "",
-              "| compute | " + " | ".join(noise_names) + " |", "|---|" + "---|" * len(noise_names)]
-    for m in shown:
-        row = []
-        for n in noise_names:
-            c = cells(m, n)
-            if not c:
-                row.append("–")
-                continue
-            ratios = []
-            for r in c:
-                total, audit_s, retrain_s = (_float(r[f]) for f in ("train_seconds", "audit_seconds", "retrain_seconds"))
-                first = total - audit_s - retrain_s
-                ratios.append(total / first if first > 0 else math.nan)
-            row.append(f"{fmt(_mean_of(ratios), 2)}x ({fmt(_mean_of([_float(r['audit_seconds']) for r in c]), 0)} s)")
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
+             *_grid("audit", shown, noise_names, audit_cell),
+             "", "compute of the audit methods: total training seconds (first run + audit + retrain) over the "
+             "first run's, mean over seeds (the audit's own seconds in brackets)", "",
+             *_grid("compute", shown, noise_names, compute_cell)]
     return "\n".join(lines) + "\n"
 
 
