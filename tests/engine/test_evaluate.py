@@ -163,3 +163,48 @@ def test_eval_refuses_a_val_file_whose_classes_were_renamed(trained_run, tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'rod'" in err and "'bar'" in err and str(renamed) in err
     assert not out.exists()
+
+
+def test_evaluate_run_applies_overrides_writes_beside_the_checkpoint_and_scores_like_cocoeval(trained_run, tmp_path):
+    gt = json.loads(trained_run.data["val_json"].read_text())
+    kept = [im["id"] for im in gt["images"][:3]]
+    subset = {**gt, "images": gt["images"][:3], "annotations": [a for a in gt["annotations"] if a["image_id"] in kept]}
+    subset_json = tmp_path / "val3.json"
+    subset_json.write_text(json.dumps(subset))
+    ckpt = tmp_path / "ckpt" / "model.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes((trained_run.folder / "checkpoints" / "last.pt").read_bytes())
+
+    metrics, paths = evaluate_module.evaluate_run(trained_run.config, checkpoint=ckpt, device="cpu", progress=False,
+                                                  overrides=[f"data.val_json={subset_json}"])
+    assert paths == {"metrics": ckpt.parent / "metrics.json", "detections": ckpt.parent / "detections.json"}
+    assert json.loads(paths["metrics"].read_text()) == json.loads(json.dumps({"checkpoint": str(ckpt), **metrics}))
+    detections = json.loads(paths["detections"].read_text())
+    assert detections and {d["image_id"] for d in detections} <= set(kept)  # only the override's images
+    coco_gt = COCO(str(subset_json))
+    for iou_type in ("segm", "bbox"):
+        ev = COCOeval(coco_gt, coco_gt.loadRes(detections), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        expected = [v * 100.0 for v in ev.stats[:3]]
+        assert [metrics[iou_type][k] for k in ("AP", "AP50", "AP75")] == pytest.approx(expected, abs=1e-6), iou_type
+
+
+def test_evaluate_run_checks_its_inputs_before_any_work(trained_run, tmp_path, monkeypatch):
+    from noisyseg.errors import NoisysegError
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("evaluated despite a bad input")
+
+    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint", no_work)
+    with pytest.raises(NoisysegError, match=r"with a config file, pass --checkpoint$") as err:
+        evaluate_module.evaluate_run(trained_run.config, device="cpu")
+    assert str(err.value).startswith(str(trained_run.config))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    with pytest.raises(NoisysegError, match="is a file, expected a folder"):
+        evaluate_module.evaluate_run(trained_run.folder, out_dir=blocker, device="cpu")
+    with pytest.raises(NoisysegError, match="unknown device"):
+        evaluate_module.evaluate_run(trained_run.folder, out_dir=tmp_path / "e", device="tpu")
+    assert not (tmp_path / "e").exists() and blocker.read_text() == ""

@@ -1,5 +1,5 @@
 """``noisyseg train``, ``eval`` and ``predict``: argument parsing over the engine's library functions
-(:func:`~noisyseg.engine.trainer.train`, :func:`~noisyseg.engine.evaluate.evaluate_checkpoint`,
+(:func:`~noisyseg.engine.trainer.train`, :func:`~noisyseg.engine.evaluate.evaluate_run`,
 :func:`~noisyseg.engine.predict.predict_images`); torch is imported only when a command runs."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 DEVICE_HELP = "auto (CUDA when available) | cpu | cuda | cuda:N"
 
@@ -93,32 +92,13 @@ def _launch(args, cfg) -> int:
 
 
 def _eval(args) -> int:
-    from noisyseg.config import load_config
-    from noisyseg.engine.distributed import select_device
-    from noisyseg.engine.evaluate import evaluate_checkpoint
-    from noisyseg.errors import NoisysegError
+    from noisyseg.engine.evaluate import evaluate_run
     from noisyseg.eval import format_metrics_table
-    from noisyseg.utils.io import atomic_write_json, ensure_output_dir
 
-    run = Path(args.run)
-    if run.is_dir():
-        cfg_path, ckpt = run / "config.yaml", Path(args.checkpoint or run / "checkpoints" / "last.pt")
-        out = Path(args.out or run)
-    else:
-        cfg_path = run
-        if not args.checkpoint:
-            raise NoisysegError(f"{run}: with a config file, pass --checkpoint")
-        ckpt = Path(args.checkpoint)
-        out = Path(args.out or ckpt.parent)
-    cfg = load_config(cfg_path, args.overrides)
-    device = select_device(args.device)
-    ensure_output_dir(out, "output folder")
-    metrics, detections = evaluate_checkpoint(ckpt, cfg.data, device, num_workers=cfg.data.num_workers,
-                                              progress=not args.no_progress)
-    atomic_write_json(out / "detections.json", detections)  # COCO results, the data set's own category ids
-    atomic_write_json(out / "metrics.json", {"checkpoint": str(ckpt), **metrics}, indent=2)
+    metrics, paths = evaluate_run(args.run, checkpoint=args.checkpoint, overrides=args.overrides, out_dir=args.out,
+                                  device=args.device, progress=not args.no_progress)
     print(format_metrics_table(metrics))
-    print(f"wrote {out / 'metrics.json'} and {out / 'detections.json'}")
+    print(f"wrote {paths['metrics']} and {paths['detections']}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The one evaluation path: build the val set, predict over it (every rank a shard), score COCO AP on rank 0.
 
-``noisyseg eval`` (:func:`evaluate_checkpoint`) and the trainer (:func:`build_val_set`,
+``noisyseg eval`` (:func:`evaluate_run` over :func:`evaluate_checkpoint`) and the trainer (:func:`build_val_set`,
 :func:`evaluate_model`) both go through here. Evaluation consumes no training randomness: its data
 loader draws its seed from its own generator, so a run that evaluates mid-run resumes exactly.
 """
@@ -8,7 +8,7 @@ loader draws its seed from its own generator, so a run that evaluates mid-run re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -107,3 +107,50 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, device: torch.
     detections = predict_dataset(model, val, label_map, device, batch_size=batch_size, num_workers=num_workers,
                                  progress=progress)
     return evaluate(str(data.val_json), detections, iou_types=("segm", "bbox")), detections
+
+
+def evaluate_run(run_or_config: str | Path, *, checkpoint: str | Path | None = None, overrides: Sequence[str] = (),
+                 out_dir: str | Path | None = None, device: str = "auto",
+                 progress: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
+    """``noisyseg eval``: score a run's checkpoint on its clean val set and write ``metrics.json`` and
+    ``detections.json``.
+
+    Args:
+        run_or_config: a run folder (its ``config.yaml``; ``checkpoints/last.pt`` unless ``checkpoint``)
+            or a YAML config (then ``checkpoint`` is required).
+        checkpoint: the checkpoint file to score.
+        overrides: ``KEY=VALUE`` config overrides, e.g. ``data.val_json=other.json``.
+        out_dir: where the two files go; default the run folder, or the checkpoint's folder for a config.
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+
+    Returns:
+        ``(metrics, paths)``: :func:`evaluate_checkpoint`'s metrics and ``{"metrics": ..., "detections": ...}``,
+        the files written (``metrics.json`` is the metrics plus the ``checkpoint`` path; ``detections.json``
+        the COCO results in the data set's own category ids).
+
+    The config, device and output folder are checked before any work; a bad one is a one-line
+    :class:`NoisysegError` and nothing is written.
+    """
+    from noisyseg.config import load_config
+    from noisyseg.engine.distributed import select_device
+    from noisyseg.errors import NoisysegError
+    from noisyseg.utils.io import atomic_write_json, ensure_output_dir
+
+    run = Path(run_or_config)
+    if run.is_dir():
+        cfg_path, ckpt = run / "config.yaml", Path(checkpoint or run / "checkpoints" / "last.pt")
+        out = Path(out_dir or run)
+    else:
+        if not checkpoint:
+            raise NoisysegError(f"{run}: with a config file, pass --checkpoint")
+        cfg_path, ckpt = run, Path(checkpoint)
+        out = Path(out_dir or ckpt.parent)
+    cfg = load_config(cfg_path, list(overrides))
+    torch_device = select_device(device)
+    ensure_output_dir(out, "output folder")
+    metrics, detections = evaluate_checkpoint(ckpt, cfg.data, torch_device, num_workers=cfg.data.num_workers,
+                                              progress=progress)
+    paths = {"metrics": out / "metrics.json", "detections": out / "detections.json"}
+    atomic_write_json(paths["detections"], detections)
+    atomic_write_json(paths["metrics"], {"checkpoint": str(ckpt), **metrics}, indent=2)
+    return metrics, paths
