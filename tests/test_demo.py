@@ -3,12 +3,19 @@
 import csv
 import json
 
+import yaml
+
 from noisyseg.cli import main
+from noisyseg.configs import packaged_config
+from noisyseg.data.shapes import SetPaths
+from noisyseg.demo import demo_config
 
 
 def test_demo_end_to_end_on_a_tiny_set(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--train", "8", "--val", "4", "--size", "64", "--epochs", "2", "--no-progress"]
+    # one thread: the packaged config's two are 3-5x slower on a busy 2-core machine
+    args = ["demo", "--out", str(out), "--train", "8", "--val", "4", "--size", "64", "--threads", "1", "--epochs", "2",
+            "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| method | mask AP | box AP | mask AP50 | train s |" in printed
@@ -27,7 +34,7 @@ def test_demo_end_to_end_on_a_tiny_set(tmp_path, capsys):
     assert noisy["info"]["noise"]["rate"] == 0.4 and noisy["info"]["noise"]["seed"] == 0
     assert json.loads((out / "data" / "train.json").read_text())["info"]["params"]["class_colours"] is True
     lncis = json.loads((out / "cells" / "lncis" / "sym0.4" / "seed0.json").read_text())["config"]
-    assert lncis["loss"]["warmup_epochs"] == 1 and lncis["train"]["lr_steps"] == [2]
+    assert lncis["loss"]["warmup_epochs"] == 1 and lncis["train"]["lr_steps"] == [2] and lncis["train"]["threads"] == 1
 
     # the audit of the lncis run on its noisy training file, counted here from the files themselves
     wrong = {a["id"] for a in noisy["annotations"]
@@ -63,3 +70,15 @@ def test_demo_end_to_end_on_a_tiny_set(tmp_path, capsys):
         assert len(list(csv.DictReader(f))) == 2
     assert "1 epochs." in (out / "report.md").read_text()
     assert (out / "audit" / "contact_sheet.png").stat().st_mtime_ns != sheet_mtime  # a new model: audited again
+
+
+def test_the_demo_keeps_the_packaged_thread_count_unless_told(tmp_path, capsys):
+    packaged = yaml.safe_load(packaged_config("shapes_tiny").read_text())["train"]["threads"]
+    data = SetPaths(tmp_path / "train.json", tmp_path / "val.json", tmp_path / "images")
+    assert demo_config(data, 10, 128, 0)["train"]["threads"] == packaged
+    assert demo_config(data, 10, 128, 0, threads=1)["train"]["threads"] == 1
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--threads", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "noisyseg demo: error: --threads: expected a number of CPU threads >= 1, got 0"
+    assert not out.exists()

@@ -28,10 +28,11 @@ AUDITED = "lncis"  # the run whose model audits the noisy training file
 DEFAULTS = {"noise_rate": 0.4, "seed": 0, "epochs": 10, "n_train": 160, "n_val": 100, "size": 128}
 
 
-def demo_config(data, epochs: int, size: int, seed: int) -> dict:
+def demo_config(data, epochs: int, size: int, seed: int, threads: int | None = None) -> dict:
     """The demo's base config tree: the packaged ``shapes_tiny`` config on ``data`` (a shapes
     :class:`~noisyseg.data.shapes.SetPaths`), ``epochs`` epochs with the lr step at 5/6 of them, and the
-    task-specific loss after a CE stage of half the epochs."""
+    task-specific loss after a CE stage of half the epochs; ``threads`` torch CPU threads (None: the
+    packaged config's ``train.threads``)."""
     import yaml
 
     from noisyseg.configs import packaged_config
@@ -43,18 +44,23 @@ def demo_config(data, epochs: int, size: int, seed: int) -> dict:
     tree["train"]["epochs"] = epochs
     tree["train"]["lr_steps"] = [max(1, round(epochs * 5 / 6))]
     tree["loss"]["warmup_epochs"] = int(epochs * LNCIS_WARMUP_FRACTION)
+    if threads is not None:
+        tree["train"]["threads"] = threads
     return tree
 
 
 def run_demo(out_dir: str | Path = DEFAULT_OUT, *, noise_rate: float = DEFAULTS["noise_rate"],
              seed: int = DEFAULTS["seed"], epochs: int = DEFAULTS["epochs"], n_train: int = DEFAULTS["n_train"],
-             n_val: int = DEFAULTS["n_val"], size: int = DEFAULTS["size"], progress: bool = True) -> dict[str, dict]:
+             n_val: int = DEFAULTS["n_val"], size: int = DEFAULTS["size"], threads: int | None = None,
+             progress: bool = True) -> dict[str, dict]:
     """Run the demo into ``out_dir``; return method -> its results row (:data:`noisyseg.bench.CSV_FIELDS`).
 
     ``out_dir`` gets ``data/`` (the shapes set), the bench files and folders (``noisy/``, ``runs/``,
     ``results.csv``, ...), ``audit/`` (:func:`noisyseg.audit.audit` of the lncis run on its noisy training
     file: label_issues.csv, summary.md/.json, review.html, contact_sheet.png) and the report:
-    ``report.md``, ``ap.png`` and ``overlays/val_<id>.png``.
+    ``report.md``, ``ap.png`` and ``overlays/val_<id>.png``. ``threads``: torch CPU threads for training
+    and evaluation (default: the packaged ``shapes_tiny`` config's ``train.threads``; one is fastest on a
+    busy machine).
     """
     from noisyseg.bench import NoiseSetting, run_bench
     from noisyseg.data.shapes import make_shapes
@@ -62,6 +68,8 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, *, noise_rate: float = DEFAULTS[
 
     if isinstance(noise_rate, bool) or not isinstance(noise_rate, (int, float)) or not 0.0 <= noise_rate <= 1.0:
         raise NoisysegError(f"--noise: the symmetric noise rate must be in [0, 1], got {noise_rate!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise NoisysegError(f"--threads: expected a number of CPU threads >= 1, got {threads!r}")
     t0 = time.time()
     out = ensure_output_dir(out_dir, "demo folder")
     # Class colours: without them a model this small, trained this briefly, finds the shapes but names them
@@ -69,7 +77,7 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, *, noise_rate: float = DEFAULTS[
     data = make_shapes(out / "data", n_train=n_train, n_val=n_val, size=size, seed=seed, class_colours=True,
                        progress=progress)
     setting = NoiseSetting(f"sym{noise_rate:g}", "symmetric", float(noise_rate))
-    rows = run_bench(demo_config(data, epochs, size, seed), METHODS, [setting], [seed], out, progress=progress,
+    rows = run_bench(demo_config(data, epochs, size, seed, threads), METHODS, [setting], [seed], out, progress=progress,
                      on_changed="retrain", write_tables=False, tag="demo")
     results = {r["method"]: r for r in rows if r["noise"] == setting.name and int(r["seed"]) == seed}
 

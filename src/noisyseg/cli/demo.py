@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, default=d["n_train"], dest="n_train", help="training images")
     p.add_argument("--val", type=int, default=d["n_val"], dest="n_val", help="validation images")
     p.add_argument("--size", type=int, default=d["size"], help="image size in pixels")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the packaged shapes_tiny config's train.threads)")
     p.add_argument("--no-progress", action="store_false", dest="progress")
     p.set_defaults(func=run)
 
@@ -30,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
     from noisyseg.demo import run_demo
 
     run_demo(args.out, noise_rate=args.noise_rate, seed=args.seed, epochs=args.epochs, n_train=args.n_train,
-             n_val=args.n_val, size=args.size, progress=args.progress)
+             n_val=args.n_val, size=args.size, threads=args.threads, progress=args.progress)
     return 0
