@@ -335,3 +335,20 @@ def test_the_python_api_takes_a_config_object(bench, tmp_path):
     with pytest.raises(NoisysegError, match="loss.warmup_epochs"):
         run_bench(cfg, ["lncis"], ["clean"], [0], tmp_path / "x", overrides=["loss.warmup_epochs=5"])
     assert not (tmp_path / "x").exists()
+
+
+def test_the_bench_evaluates_with_the_runs_threads_and_gives_the_callers_count_back(tiny_coco, monkeypatch):
+    from noisyseg.bench.runner import evaluate_checkpoint
+    from noisyseg.config import config_from_dict
+
+    seen = []
+
+    def recording(checkpoint, data, device, **kwargs):
+        seen.append(torch.get_num_threads())
+        return {"segm": {"AP": 1.0}, "bbox": {"AP": 2.0}}, []
+
+    monkeypatch.setattr("noisyseg.engine.evaluate.evaluate_checkpoint", recording)
+    torch.set_num_threads(1)
+    metrics = evaluate_checkpoint(Path("last.pt"), config_from_dict(tiny_config(tiny_coco, threads=2)), progress=False)
+    assert seen == [2] and metrics == {"segm": {"AP": 1.0}, "bbox": {"AP": 2.0}}
+    assert torch.get_num_threads() == 1

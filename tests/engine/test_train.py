@@ -265,3 +265,25 @@ def test_mixed_precision_runs_on_cpu_and_keeps_scaler_state(tiny_config_file, tm
         assert "scale" in ckpt["scaler"]  # the GradScaler state travels with the checkpoint
     else:
         assert ckpt["scaler"] == {}
+
+
+def test_train_runs_with_its_threads_and_gives_the_callers_count_back(tiny_coco, tmp_path, monkeypatch):
+    from noisyseg.config import config_from_dict
+    from noisyseg.errors import NoisysegError
+
+    real, seen = trainer.train_one_epoch, []
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", recording)
+    torch.set_num_threads(1)
+    result = trainer.train(config_from_dict(tiny_config(tiny_coco, threads=2)), tmp_path / "run",
+                           progress=False)
+    assert seen == [2, 2] and result.metrics  # trained with the run's two threads
+    assert torch.get_num_threads() == 1
+    with pytest.raises(NoisysegError, match="fewer than train.batch_size"):  # a start refused after the switch
+        trainer.train(config_from_dict(tiny_config(tiny_coco, threads=2, batch_size=64)), tmp_path / "refused",
+                      progress=False)
+    assert torch.get_num_threads() == 1

@@ -485,9 +485,8 @@ def _audit_first_run(plan: FixPlan, sources: list[tuple[Path, list | None]], fir
     and the repaired file is intact. ``sources``: one (run folder, None), or per fold (run folder, its
     held-out image ids). Returns the record: seconds (the whole audit's wall time), n_flagged, truth (the
     audit against clean_category_id, or None), fixed_sha256."""
-    import torch
-
     from noisyseg.audit import audit
+    from noisyseg.engine.distributed import torch_threads
 
     names = plan.checkpoint_names(first_cfg.train.epochs)
     checkpoints = {str(run / "checkpoints" / f"{n}.pt"): run / "checkpoints" / f"{n}.pt"
@@ -504,13 +503,13 @@ def _audit_first_run(plan: FixPlan, sources: list[tuple[Path, list | None]], fir
     runs = ", ".join(str(run) for run, _ in sources)
     print(f"{label}: scoring {train_json} with {', '.join(names)} of {runs}", flush=True)
     record_path.unlink(missing_ok=True)
-    if first_cfg.train.threads:
-        torch.set_num_threads(first_cfg.train.threads)
     folds = [(run, held_out) for run, held_out in sources] if sources[0][1] is not None else None
     t0 = time.perf_counter()
-    result = audit(None if folds else sources[0][0], train_json, checkpoints=names, folds=folds, out_dir=audit_dir,
-                   device=first_cfg.train.device, batch_size=first_cfg.train.batch_size, num_workers=0,
-                   filter_by=plan.filter_by, fix=fixed_json, action=plan.action, progress=progress)
+    with torch_threads(first_cfg.train.threads):
+        result = audit(None if folds else sources[0][0], train_json, checkpoints=names, folds=folds,
+                       out_dir=audit_dir, device=first_cfg.train.device, batch_size=first_cfg.train.batch_size,
+                       num_workers=0, filter_by=plan.filter_by, fix=fixed_json, action=plan.action,
+                       progress=progress)
     seconds = time.perf_counter() - t0
     record = {"inputs": inputs, "seconds": seconds, "n_flagged": result.summary["n_flagged"],
               "n_annotations": result.summary["n_annotations"], "truth": result.summary.get("truth"),
@@ -545,16 +544,14 @@ def _finished_metrics(run_dir: Path, cfg, label: str, progress: bool) -> tuple[d
 
 def evaluate_checkpoint(checkpoint: Path, cfg, progress: bool = True) -> dict:
     """Box and mask COCO AP of a trained checkpoint on ``cfg``'s val split, on ``cfg.train.device``, in
-    batches of ``train.batch_size`` images as the trainer's own evaluation (so the same AP comes back)."""
-    import torch
-
-    from noisyseg.engine.distributed import select_device
+    batches of ``train.batch_size`` images as the trainer's own evaluation (so the same AP comes back), with
+    ``train.threads`` CPU threads (the caller's count restored after)."""
+    from noisyseg.engine.distributed import select_device, torch_threads
     from noisyseg.engine.evaluate import evaluate_checkpoint as score
 
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    metrics, _ = score(checkpoint, cfg.data, select_device(cfg.train.device, "train.device"),
-                       batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, progress=progress)
+    with torch_threads(cfg.train.threads):
+        metrics, _ = score(checkpoint, cfg.data, select_device(cfg.train.device, "train.device"),
+                           batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, progress=progress)
     return metrics
 
 

@@ -1,4 +1,5 @@
-"""torch.distributed glue: one process per device (gloo on CPU, nccl on GPU), and device selection.
+"""torch.distributed glue: one process per device (gloo on CPU, nccl on GPU), device selection and the
+CPU thread count of a run (:func:`torch_threads`).
 
 The processes are started by :func:`run_processes` (``noisyseg train --nproc N``) or by torchrun.
 Without their environment (WORLD_SIZE unset or 1) everything here is a no-op and the same code runs as a
@@ -12,13 +13,14 @@ others, so a user sees each error once and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -65,6 +67,21 @@ def select_device(spec: str, what: str = "--device", local_rank: int | None = No
     if index >= count:
         raise NoisysegError(f"{what}={spec}: GPU {index} asked for, this machine has {count} (cuda:0..cuda:{count - 1})")
     return torch.device("cuda", index)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch CPU threads (None: the current count), then restore the count it
+    found: ``torch.set_num_threads`` is process-wide, and a caller left with more threads than free cores
+    gets CPU kernels several times slower."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def init_distributed(device_spec: str) -> tuple[DistInfo, torch.device]:

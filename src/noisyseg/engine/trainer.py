@@ -59,7 +59,7 @@ from noisyseg.engine.build import model_from_config
 from noisyseg.engine.checkpoint import (checkpoint_bytes, load_checkpoint, load_model_weights, rng_state,
                                         set_rng_state)
 from noisyseg.engine.distributed import (DistInfo, all_gather_objects, all_ranks_true, barrier, cleanup,
-                                         init_distributed, on_every_rank)
+                                         init_distributed, on_every_rank, torch_threads)
 from noisyseg.engine.evaluate import build_val_set, evaluate_model
 from noisyseg.engine.schedule import build_optimizer, build_scheduler
 from noisyseg.errors import NoisysegError
@@ -310,31 +310,33 @@ class Run:
 def train(cfg: Config, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``cfg`` into ``out_dir`` (default ``cfg.out_dir`` or ``runs/noisyseg``); return final metrics.
 
-    Under several processes every process calls this; rank 0 alone logs, prints and writes files.
+    Under several processes every process calls this; rank 0 alone logs, prints and writes files. Torch
+    runs with ``train.threads`` CPU threads, and the caller's thread count is restored on return.
     """
     info, device = init_distributed(cfg.train.device)
     out = Path(out_dir or cfg.out_dir or "runs/noisyseg")
-    try:
-        run = setup_run(cfg, out, resume, info, device)
-        if isinstance(run, TrainResult):  # a finished run, resumed: nothing to do
-            return run
+    with torch_threads(cfg.train.threads):
         try:
-            run.started_at = time.time()
-            metrics = _complete_interrupted_evaluation(run, progress)
-            for epoch in range(run.start_epoch, cfg.train.epochs):
-                train_one_epoch(run, epoch, progress)
-                save_epoch_checkpoints(run, epoch + 1)
-                if is_eval_epoch(epoch + 1, cfg):
-                    metrics = evaluate_epoch(run, epoch + 1, progress)
-            seconds = run.train_seconds() if run.start_epoch < cfg.train.epochs else run.seconds_before
-            if info.is_main:
-                atomic_write_json(out / "metrics.json", {"epoch": cfg.train.epochs, "train_seconds": seconds,
-                                                         **metrics}, indent=2)
-            return TrainResult(out, run.ckpt_path, metrics, seconds)
+            run = setup_run(cfg, out, resume, info, device)
+            if isinstance(run, TrainResult):  # a finished run, resumed: nothing to do
+                return run
+            try:
+                run.started_at = time.time()
+                metrics = _complete_interrupted_evaluation(run, progress)
+                for epoch in range(run.start_epoch, cfg.train.epochs):
+                    train_one_epoch(run, epoch, progress)
+                    save_epoch_checkpoints(run, epoch + 1)
+                    if is_eval_epoch(epoch + 1, cfg):
+                        metrics = evaluate_epoch(run, epoch + 1, progress)
+                seconds = run.train_seconds() if run.start_epoch < cfg.train.epochs else run.seconds_before
+                if info.is_main:
+                    atomic_write_json(out / "metrics.json", {"epoch": cfg.train.epochs, "train_seconds": seconds,
+                                                             **metrics}, indent=2)
+                return TrainResult(out, run.ckpt_path, metrics, seconds)
+            finally:
+                run.close()
         finally:
-            run.close()
-    finally:
-        cleanup(info)
+            cleanup(info)
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -405,8 +407,6 @@ def _build_run(cfg: Config, out: Path, info: DistInfo, device: torch.device, fol
         raise NoisysegError(
             f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes ({info.world_size})"
         )
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     losses = {stage: build_stage_loss(stage, cfg) for stage in (CE_STAGE, ROBUST_STAGE)}
     seed_everything(cfg.seed + info.rank)
     train_set, val_set = make_datasets(cfg)
