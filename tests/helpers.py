@@ -143,3 +143,29 @@ def unwritable_dir(tmp_path: Path) -> Path:
     except OSError:
         return Path("/sys")
     pytest.skip("no unwritable folder available to this user")
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr stripped) of ``noisyseg ARGS`` run in this process."""
+    from noisyseg.cli import main
+
+    rc = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err.strip()
+
+
+def assert_one_line(err: str, verb: str, expected: str) -> None:
+    """``err`` is exactly one ``noisyseg VERB: error: ...`` line containing ``expected``."""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"noisyseg {verb}: error: "), err
+    assert expected in lines[0], err
+
+
+def snapshot(*roots: Path) -> dict:
+    """Every file and folder under ``roots``: bytes and mtime for files, None for folders."""
+    out = {}
+    for root in roots:
+        for p in sorted(root.rglob("*")):
+            out[p] = (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
+    return out

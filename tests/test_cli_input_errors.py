@@ -10,31 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from helpers import tiny_config, unwritable_dir, write_tiny_coco
-from noisyseg.cli import main
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr stripped) of ``noisyseg ARGS``."""
-    rc = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err.strip()
-
-
-def assert_one_line(err: str, verb: str, expected: str) -> None:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"noisyseg {verb}: error: "), err
-    assert expected in lines[0], err
-
-
-def snapshot(*roots) -> dict:
-    """Every file and folder under ``roots``: bytes and mtime for files, None for folders."""
-    out = {}
-    for root in roots:
-        for p in sorted(root.rglob("*")):
-            out[p] = (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
-    return out
+from helpers import assert_one_line, cli, snapshot, tiny_config, unwritable_dir, write_tiny_coco
 
 
 @pytest.fixture

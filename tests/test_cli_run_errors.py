@@ -14,27 +14,9 @@ import pytest
 import torch
 import yaml
 
-from helpers import tiny_config, unwritable_dir, write_tiny_coco
+from helpers import assert_one_line, cli, snapshot, tiny_config, unwritable_dir, write_tiny_coco
 from noisyseg.cli import main
 from noisyseg.engine import trainer
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr stripped) of ``noisyseg ARGS``."""
-    rc = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err.strip()
-
-
-def assert_one_line(err: str, verb: str, expected: str) -> None:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"noisyseg {verb}: error: "), err
-    assert expected in lines[0], err
-
-
-def snapshot(root: Path) -> dict:
-    return {p: (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None for p in sorted(root.rglob("*"))}
 
 
 @contextmanager
