@@ -78,3 +78,20 @@ def test_a_robust_loss_needs_an_epoch_after_the_ce_stage():
     assert config_from_dict(_tree(), overrides=["loss.warmup_epochs=2", "loss.name=ce"]).loss.warmup_epochs == 2
     for device in ("auto", "cpu", "cuda", "cuda:1"):
         assert config_from_dict(_tree(device=device)).train.device == device
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["loss.name=focal"],
+     "run.yaml: loss.name: unknown loss 'focal'; expected one of ce, rce, sce, gce, apl, lncis, good"),
+    (["loss.name=gce", "loss.params={q: 3}"],
+     "run.yaml: loss.params: loss gce: q must be in (0, 1], got 3"),
+    (["loss.name=sce", "loss.params={gamma: 1}"],
+     "run.yaml: loss.params: loss sce: unknown parameter(s) gamma; valid: alpha, beta, log_zero"),
+])
+def test_a_bad_loss_is_refused_naming_the_file_and_the_key(overrides, line):
+    from noisyseg.config import config_from_dict
+    from noisyseg.errors import NoisysegError
+
+    with pytest.raises(NoisysegError) as err:
+        config_from_dict(_tree(), source="run.yaml", overrides=overrides)
+    assert str(err.value) == line

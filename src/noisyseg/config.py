@@ -192,7 +192,21 @@ def config_from_dict(tree: dict, source: str = "config", overrides: list[str] | 
     for name in ("lr", "lr_gamma", "momentum"):
         if not math.isfinite(getattr(cfg.train, name)):
             raise NoisysegError(f"{source}: train.{name}: must be a finite number")
+    _check_loss(cfg.loss, source)
     return cfg
+
+
+def _check_loss(loss: LossConfig, source: str) -> None:
+    """Build the configured loss once so that a bad name or parameter names the file and the key."""
+    from noisyseg.losses import available_losses, build_loss  # torch: only once a config is used
+
+    names = available_losses()
+    if loss.name not in names:
+        raise NoisysegError(f"{source}: loss.name: unknown loss {loss.name!r}; expected one of {', '.join(names)}")
+    try:
+        build_loss(loss.name, **loss.params)
+    except NoisysegError as e:
+        raise NoisysegError(f"{source}: loss.params: {e}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
