@@ -113,12 +113,14 @@ def test_a_state_dict_of_another_network_is_a_one_line_error(tmp_path):
         maskrcnn_mobilenet_v2_fpn(num_classes=2, backbone_weights=str(narrow))
 
 
-def test_imagenet_weights_missing_offline_say_to_run_weights_fetch(tmp_path, monkeypatch):
+def test_imagenet_weights_missing_offline_say_to_run_weights_fetch(tmp_path, monkeypatch, capsys):
+    import sys
     from urllib.error import URLError
 
     from torchvision.models import MobileNet_V2_Weights
 
     def offline(*args, **kwargs):
+        sys.stderr.write('Downloading: "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"\n')  # as torch's hub does
         raise URLError("no network")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
@@ -130,6 +132,7 @@ def test_imagenet_weights_missing_offline_say_to_run_weights_fetch(tmp_path, mon
         "downloaded from https://download.pytorch.org/models/mobilenet_v2-b0353104.pth (URLError); run "
         "`noisyseg weights fetch mobilenet_v2`, or set backbone_weights to a state dict file"
     )
+    assert capsys.readouterr().err == ""  # the hub's "Downloading:" line is not left before the one-line error
 
 
 def test_imagenet_weights_from_the_hub_cache(tmp_path, monkeypatch, imagenet_like_file):

@@ -9,7 +9,9 @@ and write nothing when it does not match.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -152,8 +154,12 @@ def backbone_state_dict(spec: str, weights: Any, fetch_name: str | None = None) 
         return None
     if spec == "imagenet":
         cached = hub_checkpoint_path(os.path.basename(weights.url))
+        said = io.StringIO()  # torch's hub writes "Downloading: ..." first; shown only if the download works
         try:
-            return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+            with contextlib.redirect_stderr(said):
+                state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+            sys.stderr.write(said.getvalue())
+            return state
         except Exception as e:  # offline: URLError / OSError; a damaged file: RuntimeError / UnpicklingError
             how = f"run `noisyseg weights fetch {fetch_name}`" if fetch_name else f"copy that file to {cached}"
             if cached.exists():
