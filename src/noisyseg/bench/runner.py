@@ -534,11 +534,15 @@ def _finished_metrics(run_dir: Path, cfg, label: str, progress: bool) -> tuple[d
     if "segm" in saved and "bbox" in saved and saved.get("epoch") == cfg.train.epochs:
         print(f"{label}: trained before; its results come from {metrics_path}", flush=True)
         return saved, seconds, "already done"
-    if not ckpt.is_file() or load_checkpoint(ckpt)["epoch"] < cfg.train.epochs:
+    last = load_checkpoint(ckpt) if ckpt.is_file() else None
+    if last is None or last["epoch"] < cfg.train.epochs:
         return None, math.nan, ""
+    if math.isnan(seconds):  # metrics.json lost: the last checkpoint also records the training time
+        seconds = float(last.get("train_seconds", math.nan))
     print(f"{label}: trained, but {metrics_path} has no final AP: evaluating {ckpt}", flush=True)
     metrics = evaluate_checkpoint(ckpt, cfg, progress)
-    atomic_write_json(metrics_path, {**saved, "epoch": cfg.train.epochs, **metrics}, indent=2)
+    atomic_write_json(metrics_path, {**saved, "epoch": cfg.train.epochs, "train_seconds": seconds, **metrics},
+                      indent=2)
     return metrics, seconds, "re-evaluated"
 
 
