@@ -14,6 +14,7 @@ others, so a user sees each error once and exit code 2.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 import subprocess
@@ -154,6 +155,11 @@ def barrier(info: DistInfo) -> None:
 
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
+        # Meet before tearing down: a rank that destroys its group and exits while another still holds
+        # a connection to it can make that one abort ("terminate called without an active exception").
+        # Bounded, since after an error a peer may be gone; the launcher stops what is left.
+        with contextlib.suppress(Exception):
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=5))
         dist.destroy_process_group()
 
 
