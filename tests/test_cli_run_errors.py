@@ -61,6 +61,14 @@ def test_bad_settings_are_refused_before_anything_is_made(tiny_config_file, tmp_
     assert "[train]" not in out and not (tmp_path / "new").exists()
 
 
+def test_a_bad_loss_is_refused_by_nproc_before_any_process_starts(tiny_config_file, tmp_path, capsys):
+    run = tmp_path / "new" / "run"
+    rc, out, err = cli(capsys, "train", tiny_config_file, "--out", run, "--nproc", "2", "--set", "loss.params.q=3")
+    assert rc == 2
+    assert_one_line(err, "train", f"{tiny_config_file}: loss.params: loss lncis: unknown parameter(s) q")
+    assert out == "" and not (tmp_path / "new").exists()
+
+
 def test_a_failed_start_leaves_no_run_folder(tiny_config_file, tmp_path, capsys):
     run = tmp_path / "a" / "b" / "run"
     rc, _, err = cli(capsys, "train", tiny_config_file, "--out", run, "--set", f"data.image_root={tmp_path / 'none'}")

@@ -69,15 +69,12 @@ def _train(args) -> int:
 def _launch(args, cfg) -> int:
     """``train --nproc N``: check what can be checked here, then run N copies of this command without it."""
     from noisyseg.engine.distributed import run_processes, select_device
-    from noisyseg.engine.trainer import CE_STAGE, ROBUST_STAGE, build_stage_loss
     from noisyseg.errors import NoisysegError
     from noisyseg.utils.io import ensure_output_dir
 
     if "WORLD_SIZE" in os.environ:
         raise NoisysegError("--nproc cannot be used inside a torchrun launch")
-    select_device(cfg.train.device, "train.device")
-    for stage in (CE_STAGE, ROBUST_STAGE):
-        build_stage_loss(stage, cfg)
+    select_device(cfg.train.device, "train.device")  # the loss was checked when the config was loaded
     ensure_output_dir(args.out or cfg.out_dir or "runs/noisyseg", "run folder")
     cmd = [sys.executable, "-m", "noisyseg", "train", args.config]
     for o in args.overrides:
