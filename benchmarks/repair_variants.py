@@ -26,15 +26,14 @@ label counts, and writes the table to ``--report``. Runs resume (a finished one 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 from pathlib import Path
 
 from noisyseg.bench.grid import method_dir
-from noisyseg.bench.runner import audit_dir_of, fixed_file_of, run_dir_of
+from noisyseg.bench.report import read_rows
+from noisyseg.bench.runner import _train_to_end, audit_dir_of, fixed_file_of, run_dir_of
 from noisyseg.config import config_from_dict
-from noisyseg.engine.trainer import train
 from noisyseg.utils.io import atomic_write_text, read_json
 
 
@@ -100,14 +99,10 @@ def train_variant(bench: Path, variant: str, cell: str, noise: str, seed: int,
     tree = record["config"]
     tree["data"]["train_json"] = str(repaired_json)
     cfg = config_from_dict(tree, source=f"{name}[{noise}/seed{seed}]")
-    run_dir = run_dir_of(bench, name, noise, seed)
-    if (run_dir / "metrics.json").exists():
-        metrics = read_json(run_dir / "metrics.json", "metrics")
-        return metrics["segm"]["AP"], what, metrics["train_seconds"]
-    resume = (run_dir / "checkpoints" / "last.pt").exists()
-    print(f"[{name}] {noise} seed {seed}: {what}; training{' (resuming)' if resume else ''}", flush=True)
-    result = train(cfg, run_dir, resume=resume, progress=progress)
-    return result.metrics["segm"]["AP"], what, result.train_seconds
+    # the bench's own finish-or-resume step: reads a finished run back, re-evaluates one that lost its final AP
+    metrics, seconds, _ = _train_to_end(run_dir_of(bench, name, noise, seed), cfg, f"[{name}] {noise} seed {seed}: {what}",
+                                        progress)
+    return metrics["segm"]["AP"], what, seconds
 
 
 def main() -> None:
@@ -129,8 +124,7 @@ def main() -> None:
         if not ok:
             parser.error(f"--variant: expected oracle-ignore or relabel-above:P with P in [0, 1], got {args.variant!r}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    with open(args.bench / "results.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(args.bench / "results.csv")
 
     lines = [f"# Repair variant `{args.variant}`: {args.noise}, retrain config of `{args.cell}` (mask AP)", "",
              f"| seed | CE noisy | `{args.cell}` | `{args.variant}` | CE clean | recovered: cell | recovered: variant "
