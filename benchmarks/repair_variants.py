@@ -16,7 +16,8 @@ training file. Variants:
   makes ~100 right labels wrong; confident suggestions are mostly right).
 
 It prints, per seed and as mean +- std, mask AP of CE on the noisy file, of the cell's repair, of the
-variant and of CE on clean labels, the share of the lost AP each repair recovers, and the variant file's
+variant and of CE on clean labels, the variant minus the cell, the share of the lost AP each repair
+recovers (in the mean row from the means over seeds, as the bench's recovered row) and the variant file's
 label counts, and writes the table to ``--report``. Runs resume (a finished one is read back).
 
     .venv/bin/python benchmarks/repair_variants.py benchmarks/results/fashion --variant oracle-ignore \\
