@@ -209,6 +209,28 @@ def test_an_interrupted_fix_cell_reuses_its_first_run_audits_again_and_resumes_t
     assert row_of(read_csv(out / "results.csv"), FIX)["mask_AP"] == uninterrupted["mask_AP"]
 
 
+def test_a_fix_cell_whose_base_run_was_not_kept_trains_the_base_again_and_keeps_its_row(bench, tmp_path, capsys):
+    """A bench folder kept as we commit ours (results.csv and cells/, no runs/): a new audit method on it
+    trains the recorded base cell again (seeded: the same run) to audit it, and leaves the base's row as is."""
+    import shutil
+
+    out = tmp_path / "kept"
+    run_bench(bench["tree"], ["lncis"], ["sym0.5"], [0], out, progress=False)
+    recorded = row_of(read_csv(out / "results.csv"), "lncis")
+    shutil.rmtree(out / "runs")
+    capsys.readouterr()
+    run_bench(bench["tree"], [FIX], ["sym0.5"], [0], out, progress=False)
+    printed = capsys.readouterr().out
+    first = run_dir_of(out, "lncis", "sym0.5", 0)
+    assert (f": first run (lncis): recorded in results.csv, but {first} does not hold the finished run; training "
+            f"it again to audit it") in printed
+    assert "trained again it reaches" not in printed  # the same seeded run on the CPU: the same AP
+    again, before = read_csv(out / "results.csv"), read_csv(bench["out"] / "results.csv")
+    assert {k: row_of(again, "lncis")[k] for k in CSV_FIELDS} == {k: recorded[k] for k in CSV_FIELDS}
+    for field in ("mask_AP", "box_AP", "audit_n_flagged", "audit_auroc"):
+        assert row_of(again, FIX)[field] == row_of(before, FIX)[field]
+
+
 def test_a_fix_cell_of_another_setup_is_refused(bench, capsys):
     out = bench["out"]
     tree = json.loads(json.dumps(bench["tree"]))

@@ -7,7 +7,8 @@ Layout of a bench folder ``OUT``:
   sha256 of its training file), so a later call can tell a run it may continue from a different one;
 - ``noisy/<noise>_seed<S>.json``: the noisy training files (seeded, so they are made again identically);
 - for an audit method (``lncis+fix:...``, :class:`noisyseg.bench.grid.FixPlan`): its first run is the base
-  method's cell (``runs/<base>/...``, trained there if missing; ``runs/<base>+snapshots<N>/...`` when it
+  method's cell (``runs/<base>/...``, trained there if missing, and trained again when results.csv
+  records it but the run itself was not kept; ``runs/<base>+snapshots<N>/...`` when it
   averages epoch snapshots; ``runs/<base>+folds<K>/<noise>/seed<S>/fold<k>/`` for out-of-sample scoring,
   trained on ``folds/<base>+folds<K>/<noise>_seed<S>_fold<k>.json``, the file without fold k's images),
   ``audits/<method>/<noise>/seed<S>/`` the audit of that run on its own
@@ -404,6 +405,7 @@ def _run_fix_cell(out: Path, plan: FixPlan, setting: NoiseSetting, seed: int, ba
         base_row = next(r for r in read_rows(out / "results.csv") if cell_key(r) == (plan.base, setting.name, seed))
         first_seconds = float(base_row["train_seconds"])
         sources = [(first_dir, None)]
+        _restore_base_run(first_dir, first_cfg, plan, base_row, first_label, progress)
     elif plan.folds is None:
         first_cell = Path(out) / "cells" / plan.first_run_dir / setting.name / f"seed{seed}.json"
         _check_recorded(first_dir, first_cell, first_identity, train_json, first_label, on_changed)
@@ -433,6 +435,23 @@ def _run_fix_cell(out: Path, plan: FixPlan, setting: NoiseSetting, seed: int, ba
                 **{field: truth.get(name, "") for field, name in AUDIT_TRUTH_FIELDS.items()}})
     _record(out, row, _cell_curve(run_dir, row, retrain_cfg.train.epochs), methods, noise, write_tables)
     return what
+
+
+def _restore_base_run(first_dir: Path, first_cfg, plan: FixPlan, base_row: dict, label: str, progress: bool) -> None:
+    """Train the base cell's run again when its results row is recorded but the run is not on disk (a
+    bench folder kept, as we commit ours, with its figures and without ``runs/``): the audit needs the
+    model, and the cell is seeded, so the run is made again as it was (resumed if a previous attempt was
+    cut short). Its row stays as recorded; a reproduced AP that differs from it is said, not hidden."""
+    needed = [first_dir / "checkpoints" / f"{name}.pt" for name in plan.checkpoint_names(first_cfg.train.epochs)]
+    if all(path.is_file() for path in needed) and (first_dir / "metrics.json").is_file():
+        return
+    print(f"{label}: recorded in results.csv, but {first_dir} does not hold the finished run; training it again "
+          f"to audit it", flush=True)
+    metrics, _, _ = _train_to_end(first_dir, first_cfg, label, progress)
+    recorded, again = float(base_row["mask_AP"]), float(metrics["segm"]["AP"])
+    if round(again, 4) != round(recorded, 4):
+        print(f"{label}: trained again it reaches mask AP {again:.2f}, recorded {recorded:.2f}; the audit uses the "
+              f"new run, the results row stays", flush=True)
 
 
 def _fix_differences(found: dict, expected: dict, train_json: Path) -> list[str]:
