@@ -211,13 +211,19 @@ def test_an_interrupted_fix_cell_reuses_its_first_run_audits_again_and_resumes_t
 
 def test_a_fix_cell_whose_base_run_was_not_kept_trains_the_base_again_and_keeps_its_row(bench, tmp_path, capsys):
     """A bench folder kept as we commit ours (results.csv and cells/, no runs/): a new audit method on it
-    trains the recorded base cell again (seeded: the same run) to audit it, and leaves the base's row as is."""
+    trains the recorded base cell again (seeded: the same run) to audit it, leaves the base's row as is, and
+    counts the time of the run made again in its compute."""
     import shutil
 
     out = tmp_path / "kept"
     run_bench(bench["tree"], ["lncis"], ["sym0.5"], [0], out, progress=False)
-    recorded = row_of(read_csv(out / "results.csv"), "lncis")
     shutil.rmtree(out / "runs")
+    # the base was timed on another machine: the fix row's compute must come from the run made again
+    text = (out / "results.csv").read_text()
+    seconds = row_of(read_csv(out / "results.csv"), "lncis")["train_seconds"]
+    (out / "results.csv").write_text(text.replace(f",{seconds},", ",9999.0,", 1))
+    recorded = row_of(read_csv(out / "results.csv"), "lncis")
+    assert recorded["train_seconds"] == "9999.0"
     capsys.readouterr()
     run_bench(bench["tree"], [FIX], ["sym0.5"], [0], out, progress=False)
     printed = capsys.readouterr().out
@@ -229,6 +235,12 @@ def test_a_fix_cell_whose_base_run_was_not_kept_trains_the_base_again_and_keeps_
     assert {k: row_of(again, "lncis")[k] for k in CSV_FIELDS} == {k: recorded[k] for k in CSV_FIELDS}
     for field in ("mask_AP", "box_AP", "audit_n_flagged", "audit_auroc"):
         assert row_of(again, FIX)[field] == row_of(before, FIX)[field]
+    fixed = row_of(again, FIX)
+    first_seconds = json.loads((first / "metrics.json").read_text())["train_seconds"]
+    audit_seconds = json.loads((audit_dir_of(out, FIX, "sym0.5", 0) / "bench_audit.json").read_text())["seconds"]
+    retrain_seconds = json.loads((run_dir_of(out, FIX, "sym0.5", 0) / "metrics.json").read_text())["train_seconds"]
+    assert first_seconds < 9999.0
+    assert float(fixed["train_seconds"]) == pytest.approx(first_seconds + audit_seconds + retrain_seconds, abs=0.11)
 
 
 def test_a_fix_cell_of_another_setup_is_refused(bench, capsys):

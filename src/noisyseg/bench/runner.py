@@ -403,9 +403,12 @@ def _run_fix_cell(out: Path, plan: FixPlan, setting: NoiseSetting, seed: int, ba
         _run_cell(out, 0, 0, plan.base, setting, seed, base, train_file, methods, noise, on_changed, write_tables,
                   progress, tag, label=first_label)
         base_row = next(r for r in read_rows(out / "results.csv") if cell_key(r) == (plan.base, setting.name, seed))
-        first_seconds = float(base_row["train_seconds"])
-        sources = [(first_dir, None)]
         _restore_base_run(first_dir, first_cfg, plan, base_row, first_label, progress)
+        # the time of the run the audit reads: the base row's, or that of the run made again (on today's
+        # machine, like the audit and the retrain)
+        first_seconds = float(read_json(first_dir / "metrics.json", "run metrics").get(
+            "train_seconds", base_row["train_seconds"]))
+        sources = [(first_dir, None)]
     elif plan.folds is None:
         first_cell = Path(out) / "cells" / plan.first_run_dir / setting.name / f"seed{seed}.json"
         _check_recorded(first_dir, first_cell, first_identity, train_json, first_label, on_changed)
