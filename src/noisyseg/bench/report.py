@@ -14,7 +14,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from noisyseg.utils.io import atomic_write_bytes, atomic_write_text
 
@@ -322,7 +322,7 @@ def plot_ap_vs_noise(rows: list[dict], methods: list[str], path: Path) -> Path:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110, sharey=True)
     for ax, kind, title in [(axes[0], "symmetric", "symmetric noise"), (axes[1], "asymmetric", "asymmetric noise")]:
-        for m in methods:
+        for i, m in enumerate(methods):
             pts: dict[float, list[float]] = {}
             for r in rows:
                 if r["method"] == m and r["noise_kind"] in ("clean", kind):
@@ -331,16 +331,22 @@ def plot_ap_vs_noise(rows: list[dict], methods: list[str], path: Path) -> Path:
                 continue
             xs = sorted(pts)
             stats = [_stats(pts[x]) for x in xs]
-            ax.errorbar([x * 100 for x in xs], [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o",
+            # one style per method, the same in both panels: colour cycles over 10, the line style beyond
+            ax.errorbar([x * 100 for x in xs], [s[0] for s in stats], yerr=[s[1] for s in stats],
+                        color=f"C{i % 10}", linestyle=("-", "--", ":")[i // 10 % 3], marker="os^"[i // 10 % 3],
                         capsize=3, label=m)
         ax.set_title(title)
         ax.set_xlabel("noise rate (%)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mask AP on clean val")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=8)
+    handles: dict[str, Any] = {}
+    for ax in axes:  # a method may have points in one panel only
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
     fig.tight_layout()
+    if handles:  # beside the panels, where it hides no curve
+        fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
