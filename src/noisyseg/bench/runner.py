@@ -403,11 +403,7 @@ def _run_fix_cell(out: Path, plan: FixPlan, setting: NoiseSetting, seed: int, ba
         _run_cell(out, 0, 0, plan.base, setting, seed, base, train_file, methods, noise, on_changed, write_tables,
                   progress, tag, label=first_label)
         base_row = next(r for r in read_rows(out / "results.csv") if cell_key(r) == (plan.base, setting.name, seed))
-        _restore_base_run(first_dir, first_cfg, plan, base_row, first_label, progress)
-        # the time of the run the audit reads: the base row's, or that of the run made again (on today's
-        # machine, like the audit and the retrain)
-        first_seconds = float(read_json(first_dir / "metrics.json", "run metrics").get(
-            "train_seconds", base_row["train_seconds"]))
+        first_seconds = _restore_base_run(first_dir, first_cfg, plan, base_row, first_label, progress)
         sources = [(first_dir, None)]
     elif plan.folds is None:
         first_cell = Path(out) / "cells" / plan.first_run_dir / setting.name / f"seed{seed}.json"
@@ -440,21 +436,27 @@ def _run_fix_cell(out: Path, plan: FixPlan, setting: NoiseSetting, seed: int, ba
     return what
 
 
-def _restore_base_run(first_dir: Path, first_cfg, plan: FixPlan, base_row: dict, label: str, progress: bool) -> None:
+def _restore_base_run(first_dir: Path, first_cfg, plan: FixPlan, base_row: dict, label: str,
+                      progress: bool) -> float:
     """Train the base cell's run again when its results row is recorded but the run is not on disk (a
     bench folder kept, as we commit ours, with its figures and without ``runs/``): the audit needs the
     model, and the cell is seeded, so the run is made again as it was (resumed if a previous attempt was
-    cut short). Its row stays as recorded; a reproduced AP that differs from it is said, not hidden."""
+    cut short). Its row stays as recorded; a reproduced AP that differs from it is said, not hidden.
+
+    Returns the training seconds of the run the audit reads, from its ``metrics.json``: the base row's time,
+    or that of the run made again (on today's machine, like the audit and the retrain)."""
     needed = [first_dir / "checkpoints" / f"{name}.pt" for name in plan.checkpoint_names(first_cfg.train.epochs)]
     if all(path.is_file() for path in needed) and (first_dir / "metrics.json").is_file():
-        return
+        return float(read_json(first_dir / "metrics.json", "run metrics").get("train_seconds",
+                                                                             base_row["train_seconds"]))
     print(f"{label}: recorded in results.csv, but {first_dir} does not hold the finished run; training it again "
           f"to audit it", flush=True)
-    metrics, _, _ = _train_to_end(first_dir, first_cfg, label, progress)
+    metrics, seconds, _ = _train_to_end(first_dir, first_cfg, label, progress)
     recorded, again = float(base_row["mask_AP"]), float(metrics["segm"]["AP"])
     if round(again, 4) != round(recorded, 4):
         print(f"{label}: trained again it reaches mask AP {again:.2f}, recorded {recorded:.2f}; the audit uses the "
               f"new run, the results row stays", flush=True)
+    return seconds
 
 
 def _fix_differences(found: dict, expected: dict, train_json: Path) -> list[str]:
