@@ -7,7 +7,7 @@ import torch
 
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import DEFAULT_LOG_ZERO, build_loss, task_specific_loss
-from noisyseg.models.roi_heads import foreground_loss_values
+from noisyseg.losses import foreground_loss_values
 
 
 def direct_values(logits, labels, threshold, pon_threshold=None, log_zero=DEFAULT_LOG_ZERO):

@@ -40,10 +40,27 @@ def test_every_builder_is_keyword_only_and_typed(name):
     builder = get_model_builder(name)
     assert builder.__name__ == name
     params = inspect.signature(builder).parameters
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    assert all(p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD) for p in params.values())
     assert all(p.annotation is not inspect.Parameter.empty for p in params.values())
-    assert {"num_classes", "classification_loss", "class_agnostic", "rois_per_image", "train_sizes",
-            "test_size", "max_size"} <= set(params)
+    assert {"num_classes", "classification_loss", "options"} <= set(params)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) rois, test_sizes; the presets take "
+                                        r"class_agnostic, rois_per_image, .*, max_size$"):
+        builder(num_classes=2, rois=4, test_sizes=5)
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_every_builder_takes_its_shared_defaults_from_the_one_settings_object(name, monkeypatch):
+    """The builders hold no default of their own for the shared settings: DetectionSettings does."""
+    from noisyseg.models.settings import DetectionSettings
+
+    changed = {"rois_per_image": 77, "positive_fraction": 0.5, "rpn_batch_size_per_image": 33,
+               "detections_per_image": 9, "score_threshold": 0.3}
+    defaults = tuple(changed.get(n, getattr(DetectionSettings(), n)) for n in DetectionSettings.names())
+    monkeypatch.setattr(DetectionSettings.__init__, "__defaults__", defaults)
+    model = get_model_builder(name)(num_classes=3, test_size=64, max_size=128)
+    heads = model.roi_heads
+    assert (heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction) == (77, 0.5)
+    assert (heads.detections_per_img, heads.score_thresh, model.rpn.fg_bg_sampler.batch_size_per_image) == (9, 0.3, 33)
 
 
 @pytest.mark.parametrize("name", available_models())

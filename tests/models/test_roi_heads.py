@@ -7,7 +7,7 @@ from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference,
 
 from noisyseg.losses import build_loss
 from noisyseg.models import NoisyLabelRoIHeads, maskrcnn_tiny
-from noisyseg.models.roi_heads import foreground_loss_values
+from noisyseg.losses import foreground_loss_values
 
 SIZE = 64
 ROIS = 64

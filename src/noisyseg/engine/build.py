@@ -9,34 +9,31 @@ from torchvision.models.detection import MaskRCNN
 from noisyseg.config import Config
 from noisyseg.errors import NoisysegError
 from noisyseg.models import ClassificationLoss, available_models, get_model_builder
+from noisyseg.models.settings import DEFAULT_BACKBONE_WEIGHTS, DetectionSettings
+from noisyseg.utils.text import shown
 
 
 def model_kwargs(cfg: Config, num_classes: int, classification_loss: ClassificationLoss | None = None,
                  *, load_backbone_weights: bool = True) -> tuple[str, dict]:
     """The builder name and keyword arguments that ``cfg`` asks for (see :func:`model_from_config`)."""
     m, d = cfg.model, cfg.data
+    # the config's model.* keys carry the builders' option names (noisyseg.models.settings), so none is listed here
     kwargs = dict(
         num_classes=num_classes,
         classification_loss=classification_loss,
-        class_agnostic=m.class_agnostic,
-        rois_per_image=m.rois_per_image,
-        positive_fraction=m.positive_fraction,
-        rpn_batch_size_per_image=m.rpn_batch_size_per_image,
-        detections_per_image=m.detections_per_image,
-        score_threshold=m.score_threshold,
+        **{name: getattr(m, name) for name in DetectionSettings.names()},
         train_sizes=tuple(range(d.train_min_size[0], d.train_min_size[1] + 1)),
         test_size=d.test_min_size,
         max_size=d.max_size,
     )
     if m.name not in available_models():
-        raise NoisysegError(f"model.name: unknown model {m.name!r}; available: {', '.join(available_models())}")
+        raise NoisysegError(f"model.name: unknown model {shown(m.name)}; available: {', '.join(available_models())}")
     takes = inspect.signature(get_model_builder(m.name)).parameters
     if "backbone_weights" in takes:
         kwargs.update(backbone_weights=m.backbone_weights, load_backbone_weights=load_backbone_weights)
-    elif m.backbone_weights != "none":
-        raise NoisysegError(
-            f"model.backbone_weights: {m.name} has no pretrained backbone; expected 'none', got {m.backbone_weights!r}"
-        )
+    elif m.backbone_weights != DEFAULT_BACKBONE_WEIGHTS:
+        raise NoisysegError(f"model.backbone_weights: {m.name} has no pretrained backbone; "
+                            f"expected {DEFAULT_BACKBONE_WEIGHTS!r}, got {shown(m.backbone_weights)}")
     return m.name, kwargs
 
 

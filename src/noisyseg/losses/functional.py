@@ -176,6 +176,22 @@ def _nce_values(log_p: Tensor, log_p_y: Tensor) -> Tensor:
     return log_p_y / log_p.sum(dim=1)
 
 
+def _foreground_values(log_p: Tensor) -> Tensor:
+    """F_i = -log(1 - p_i[0]) = -logsumexp_{k >= 1} log p_i[k], (N,): object-vs-background CE, no class."""
+    return -torch.logsumexp(log_p[:, 1:], dim=1)
+
+
+def foreground_loss_values(logits: Tensor) -> Tensor:
+    """Object-vs-background cross-entropy per RoI, ``-log(1 - p[0])``, (N,) from ``logits`` (N, K+1).
+
+    The class-free term of an RoI whose class label is not trusted: the RoI heads give it to RoIs matched
+    to a ``class_ignored`` annotation, and :func:`task_specific_loss` with ``ignore_confident`` to
+    confidently contradicted OS RoIs (one implementation for both). Stable for any logits (computed from
+    ``log_softmax``); half precision is upcast to float32. No input checks: a building block.
+    """
+    return _foreground_values(_log_probs(logits))
+
+
 def _reduce(values: Tensor, reduction: str) -> Tensor:
     """Reduce per-RoI ``values`` (N,) to a 0-dim sum or mean; "mean" divides by N (by 1 when N = 0)."""
     if reduction == "none":
@@ -284,7 +300,7 @@ def _task_specific_terms(logits: Tensor, labels: Tensor, robust: str, ce_weight:
         confident_wrong = ~use_ce & (top_class != labels) & (top_prob > math.log(ignore_confident))
         if pon is not None:
             confident_wrong = confident_wrong & ~pon
-        robust_term = torch.where(confident_wrong, -torch.logsumexp(log_p[:, 1:], dim=1), robust_term)
+        robust_term = torch.where(confident_wrong, _foreground_values(log_p), robust_term)
         counts["os_ignored"] = confident_wrong.sum()
     values = torch.where(use_ce, ce_term, robust_term)
     return values, counts
@@ -464,7 +480,7 @@ def task_specific_loss(
       with ``ignore_confident`` = t (an extension beyond the paper, the audit's ``ignore`` repair done
       online), an OS RoI whose most probable class c (K+1-way softmax) differs from its label and has
       ``p_i[c] > t`` gets only the object-vs-background term ``F_i = -log(1 - p_i[0])`` instead (the
-      term a ``class_ignored`` annotation gets; :func:`noisyseg.models.roi_heads.foreground_loss_values`).
+      term a ``class_ignored`` annotation gets; :func:`foreground_loss_values`).
 
     Background-vs-object is thus learned with CE (a wrong class label is still a right "object"), the
     object class with a symmetric loss that wrong labels cannot pull hard. Both sums are divided by

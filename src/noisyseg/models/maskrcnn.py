@@ -11,13 +11,12 @@ RoI classification loss) and whose ``transform`` is a :class:`ScaleRangeTransfor
     num_classes: K object classes (label 0, background, is added: the box head has K+1 outputs).
     classification_loss: the RoI classification loss to start with, ``(logits, labels) -> (loss, stats)``;
         default noisyseg's cross-entropy. Swap it later with ``model.roi_heads.set_classification_loss``.
-    class_agnostic: one box-regression and one mask channel shared by all classes (beyond the paper).
-    rois_per_image, positive_fraction: RoIs sampled per image for the RoI heads, and their positive share.
-    rpn_batch_size_per_image: anchors sampled per image for the RPN loss.
-    detections_per_image, score_threshold: inference: at most this many detections per image, and the
-        lowest class score kept.
-    train_sizes: short sides (pixels) drawn uniformly per training image; test_size: the short side at
-        evaluation; max_size: cap on the long side.
+    **options: the fields of :class:`~noisyseg.models.settings.DetectionSettings` (``class_agnostic``,
+        ``rois_per_image``, ``positive_fraction``, ``rpn_batch_size_per_image``, ``detections_per_image``,
+        ``score_threshold``; their defaults are held there, the one place) and of
+        :class:`~noisyseg.models.settings.ImageSizes` (``train_sizes``: short sides drawn uniformly per
+        training image; ``test_size``: the short side at evaluation; ``max_size``: cap on the long side;
+        defaults per preset). Any other name raises TypeError.
 
 ``backbone_weights`` (r50, mobilenet): ``"imagenet"`` (torchvision's weights API), ``"none"`` (random
 init) or the path of a state dict of the classification network. ``trainable_backbone_layers`` follows
@@ -28,7 +27,7 @@ stages unless "none") without reading any weights file: for a model whose whole 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any
 
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, ResNet50_Weights
@@ -42,7 +41,14 @@ from torchvision.ops import misc as misc_ops
 from noisyseg.errors import NoisysegError
 from noisyseg.models.mobilenet import mobilenet_v2_fpn_backbone
 from noisyseg.models.parts import KnownStrideRoIAlign, ScaleRangeTransform
-from noisyseg.models.registry import register_model
+from noisyseg.models.settings import (
+    DEFAULT_BACKBONE_WEIGHTS,
+    PAPER_IMAGES,
+    SMALL_IMAGES,
+    DetectionSettings,
+    ImageSizes,
+    split_options,
+)
 from noisyseg.models.roi_heads import (
     ClassAgnosticBoxPredictor,
     ClassAgnosticMaskPredictor,
@@ -88,105 +94,57 @@ def _small_image_parts(fpn_channels: int, num_classes: int, class_agnostic: bool
     )
 
 
-def _assemble(
-    backbone: nn.Module,
-    parts: dict,
-    *,
-    classification_loss: ClassificationLoss | None,
-    rois_per_image: int,
-    positive_fraction: float,
-    rpn_batch_size_per_image: int,
-    detections_per_image: int,
-    score_threshold: float,
-    train_sizes: Sequence[int],
-    test_size: int,
-    max_size: int,
-) -> MaskRCNN:
+def _assemble(backbone: nn.Module, parts: dict, classification_loss: ClassificationLoss | None,
+              settings: DetectionSettings, sizes: ImageSizes) -> MaskRCNN:
     """torchvision's ``MaskRCNN`` over ``backbone`` and ``parts``, with noisyseg's transform and RoI heads."""
     if classification_loss is None:
         from noisyseg.losses import build_loss
 
         classification_loss = build_loss("ce")
-    train_sizes = tuple(int(s) for s in train_sizes)
-    if not train_sizes:
-        raise NoisysegError("train_sizes: expected at least one short-side size")
     model = MaskRCNN(
         backbone,
         num_classes=None,
-        min_size=test_size,
-        max_size=max_size,
-        rpn_batch_size_per_image=rpn_batch_size_per_image,
-        box_batch_size_per_image=rois_per_image,
-        box_positive_fraction=positive_fraction,
-        box_detections_per_img=detections_per_image,
-        box_score_thresh=score_threshold,
+        min_size=sizes.test_size,
+        max_size=sizes.max_size,
+        rpn_batch_size_per_image=settings.rpn_batch_size_per_image,
+        box_batch_size_per_image=settings.rois_per_image,
+        box_positive_fraction=settings.positive_fraction,
+        box_detections_per_img=settings.detections_per_image,
+        box_score_thresh=settings.score_threshold,
         **parts,
     )
-    model.transform = ScaleRangeTransform(
-        train_sizes, test_size, max_size, image_mean=model.transform.image_mean, image_std=model.transform.image_std
-    )
+    model.transform = ScaleRangeTransform(sizes.train_sizes, sizes.test_size, sizes.max_size,
+                                          image_mean=model.transform.image_mean, image_std=model.transform.image_std)
     model.roi_heads = NoisyLabelRoIHeads.from_roi_heads(model.roi_heads, classification_loss)
     return model
 
 
-_SMALL_TRAIN_SIZES = tuple(range(112, 145))
-
-
-@register_model
-def maskrcnn_tiny(
-    *,
-    num_classes: int,
-    classification_loss: ClassificationLoss | None = None,
-    class_agnostic: bool = False,
-    rois_per_image: int = 512,
-    positive_fraction: float = 0.25,
-    rpn_batch_size_per_image: int = 256,
-    detections_per_image: int = 100,
-    score_threshold: float = 0.05,
-    train_sizes: Sequence[int] = _SMALL_TRAIN_SIZES,
-    test_size: int = 128,
-    max_size: int = 256,
-) -> MaskRCNN:
+def maskrcnn_tiny(*, num_classes: int, classification_loss: ClassificationLoss | None = None,
+                  **options: Any) -> MaskRCNN:
     """From-scratch Mask R-CNN with :class:`TinyBackbone` (GroupNorm, 64-channel FPN) for CPU runs.
 
-    Arguments: see the module docstring. About 1.7M parameters for K = 3.
+    ``options``: :class:`DetectionSettings` and :class:`ImageSizes` fields (default
+    :data:`SMALL_IMAGES`); see the module docstring. About 1.7M parameters for K = 3.
     """
+    settings, sizes = split_options(options, SMALL_IMAGES)
     backbone = TinyBackbone()
-    parts = _small_image_parts(backbone.out_channels, num_classes + 1, class_agnostic)
-    return _assemble(
-        backbone, parts, classification_loss=classification_loss, rois_per_image=rois_per_image,
-        positive_fraction=positive_fraction, rpn_batch_size_per_image=rpn_batch_size_per_image,
-        detections_per_image=detections_per_image, score_threshold=score_threshold, train_sizes=train_sizes,
-        test_size=test_size, max_size=max_size,
-    )
+    parts = _small_image_parts(backbone.out_channels, num_classes + 1, settings.class_agnostic)
+    return _assemble(backbone, parts, classification_loss, settings, sizes)
 
 
-@register_model
-def maskrcnn_r50_fpn(
-    *,
-    num_classes: int,
-    backbone_weights: str = "none",
-    load_backbone_weights: bool = True,
-    trainable_backbone_layers: int | None = None,
-    classification_loss: ClassificationLoss | None = None,
-    class_agnostic: bool = False,
-    rois_per_image: int = 512,
-    positive_fraction: float = 0.25,
-    rpn_batch_size_per_image: int = 256,
-    detections_per_image: int = 100,
-    score_threshold: float = 0.05,
-    train_sizes: Sequence[int] = tuple(range(800, 1025)),
-    test_size: int = 1024,
-    max_size: int = 2048,
-) -> MaskRCNN:
+def maskrcnn_r50_fpn(*, num_classes: int, backbone_weights: str = DEFAULT_BACKBONE_WEIGHTS,
+                     load_backbone_weights: bool = True, trainable_backbone_layers: int | None = None,
+                     classification_loss: ClassificationLoss | None = None, **options: Any) -> MaskRCNN:
     """The paper's Mask R-CNN: ResNet-50-FPN (256 channels), torchvision's anchors and heads.
 
     ``backbone_weights="imagenet"`` loads ``ResNet50_Weights.IMAGENET1K_V1``; with weights, batch norm is
     frozen and ``trainable_backbone_layers`` (0..5, default 3) of the stages from the top train.
-    Defaults for the image sizes are the paper's Cityscapes ones. Other arguments: the module docstring.
+    Image sizes default to the paper's Cityscapes ones (:data:`PAPER_IMAGES`). Other arguments: the
+    module docstring.
     """
+    settings, sizes = split_options(options, PAPER_IMAGES)
     state = backbone_state_dict(backbone_weights, ResNet50_Weights.IMAGENET1K_V1) if load_backbone_weights else None
-    pretrained = backbone_weights != "none"
+    pretrained = backbone_weights != DEFAULT_BACKBONE_WEIGHTS
     if trainable_backbone_layers is None:
         trainable_backbone_layers = 3 if pretrained else 5
     if not 0 <= trainable_backbone_layers <= 5:
@@ -197,52 +155,29 @@ def maskrcnn_r50_fpn(
     )
     if state is not None:
         load_backbone(backbone.body, state, backbone_weights, "ResNet-50", unused_prefix="fc.")
-    box_predictor, mask_predictor = _predictors(1024, 256, 256, num_classes + 1, class_agnostic)
+    box_predictor, mask_predictor = _predictors(1024, 256, 256, num_classes + 1, settings.class_agnostic)
     parts = dict(box_predictor=box_predictor, mask_predictor=mask_predictor,
                  box_roi_pool=KnownStrideRoIAlign(_FPN_LEVELS, output_size=7, sampling_ratio=2),
                  mask_roi_pool=KnownStrideRoIAlign(_FPN_LEVELS, output_size=14, sampling_ratio=2))
-    return _assemble(
-        backbone, parts, classification_loss=classification_loss, rois_per_image=rois_per_image,
-        positive_fraction=positive_fraction, rpn_batch_size_per_image=rpn_batch_size_per_image,
-        detections_per_image=detections_per_image, score_threshold=score_threshold, train_sizes=train_sizes,
-        test_size=test_size, max_size=max_size,
-    )
+    return _assemble(backbone, parts, classification_loss, settings, sizes)
 
 
-@register_model
-def maskrcnn_mobilenet_v2_fpn(
-    *,
-    num_classes: int,
-    backbone_weights: str = "none",
-    load_backbone_weights: bool = True,
-    trainable_backbone_layers: int | None = None,
-    classification_loss: ClassificationLoss | None = None,
-    class_agnostic: bool = False,
-    rois_per_image: int = 512,
-    positive_fraction: float = 0.25,
-    rpn_batch_size_per_image: int = 256,
-    detections_per_image: int = 100,
-    score_threshold: float = 0.05,
-    train_sizes: Sequence[int] = _SMALL_TRAIN_SIZES,
-    test_size: int = 128,
-    max_size: int = 256,
-) -> MaskRCNN:
+def maskrcnn_mobilenet_v2_fpn(*, num_classes: int, backbone_weights: str = DEFAULT_BACKBONE_WEIGHTS,
+                              load_backbone_weights: bool = True, trainable_backbone_layers: int | None = None,
+                              classification_loss: ClassificationLoss | None = None, **options: Any) -> MaskRCNN:
     """MobileNetV2 with a 64-channel FPN over its stage ends (strides 4-32), the tiny model's anchors and heads.
 
     ``backbone_weights="imagenet"`` loads ``MobileNet_V2_Weights.IMAGENET1K_V1`` from the torch hub cache
     (offline: ``noisyseg weights fetch mobilenet_v2`` installs it); with weights, batch norm is frozen and
     ``trainable_backbone_layers`` (0..6, default 3) of the 6 stages from the top train, as in
-    torchvision. Other arguments: the module docstring.
+    torchvision. Image sizes default to :data:`SMALL_IMAGES`. Other arguments: the module docstring.
     """
+    settings, sizes = split_options(options, SMALL_IMAGES)
     state = None
     if load_backbone_weights:
         state = backbone_state_dict(backbone_weights, MobileNet_V2_Weights.IMAGENET1K_V1, fetch_name="mobilenet_v2")
-    backbone = mobilenet_v2_fpn_backbone(state_dict=state, pretrained=backbone_weights != "none", fpn_channels=64,
-                                         trainable_layers=trainable_backbone_layers, source=backbone_weights)
-    parts = _small_image_parts(backbone.out_channels, num_classes + 1, class_agnostic)
-    return _assemble(
-        backbone, parts, classification_loss=classification_loss, rois_per_image=rois_per_image,
-        positive_fraction=positive_fraction, rpn_batch_size_per_image=rpn_batch_size_per_image,
-        detections_per_image=detections_per_image, score_threshold=score_threshold, train_sizes=train_sizes,
-        test_size=test_size, max_size=max_size,
-    )
+    backbone = mobilenet_v2_fpn_backbone(state_dict=state, pretrained=backbone_weights != DEFAULT_BACKBONE_WEIGHTS,
+                                         fpn_channels=64, trainable_layers=trainable_backbone_layers,
+                                         source=backbone_weights)
+    parts = _small_image_parts(backbone.out_channels, num_classes + 1, settings.class_agnostic)
+    return _assemble(backbone, parts, classification_loss, settings, sizes)

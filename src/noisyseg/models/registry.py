@@ -1,7 +1,8 @@
 """Model builders by name (timm style): ``get_model_builder("maskrcnn_tiny")(num_classes=3)``.
 
 A builder is a function of keyword arguments only that returns a torchvision ``MaskRCNN``; see
-:mod:`noisyseg.models.maskrcnn` for the presets and their arguments.
+:mod:`noisyseg.models.maskrcnn` for the presets and their arguments. The registry imports the presets
+(one direction: the presets know nothing of the registry); :func:`register_model` adds more.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from typing import Callable
 from torch import nn
 
 from noisyseg.errors import NoisysegError
+from noisyseg.models.maskrcnn import maskrcnn_mobilenet_v2_fpn, maskrcnn_r50_fpn, maskrcnn_tiny
 
 ModelBuilder = Callable[..., nn.Module]
 
-_BUILDERS: dict[str, ModelBuilder] = {}
+_BUILDERS: dict[str, ModelBuilder] = {b.__name__: b for b in (maskrcnn_tiny, maskrcnn_r50_fpn, maskrcnn_mobilenet_v2_fpn)}
 
 
 def register_model(builder: ModelBuilder) -> ModelBuilder:
@@ -26,19 +28,13 @@ def register_model(builder: ModelBuilder) -> ModelBuilder:
     return builder
 
 
-def _load_presets() -> None:
-    import noisyseg.models.maskrcnn  # noqa: F401  (its builders register themselves on import)
-
-
 def available_models() -> list[str]:
     """Sorted names accepted by :func:`get_model_builder`."""
-    _load_presets()
     return sorted(_BUILDERS)
 
 
 def get_model_builder(name: str) -> ModelBuilder:
     """The builder registered as ``name``; raises a one-line NoisysegError listing the names otherwise."""
-    _load_presets()
     if name not in _BUILDERS:
         raise NoisysegError(f"unknown model {name!r}; available: {', '.join(sorted(_BUILDERS))}")
     return _BUILDERS[name]

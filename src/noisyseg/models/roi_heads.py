@@ -15,7 +15,8 @@ supervision: its classification term is the object-vs-background cross-entropy
 
     F_i = -log(1 - p_i[0]) = -(logsumexp(z_i[1:]) - logsumexp(z_i)),
 
-whatever the injected loss. With I the ignored sampled RoIs, R the others and N = |I| + |R| all sampled
+whatever the injected loss (:func:`noisyseg.losses.functional.foreground_loss_values`, the one
+implementation, also used by the task-specific loss's ``ignore_confident``). With I the ignored sampled RoIs, R the others and N = |I| + |R| all sampled
 RoIs of the batch, the classification loss is
 
     loss = (|R| / N) * injected(z_R, y_R) + sum_{i in I} F_i / N,
@@ -44,19 +45,10 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 
+from noisyseg.losses.functional import foreground_loss_values
+
 # (logits (N, K+1), labels (N,) int64) -> (0-dim loss, the mean over the N RoIs; statistics to log)
 ClassificationLoss = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]
-
-
-def foreground_loss_values(logits: Tensor) -> Tensor:
-    """Object-vs-background cross-entropy per RoI, ``-log(1 - p[0])``, (N,) from ``logits`` (N, K+1).
-
-    Computed as ``logsumexp(z) - logsumexp(z[1:])`` (stable for any logits); half precision is upcast
-    to float32.
-    """
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits[:, 1:], dim=1)
 
 
 class ClassAgnosticBoxPredictor(FastRCNNPredictor):
