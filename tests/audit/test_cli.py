@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,6 +14,14 @@ from PIL import Image
 from noisyseg.audit import audit
 from noisyseg.audit.issues import COLUMNS, TRUTH_COLUMNS, auroc, average_precision
 from noisyseg.cli import main
+
+
+def page_json(path: Path) -> dict:
+    """The data review.html carries (its <script id='audit-data'> element)."""
+    text = path.read_text()
+    start = text.index("<script id='audit-data' type='application/json'>") + len(
+        "<script id='audit-data' type='application/json'>")
+    return json.loads(text[start:text.index("</script>", start)])
 
 
 def _run(argv, capsys):
@@ -59,11 +66,30 @@ def test_audit_writes_the_table_summary_and_review(tiny_data, untrained_run, tmp
     assert "AUROC" in (out / "summary.md").read_text()
 
     page = (out / "review.html").read_text()
-    pictures = page.count("src='data:image/png;base64,")
-    assert pictures == 5 and "http://" not in page and "https://" not in page
-    first = page.split("src='data:image/png;base64,")[1].split("'")[0]
-    assert Image.open(io.BytesIO(base64.b64decode(first))).size == (160, 160)
-    assert page.index(f"#1 &middot; ann {rows[0]['annotation_id']}") < page.index(f"#2 &middot; ann")
+    assert "http://" not in page and "https://" not in page  # offline: nothing fetched
+    data = page_json(out / "review.html")
+    on_page = [r for r in rows][:5]  # --top 5: the 5 most suspicious, flagged or not
+    assert [s[0] for s in data["s"]] == [int(r["annotation_id"]) for r in on_page]
+    assert [s[2] for s in data["s"]] == [1, 2, 3, 4, 5]
+    names = [c["name"] for c in data["classes"]]
+    assert [names[s[3]] for s in data["s"]] == [r["given_name"] for r in on_page]
+    assert [names[s[4]] for s in data["s"]] == [r["suggested_name"] for r in on_page]
+    assert data["data_sha256"] == hashlib.sha256(Path(tiny_data["noisy_json"]).read_bytes()).hexdigest()
+    sheet_path = out / "review_files" / "sheet_00000.jpg"
+    sheet = np.asarray(Image.open(sheet_path).convert("RGB"), dtype=np.float64)
+    assert sheet.shape == (4 * 128, 6 * 128, 3)
+    # the second suspect's cell holds its crop (JPEG: close, not equal)
+    from noisyseg.audit.review import crop_picture
+
+    ann = by_id[data["s"][1][0]]
+    im = {i["id"]: i for i in coco["images"]}[ann["image_id"]]
+    pixels = np.asarray(Image.open(Path(tiny_data["image_root"]) / im["file_name"]).convert("RGB"))
+    want = crop_picture(pixels, ann, tile=128).astype(np.float64)
+    assert np.abs(sheet[:128, 128:256] - want).mean() < 6
+    assert np.abs(sheet[:128, 256:384] - want).mean() > 6  # and not the next cell
+    manifest = json.loads((out / "audit_manifest.json").read_text())
+    assert set(manifest["files"]) == {"label_issues.csv", "label_issues.json", "summary.json", "summary.md",
+                                      "review.html", "contact_sheet.png", "review_files/sheet_00000.jpg"}
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.size[0] > 4 * 160
 
@@ -110,8 +136,8 @@ def test_error_lines(tiny_data, untrained_run, tmp_path, capsys):
     assert _run(base + ["--data", tiny_data["noisy_json"], "--fix", tmp_path / "f.json"], capsys)[2] == \
         "noisyseg audit: error: --fix needs --action (relabel | ignore | drop)\n"
     assert _run(base + ["--data", tiny_data["noisy_json"], "--fix", tiny_data["noisy_json"], "--action", "drop"],
-                capsys)[2] == (f"noisyseg audit: error: {tiny_data['noisy_json']}: refusing to overwrite the "
-                               "audited input file; choose another output\n")
+                capsys)[2] == (f"noisyseg audit: error: {tiny_data['noisy_json']}: --fix would write over the "
+                               f"audited data file ({tiny_data['noisy_json']}); choose another path\n")
     nowhere = tmp_path / "no_run"
     assert _run(["audit", nowhere, "--data", tiny_data["noisy_json"]], capsys)[2] == \
         f"noisyseg audit: error: {nowhere}: no such run folder or checkpoint file\n"

@@ -109,7 +109,18 @@ def test_fix_refuses_bad_requests(case, tmp_path):
     before = path.read_bytes()
     with pytest.raises(NoisysegError) as e:
         fix_file(path, issues, path, "relabel")
-    assert str(e.value) == f"{path}: refusing to overwrite the audited input file; choose another output"
+    assert str(e.value) == f"{path}: --fix would write over the audited data file ({path}); choose another path"
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"a user": "file"}')
+    with pytest.raises(NoisysegError) as e:
+        fix_file(path, issues, mine, "relabel")
+    assert str(e.value) == (f"{mine}: --fix would replace an existing file that no audit wrote; remove it or "
+                            "choose another path")
+    assert mine.read_text() == '{"a user": "file"}'
+    earlier = tmp_path / "earlier_fix.json"
+    fix_file(path, issues, earlier, "ignore")
+    fix_file(path, issues, earlier, "drop")  # an earlier repaired file may be replaced
+    assert json.loads(earlier.read_text())["info"]["audit"]["action"] == "drop"
     with pytest.raises(NoisysegError) as e:
         fix_file(path, issues, tmp_path / "x.json", "rename")
     assert str(e.value) == "action must be one of relabel, ignore, drop, got 'rename'"

@@ -2,8 +2,10 @@
 
 ``audit(run_or_checkpoint, data_json, out_dir=...)`` scores every non-crowd annotation with the model's
 RoI box head, flags likely wrong labels with cleanlab, and writes label_issues.csv/.json, summary.md/.json,
-review.html and contact_sheet.png; ``fix_file(data_json, issues, out_json, action)`` writes a repaired copy
-(relabel | ignore | drop). Exports load lazily so ``import noisyseg.audit`` does not import torch.
+review.html (an offline page to review every flagged annotation) and contact_sheet.png;
+``fix_file(data_json, issues, out_json, action)`` writes a repaired copy with one action on every flag
+(relabel | ignore | drop); ``apply_file(decisions, data_json, out_json)`` applies the decisions a reviewer
+exported from review.html instead. Exports load lazily so ``import noisyseg.audit`` does not import torch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning"
 _EXPORTS = {
     "audit": "noisyseg.audit.api", "AuditResult": "noisyseg.audit.api",
     "fix_file": "noisyseg.audit.fix", "repair": "noisyseg.audit.fix",
+    "apply_file": "noisyseg.audit.decisions", "apply_decisions": "noisyseg.audit.decisions",
+    "read_decisions": "noisyseg.audit.decisions",
     "find_issues": "noisyseg.audit.issues", "LabelIssues": "noisyseg.audit.issues",
     "truth_metrics": "noisyseg.audit.issues", "auroc": "noisyseg.audit.issues",
     "average_precision": "noisyseg.audit.issues",

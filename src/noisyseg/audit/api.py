@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from noisyseg.audit import ACTIONS
+from noisyseg.audit import ACTIONS, FILTERS
 from noisyseg.audit.fix import repair
 from noisyseg.audit.issues import LabelIssues, find_issues, issue_rows, rows_to_csv, summary_data, summary_markdown
 from noisyseg.errors import NoisysegError
-from noisyseg.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from noisyseg.utils.io import atomic_write_text
 
 
 @dataclass
@@ -22,7 +24,8 @@ class AuditResult:
         issues: per-annotation verdicts (arrays in file order; see :class:`LabelIssues`).
         rows: the issue table, one dict per scored annotation, most suspicious first.
         summary: the content of summary.json.
-        files: name -> path of every file written (empty when ``out_dir`` was None).
+        files: name -> path of every file written (empty when ``out_dir`` was None); the repaired file
+            under "fix".
         fix_report: the ``info.audit`` block of the repaired file, when one was written.
     """
 
@@ -33,16 +36,6 @@ class AuditResult:
     fix_report: dict[str, Any] | None = None
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise NoisysegError(f"--device {device}: CUDA is not available here")
-    return device
-
-
 def default_out_dir(source: str | Path) -> Path:
     """RUN/audit for a run folder; the checkpoint's run folder (or its own folder) + /audit otherwise."""
     source = Path(source)
@@ -50,6 +43,15 @@ def default_out_dir(source: str | Path) -> Path:
         return source / "audit"
     parent = source.parent
     return (parent.parent if parent.name == "checkpoints" else parent) / "audit"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, as 64 hex digits (ties a decisions file to the data it was made for)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def audit(
@@ -64,7 +66,7 @@ def audit(
     batch_size: int = 8,
     num_workers: int = 0,
     filter_by: str = "prune_by_noise_rate",
-    top: int = 100,
+    top: int | None = None,
     sheet: int = 24,
     fix: str | Path | None = None,
     action: str | None = None,
@@ -82,65 +84,112 @@ def audit(
             exactly their annotations (``checkpoints`` names the checkpoints of each run); see
             :func:`noisyseg.audit.score.score_folds`.
         image_root: folder of the images; default the checkpoint's ``data.image_root``.
-        out_dir: where label_issues.csv/.json, summary.md/.json, review.html and contact_sheet.png go;
-            None writes nothing (the result is still returned).
+        out_dir: where label_issues.csv/.json, summary.md/.json, review.html (with its crops in
+            review_files/), contact_sheet.png and audit_manifest.json go; None writes nothing (the result
+            is still returned).
+        device: auto | cpu | cuda | cuda:N (:func:`noisyseg.engine.distributed.select_device`).
+        num_workers: image-reading processes (0: read in this process).
         filter_by: cleanlab's ``find_label_issues`` rule.
-        top: suspects on the review page; ``sheet``: suspects on the contact sheet.
+        top: None puts every flagged annotation on the review page; K puts the K most suspicious there,
+            flagged or not. ``sheet``: suspects on the contact sheet.
         fix: write the repaired file here (needs ``action``, one of relabel | ignore | drop).
 
-    Nothing is written unless the whole audit succeeded; the input file is never changed.
+    Every argument and every output path is checked before scoring: no output may be an input (the data
+    file, a checkpoint, a run's config.yaml) or an existing file an audit did not write, and the output
+    folder is locked for the whole audit (a second audit into it is a one-line error). Nothing is written
+    unless the whole audit succeeded; the input file is never changed.
     """
-    from noisyseg.audit.review import collect_suspects, contact_sheet, png_bytes, review_html
+    from noisyseg.audit.outputs import (check_folder_outputs, check_not_an_input, check_repaired_output,
+                                        locked_folder, write_folder)
+    from noisyseg.audit.review import (REVIEW_FILES, collect_suspects, contact_sheet, png_bytes,
+                                       review_files)
     from noisyseg.audit.score import resolve_checkpoints, score_annotations, score_folds
     from noisyseg.data.coco import load_coco
+    from noisyseg.engine.distributed import select_device
 
     if fix is not None:
         if action not in ACTIONS:
             raise NoisysegError(f"--fix needs --action {' | '.join(ACTIONS)}, got {action!r}")
-        if Path(fix).resolve() == Path(data).resolve():
-            raise NoisysegError(f"{fix}: refusing to overwrite the audited input file; choose another output")
     elif action is not None:
         raise NoisysegError("--action needs --fix OUT.json")
-    if top < 0 or sheet < 0 or batch_size < 1:
-        raise NoisysegError("--top and --sheet must be >= 0 and --batch-size >= 1")
+    _check_count(top, "--top", 0, allow_none=True)
+    _check_count(sheet, "--sheet", 0)
+    _check_count(batch_size, "--batch-size", 1)
+    _check_count(num_workers, "--workers", 0)
+    if filter_by not in FILTERS:
+        raise NoisysegError(f"--filter-by {filter_by}: expected one of {', '.join(FILTERS)}")
     if (source is None) == (folds is None):
         raise NoisysegError("audit: give either a run folder or checkpoint, or folds")
+    torch_device = select_device(device, "--device")
     fold_paths = [(resolve_checkpoints(run, checkpoints), ids) for run, ids in folds or []]
     paths = resolve_checkpoints(source, checkpoints) if source is not None else []
-    coco = load_coco(data)
-    device = resolve_device(device)
-    options = {"image_root": image_root, "device": device, "batch_size": batch_size, "num_workers": num_workers,
-               "progress": progress}
-    if folds is not None:
-        scores = score_folds(fold_paths, coco, data, **options)
-    else:
-        scores = score_annotations(paths, coco, data, **options)
-    issues = find_issues(scores, filter_by)
-    rows = issue_rows(issues)
-    summary = summary_data(issues, {"data": str(data), "device": device})
 
-    suspects = []
-    if out_dir is not None:
-        suspects = collect_suspects(rows, coco, scores.image_root, data, max(top, sheet))
-    fix_text, fix_report = None, None
+    # every file the audit reads, which no output may be
+    inputs: list[tuple[str, str | Path]] = [("audited data file", data)]
+    inputs += [("checkpoint", p) for p in [*paths, *(p for ps, _ in fold_paths for p in ps)]]
+    for run in [source] if source is not None else [run for run, _ in folds or []]:
+        if Path(run).is_dir():
+            inputs += [("run's config", Path(run) / "config.yaml"), ("run's metrics", Path(run) / "metrics.json")]
+    names = ["label_issues.csv", "label_issues.json", "summary.json", "summary.md", "review.html"]
+    names += ["contact_sheet.png"] if sheet else []
+    out = Path(out_dir) if out_dir is not None else None
     if fix is not None:
-        repaired, fix_report = repair(coco, issues, action, data, {"data": str(data)})  # changes coco
-        fix_text = json.dumps(repaired, separators=(",", ":"))
-        del repaired, coco
+        own = [(f"audit's {n}", out / n) for n in names] if out is not None else []
+        check_repaired_output(fix, [*inputs, *own], "--fix")
+        if out is not None and Path(fix).resolve().is_relative_to((out / REVIEW_FILES).resolve()):
+            raise NoisysegError(f"{fix}: --fix inside the audit's own page folder {out / REVIEW_FILES}; "
+                                "choose another path")
 
-    files: dict[str, Path] = {}
-    if out_dir is not None:
-        out = Path(out_dir)
-        table = {"data": str(data), "checkpoints": summary["checkpoints"], "rule": issues.rule,
+    with locked_folder(out) if out is not None else contextlib.nullcontext():
+        before = check_folder_outputs(out, names, [REVIEW_FILES], inputs) if out is not None else set()
+        coco = load_coco(data)
+        data_sha256 = file_sha256(data)
+        options = {"image_root": image_root, "device": torch_device, "batch_size": batch_size,
+                   "num_workers": num_workers, "progress": progress}
+        if folds is not None:
+            scores = score_folds(fold_paths, coco, data, **options)
+        else:
+            scores = score_annotations(paths, coco, data, **options)
+        issues = find_issues(scores, filter_by)
+        rows = issue_rows(issues)
+        table = {"data": str(data), "checkpoints": [str(p) for p in scores.checkpoints], "rule": issues.rule,
                  "columns": list(rows[0]) if rows else [], "annotations": rows}
-        files["label_issues.csv"] = atomic_write_text(out / "label_issues.csv", rows_to_csv(rows))
-        files["label_issues.json"] = atomic_write_json(out / "label_issues.json", table)
-        files["summary.json"] = atomic_write_json(out / "summary.json", summary, indent=2)
-        files["summary.md"] = atomic_write_text(out / "summary.md", summary_markdown(summary))
-        files["review.html"] = atomic_write_text(out / "review.html", review_html(suspects[:top], summary))
-        if sheet:
-            files["contact_sheet.png"] = atomic_write_bytes(out / "contact_sheet.png",
-                                                            png_bytes(contact_sheet(suspects[:sheet])))
-    if fix_text is not None:
-        files["fix"] = atomic_write_text(fix, fix_text)
-    return AuditResult(issues, rows, summary, files, fix_report)
+        table_text = json.dumps(table)
+        audit_id = hashlib.sha256(table_text.encode("utf-8")).hexdigest()[:16]
+        summary = summary_data(issues, {"data": str(data), "data_sha256": data_sha256, "device": str(torch_device),
+                                        "audit_id": audit_id})
+
+        files: dict[str, bytes] = {}
+        if out is not None:
+            files["label_issues.csv"] = rows_to_csv(rows).encode("utf-8")
+            files["label_issues.json"] = table_text.encode("utf-8")
+            files["summary.json"] = json.dumps(summary, indent=2).encode("utf-8")
+            files["summary.md"] = summary_markdown(summary).encode("utf-8")
+            info = {"id": audit_id, "folder": str(out.resolve()), "checkpoints": summary["checkpoints"],
+                    "filter_by": filter_by}
+            files.update(review_files(issues, coco, data, out, summary, info, data_sha256, top))
+            if sheet:
+                suspects = collect_suspects(rows, coco, scores.image_root, data, sheet)
+                files["contact_sheet.png"] = png_bytes(contact_sheet(suspects))
+        fix_text, fix_report = None, None
+        if fix is not None:
+            repaired, fix_report = repair(coco, issues, action, data,
+                                          {"data": str(data), "data_sha256": data_sha256, "audit_id": audit_id})
+            fix_text = json.dumps(repaired, separators=(",", ":"))
+            del repaired, coco
+
+        written: dict[str, Path] = {}
+        if out is not None:
+            written = write_folder(out, files, before)
+        if fix_text is not None:
+            check_not_an_input(fix, inputs, "--fix")  # unchanged since the check above, unless raced
+            written["fix"] = atomic_write_text(fix, fix_text)
+    return AuditResult(issues, rows, summary, written, fix_report)
+
+
+def _check_count(value: Any, option: str, least: int, allow_none: bool = False) -> None:
+    """One-line error unless ``value`` is an int >= ``least`` (or None when ``allow_none``)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise NoisysegError(f"{option} {value}: expected a whole number >= {least}")

@@ -96,6 +96,13 @@ def repair(coco: dict, issues: LabelIssues | str | Path, action: str, source: st
     }
     if action == "relabel":
         report["transitions"] = [[a, b, n] for (a, b), n in sorted(transitions.items())]
+    record_audit(coco, report, source)
+    return coco, report
+
+
+def record_audit(coco: dict, report: dict[str, Any], source: str | Path = "") -> None:
+    """Set ``coco["info"]["audit"] = report``; an earlier ``info.audit`` moves to the end of
+    ``info.audit_history`` (oldest first)."""
     info = coco.get("info")
     if info is None:
         info = {}
@@ -105,7 +112,6 @@ def repair(coco: dict, issues: LabelIssues | str | Path, action: str, source: st
         info["audit_history"] = list(info.get("audit_history") or []) + [info["audit"]]
     info["audit"] = report
     coco["info"] = info
-    return coco, report
 
 
 def fix_file(data_json: str | Path, issues: LabelIssues | str | Path, out_json: str | Path, action: str,
@@ -113,13 +119,17 @@ def fix_file(data_json: str | Path, issues: LabelIssues | str | Path, out_json: 
     """Write ``out_json``: ``data_json`` with ``action`` applied to the flagged annotations of ``issues``.
 
     ``issues`` is an audit of ``data_json`` (a :class:`LabelIssues` or the path of its
-    ``label_issues.json``). The input file is never changed and never overwritten; the output is written
-    atomically. Returns the ``info.audit`` block.
+    ``label_issues.json``). The input files are never changed and never overwritten, nor is an existing file
+    no audit wrote; the output is written atomically. Returns the ``info.audit`` block.
     """
     if action not in ACTIONS:
         raise NoisysegError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
-    if Path(out_json).resolve() == Path(data_json).resolve():
-        raise NoisysegError(f"{out_json}: refusing to overwrite the audited input file; choose another output")
+    from noisyseg.audit.outputs import check_repaired_output
+
+    inputs = [("audited data file", data_json)]
+    if not isinstance(issues, LabelIssues):
+        inputs.append(("label issues file", issues))
+    check_repaired_output(out_json, inputs, "--fix")
     coco = read_json(data_json, "COCO annotation file")
     if not isinstance(coco, dict) or not isinstance(coco.get("annotations"), list):
         raise NoisysegError(f"{data_json}: expected a COCO JSON object with an 'annotations' list")

@@ -226,7 +226,9 @@ def summary_data(issues: LabelIssues, extra: dict[str, Any] | None = None) -> di
     """Everything summary.json holds: counts per class, the confusion estimates, truth metrics.
 
     ``per_class``: one entry per class with its given count, flagged count and how often it is suggested
-    for flagged annotations. ``flagged_confusion``: (K, K) counts of flagged annotations, row = given,
+    for flagged annotations; when the file has clean labels also ``right`` / ``right_flagged`` (annotations
+    given this class whose clean class is this class, and how many of them were flagged) and ``wrong`` /
+    ``wrong_flagged`` (given this class, clean class another). ``flagged_confusion``: (K, K) counts of flagged annotations, row = given,
     column = suggested. ``confident_joint``: cleanlab's calibrated confident joint, (K, K) estimated counts,
     row = given, column = estimated true class (rows sum to the given counts).
     """
@@ -250,6 +252,14 @@ def summary_data(issues: LabelIssues, extra: dict[str, Any] | None = None) -> di
             "given": int(given_counts[c]), "flagged": int(confusion[c].sum()),
             "suggested_for_flagged": int(confusion[:, c].sum()),
         })
+    if s.clean_labels is not None:
+        # A class whose labels are mostly wrong is one the model never learned, so its few right labels
+        # look wrong too: count them apart from the wrong ones found (FINDINGS.md §5).
+        right = s.clean_labels == s.given_labels
+        for c, entry in enumerate(per_class):
+            mine = s.given_labels == c
+            entry.update({"right": int((mine & right).sum()), "right_flagged": int((mine & right & flagged).sum()),
+                          "wrong": int((mine & ~right).sum()), "wrong_flagged": int((mine & ~right & flagged).sum())})
     return {
         "n_annotations": int(len(s.given_labels)), "n_flagged": int(flagged.sum()),
         "rule": issues.rule, "checkpoints": [str(p) for p in s.checkpoints],
@@ -264,6 +274,11 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "-" if v != v else f"{v:.3f}"
     return str(v)
+
+
+def _of(part: int, whole: int) -> str:
+    """"3 of 11 (27%)"; "0 of 0" without a percentage."""
+    return f"{part} of {whole} ({part / whole:.0%})" if whole else f"{part} of 0"
 
 
 def summary_markdown(summary: dict[str, Any], max_matrix_classes: int = 12, top_pairs: int = 15) -> str:
@@ -296,11 +311,29 @@ def summary_markdown(summary: dict[str, Any], max_matrix_classes: int = 12, top_
         }
         for key, text in label.items():
             lines.append(f"| {text} | {_fmt(truth[key])} |")
-    lines += ["", "## Per class", "", "| class | given | flagged | flagged % | suggested for flagged |",
-              "|---|---|---|---|---|"]
+    with_truth = bool(summary["per_class"]) and "right" in summary["per_class"][0]
+    lines += ["", "## Per class", ""]
+    if with_truth:
+        lines += ["Right labels flagged: annotations whose given class is their clean class and that the audit "
+                  "flagged anyway (a repair would change a right label); wrong labels flagged: the errors found.",
+                  "", "| class | given | flagged | flagged % | right labels flagged | wrong labels flagged "
+                  "| suggested for flagged |", "|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["| class | given | flagged | flagged % | suggested for flagged |", "|---|---|---|---|---|"]
     for c in summary["per_class"]:
         pct = f"{c['flagged'] / c['given']:.1%}" if c["given"] else "-"
-        lines.append(f"| {c['name']} | {c['given']} | {c['flagged']} | {pct} | {c['suggested_for_flagged']} |")
+        truth_cells = (f" {_of(c['right_flagged'], c['right'])} | {_of(c['wrong_flagged'], c['wrong'])} |"
+                       if with_truth else "")
+        lines.append(f"| {c['name']} | {c['given']} | {c['flagged']} | {pct} |{truth_cells} "
+                     f"{c['suggested_for_flagged']} |")
+    if with_truth:
+        worst = sorted((c for c in summary["per_class"] if c["right_flagged"]),
+                       key=lambda c: (-c["right_flagged"] / c["right"], c["name"]))[:3]
+        if worst:
+            lines += ["", "Highest share of right labels flagged: " + ", ".join(
+                f"{c['name']} {_of(c['right_flagged'], c['right'])}" for c in worst)
+                + ". Review these classes by eye before repairing: a model that has not learned a class flags "
+                  "its right labels too."]
     confusion = np.asarray(summary["flagged_confusion"])
     pairs = [(int(confusion[i, j]), i, j) for i in range(len(names)) for j in range(len(names))
              if i != j and confusion[i, j]]

@@ -1,15 +1,16 @@
-"""review.html (a self-contained page of the top suspects) and contact_sheet.png (for reports).
+"""review.html (the interactive review page) and contact_sheet.png (for reports).
 
 Each suspect is shown as a crop around its box, upscaled, with the mask outlined (the box when the
-annotation has no mask), next to its given class, the suggested class and the scores. The page inlines
-every image as a base64 PNG, so it opens offline from the file system.
+annotation has no mask), next to its given class, the suggested class and the scores. The review page
+(:func:`review_files`) covers every flagged annotation: its crops are JPEG sheets in ``review_files/``
+beside review.html, its HTML, CSS and script are in :mod:`noisyseg.audit.review_page`; it opens offline
+from the file system.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from noisyseg.audit.issues import LabelIssues
 from noisyseg.audit.score import read_image
 from noisyseg.data.coco import decode_mask
 
@@ -113,68 +115,130 @@ def png_bytes(picture: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _png_base64(picture: np.ndarray) -> str:
-    return base64.b64encode(png_bytes(picture)).decode("ascii")
+# The review page's crops: REVIEW_TILE px squares, SHEET_COLUMNS x SHEET_ROWS of them per JPEG sheet in
+# REVIEW_FILES/. One sheet per screen of the unfiltered list (PAGE_SIZE suspects), so opening the page reads
+# one sheet; sheets instead of one file per crop keep 10,000 suspects to 500 files (a file system rounds
+# every file up to a block, 4 KB here, about a crop's size).
+REVIEW_TILE = 128
+SHEET_COLUMNS, SHEET_ROWS = 6, 4
+PAGE_SIZE = SHEET_COLUMNS * SHEET_ROWS
+REVIEW_FILES = "review_files"
+JPEG_QUALITY = 85
+DECISIONS_FORMAT = "noisyseg review decisions"
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:16px;background:#f4f4f4;color:#222}
-h1{font-size:20px;margin:0 0 4px} p.meta{margin:2px 0;color:#555;font-size:13px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:10px;margin-top:12px}
-.card{background:#fff;border-radius:6px;padding:8px;box-shadow:0 1px 2px #0002;font-size:13px}
-.card img{width:100%;image-rendering:auto;border-radius:4px;display:block}
-.card .head{display:flex;justify-content:space-between;color:#666;font-size:12px;margin-bottom:4px}
-.given{color:#b00020;font-weight:600}.sugg{color:#006400;font-weight:600}
-.flag{background:#b00020;color:#fff;border-radius:3px;padding:0 4px;font-size:11px}
-.truth{font-size:12px;margin-top:3px}.ok{color:#006400}.bad{color:#b00020}
-table{border-collapse:collapse;font-size:13px;margin-top:8px}td,th{border:1px solid #ccc;padding:2px 8px}
-"""
+def page_indices(issues: LabelIssues, top: int | None) -> np.ndarray:
+    """Row indices (into the arrays of ``issues``) of the annotations on the review page, most suspicious
+    first: every flagged one when ``top`` is None, else the ``top`` most suspicious, flagged or not."""
+    order = issues.order
+    if top is None:
+        return order[issues.is_issue[order]]
+    return order[:top]
 
 
-def review_html(suspects: list[Suspect], summary: dict[str, Any]) -> str:
-    """The review page: a header with the audit's figures and one card per suspect."""
-    esc = html.escape
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             "<title>noisyseg label audit</title><style>", _CSS, "</style></head><body>",
-             "<h1>Label audit: the most suspicious annotations</h1>",
-             f"<p class='meta'>{summary['n_flagged']} of {summary['n_annotations']} annotations flagged; "
-             f"showing the {len(suspects)} with the lowest label quality, most suspicious first.</p>",
-             f"<p class='meta'>data: {esc(str(summary.get('data', '')))} &middot; checkpoints: "
-             f"{esc(', '.join(summary['checkpoints']))}</p>",
-             f"<p class='meta'>yellow outline: the annotation's mask (blue box: no mask). label quality = "
-             f"probability of the given class (low = likely wrong).</p>"]
-    truth = summary.get("truth")
-    if truth:
-        parts.append("<table><tr><th>against the clean labels</th><th></th></tr>")
-        for key, text in (("n_wrong", "wrong labels in the file"), ("auroc", "AUROC"),
-                          ("average_precision", "average precision"),
-                          ("flagged_precision", "precision of the flagged set"),
-                          ("flagged_recall", "recall of the flagged set"),
-                          ("suggestion_accuracy_flagged_wrong", "suggestion right on flagged wrong ones")):
-            v = truth[key]
-            parts.append(f"<tr><td>{text}</td><td>{v if isinstance(v, int) else f'{v:.3f}'}</td></tr>")
-        parts.append("</table>")
-    parts.append("<div class='grid'>")
-    for s in suspects:
-        r = s.row
-        flag = "<span class='flag'>flagged</span>" if r["is_issue"] else ""
-        parts.append(
-            "<div class='card'>"
-            f"<div class='head'><span>#{r['rank']} &middot; ann {esc(str(r['annotation_id']))}</span>{flag}</div>"
-            f"<img alt='annotation {esc(str(r['annotation_id']))}' src='data:image/png;base64,{_png_base64(s.picture)}'>"
-            + (f"<div>given <span class='given'>{esc(r['given_name'])}</span> &rarr; suggested "
-               f"<span class='sugg'>{esc(r['suggested_name'])}</span></div>"
-               if r["suggested_category_id"] != r["given_category_id"] else
-               f"<div>given <b>{esc(r['given_name'])}</b> (the model agrees)</div>") +
-            f"<div>quality {r['label_quality']:.3f} &middot; p(suggested) {r['suggested_prob']:.2f}</div>"
-            f"<div class='head'><span>{esc(s.file_name)}</span></div>")
-        if "clean_name" in r:
-            cls = "bad" if r["is_wrong"] else "ok"
-            verdict = "label is wrong" if r["is_wrong"] else "label is right"
-            parts.append(f"<div class='truth {cls}'>truth: {esc(r['clean_name'])} ({verdict})</div>")
-        parts.append("</div>")
-    parts.append("</div></body></html>")
-    return "".join(parts)
+def page_data(issues: LabelIssues, indices: np.ndarray, coco: dict, page_dir: str | Path, summary: dict[str, Any],
+              audit_info: dict[str, Any], data_sha256: str) -> dict[str, Any]:
+    """What review.html needs, as plain JSON (arrays kept short: 10,000 suspects are about 1.5 MB).
+
+    ``s``: one list per suspect in page order, ``[annotation id, image index, rank, given class index,
+    suggested class index, label quality, [class, p, class, p, class, p] (the 3 most probable),
+    p(background), clean class index or -1, flagged 0/1, [x, y, w, h]]``; class indices point into
+    ``classes`` (``{"id", "name"}``), image indices into ``images`` (``[path relative to the page, width,
+    height, image id]``). ``tiles`` says where suspect i's crop is: sheet ``i // per_sheet``, cell ``i %
+    per_sheet`` in row-major order of ``columns`` x ``rows`` cells of ``size`` px.
+    """
+    s = issues.scores
+    lm = s.label_map
+    anns = {a["id"]: a for a in coco["annotations"]}
+    image_of = {im["id"]: im for im in coco["images"]}
+    root = Path(s.image_root).resolve()
+    here = Path(page_dir).resolve()
+    image_index: dict[Any, int] = {}
+    images: list[list[Any]] = []
+    rows = []
+    k_top = min(3, lm.num_classes)
+    for i in indices.tolist():
+        ann = anns[int(s.annotation_ids[i])]
+        im = image_of[ann["image_id"]]
+        if im["id"] not in image_index:
+            image_index[im["id"]] = len(images)
+            target = root / im["file_name"]
+            images.append([Path(os.path.relpath(target, here)).as_posix(), int(im["width"]), int(im["height"]),
+                           im["id"]])
+        probs = s.pred_probs[i]
+        best = np.argsort(-probs, kind="stable")[:k_top]
+        top3: list[Any] = []
+        for c in best.tolist():
+            top3 += [c, round(float(probs[c]), 4)]
+        rows.append([int(s.annotation_ids[i]), image_index[im["id"]], int(issues.rank[i]), int(s.given_labels[i]),
+                     int(issues.suggested_labels[i]), round(float(issues.label_quality[i]), 4), top3,
+                     round(float(s.background_prob[i]), 4),
+                     int(s.clean_labels[i]) if s.clean_labels is not None else -1, int(issues.is_issue[i]),
+                     [round(float(v), 2) for v in ann["bbox"]]])
+    return {
+        "decisions_format": DECISIONS_FORMAT, "data": summary.get("data", ""), "data_sha256": data_sha256,
+        "audit": {**audit_info, "n_scored": int(len(issues.rank)), "n_flagged": int(issues.is_issue.sum()),
+                  "n_on_page": len(rows)},
+        "classes": [{"id": cid, "name": name} for cid, name in zip(lm.category_ids, lm.names)],
+        "images": images, "s": rows, "page_size": PAGE_SIZE,
+        "per_class": summary["per_class"], "confusion": summary["flagged_confusion"],
+        "tiles": {"prefix": f"{REVIEW_FILES}/sheet_", "size": REVIEW_TILE, "columns": SHEET_COLUMNS,
+                  "rows": SHEET_ROWS, "per_sheet": PAGE_SIZE},
+    }
+
+
+def page_pictures(issues: LabelIssues, indices: np.ndarray, coco: dict, data_path: str | Path,
+                  tile: int = REVIEW_TILE) -> list[np.ndarray]:
+    """The crop of each annotation of ``indices`` (page order), (tile, tile, 3) uint8; each image is read once."""
+    s = issues.scores
+    anns = {a["id"]: a for a in coco["annotations"]}
+    image_of = {im["id"]: im for im in coco["images"]}
+    positions: dict[Any, list[tuple[int, dict]]] = {}
+    for pos, i in enumerate(indices.tolist()):
+        ann = anns[int(s.annotation_ids[i])]
+        positions.setdefault(ann["image_id"], []).append((pos, ann))
+    pictures: list[np.ndarray | None] = [None] * len(indices)
+    for image_id, items in positions.items():
+        im = image_of[image_id]
+        pixels = read_image(Path(s.image_root) / im["file_name"], int(im["height"]), int(im["width"]),
+                            data_path).permute(1, 2, 0).numpy()
+        for pos, ann in items:
+            pictures[pos] = crop_picture(pixels, ann, tile=tile)
+    return pictures  # type: ignore[return-value]
+
+
+def sheet_files(pictures: list[np.ndarray], tile: int = REVIEW_TILE) -> dict[str, bytes]:
+    """The crop sheets: relative path -> JPEG bytes, PAGE_SIZE pictures per sheet in page order."""
+    files = {}
+    for n, start in enumerate(range(0, len(pictures), PAGE_SIZE)):
+        chunk = pictures[start:start + PAGE_SIZE]
+        sheet = np.full((SHEET_ROWS * tile, SHEET_COLUMNS * tile, 3), 24, dtype=np.uint8)
+        for k, picture in enumerate(chunk):
+            r, c = divmod(k, SHEET_COLUMNS)
+            sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = picture
+        buf = io.BytesIO()
+        # a short last sheet keeps its full size (empty cells cost a few bytes): the page scales every
+        # sheet to SHEET_COLUMNS x SHEET_ROWS cells
+        Image.fromarray(sheet).save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+        files[f"{REVIEW_FILES}/sheet_{n:05d}.jpg"] = buf.getvalue()
+    return files
+
+
+def review_files(issues: LabelIssues, coco: dict, data_path: str | Path, page_dir: str | Path,
+                 summary: dict[str, Any], audit_info: dict[str, Any], data_sha256: str,
+                 top: int | None = None) -> dict[str, bytes]:
+    """Every file of the review page: ``review.html`` and its crop sheets, relative path -> bytes.
+
+    Nothing is written here; the caller writes them into ``page_dir`` (which the image paths in the page
+    are made relative to).
+    """
+    from noisyseg.audit.review_page import render
+
+    indices = page_indices(issues, top)
+    data = page_data(issues, indices, coco, page_dir, summary, audit_info, data_sha256)
+    files = sheet_files(page_pictures(issues, indices, coco, data_path))
+    files["review.html"] = render(data).encode("utf-8")
+    return files
 
 
 def _font(size: int) -> ImageFont.ImageFont:

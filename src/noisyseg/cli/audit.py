@@ -1,10 +1,16 @@
-"""``noisyseg audit``: argument parsing over :func:`noisyseg.audit.api.audit` (likely wrong class labels)."""
+"""``noisyseg audit`` (likely wrong class labels: :func:`noisyseg.audit.api.audit`) and ``noisyseg
+apply-decisions`` (a reviewer's decisions from review.html: :func:`noisyseg.audit.decisions.apply_file`).
+
+``apply-decisions`` is its own verb, not ``audit apply``: ``audit`` takes a run folder as its first
+argument, and a run folder may be called anything, ``apply`` included.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from noisyseg.audit import ACTIONS, FILTERS
+from noisyseg.audit.decisions import DECISION_ACTIONS
 from noisyseg.errors import NoisysegError
 
 
@@ -15,9 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score every non-crowd annotation of DATA with the trained model's RoI box head (its\n"
                     "ground-truth box as the proposal), flag likely wrong labels with cleanlab's\n"
                     "find_label_issues, and write to -o DIR: label_issues.csv/.json (one row per annotation,\n"
-                    "rank 1 = most suspicious), summary.md/.json (with AUROC/AP against clean_category_id\n"
-                    "when the file has it), review.html (the top suspects, self-contained) and\n"
-                    "contact_sheet.png. --fix writes a repaired copy of DATA.",
+                    "rank 1 = most suspicious), summary.md/.json (with AUROC/AP and right labels flagged per\n"
+                    "class against clean_category_id when the file has it), review.html (an offline page to\n"
+                    "review every flagged annotation and export decisions; its crops in review_files/),\n"
+                    "contact_sheet.png and audit_manifest.json. --fix writes a repaired copy of DATA with one\n"
+                    "action on every flag; `noisyseg apply-decisions` applies a review's decisions instead.\n"
+                    "Outputs are checked before scoring: none may be an input or a file no audit wrote, and\n"
+                    "one audit at a time writes a folder.",
         epilog="actions (on the flagged annotations only; nothing else in the file changes):\n"
                "  relabel  category_id := the suggested class\n"
                "  ignore   keep the annotation, add \"class_ignored\": true (trains objectness, box and mask,\n"
@@ -26,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "examples:\n"
                "  noisyseg audit runs/lncis --data data/shapes/train_sym40.json\n"
                "  noisyseg audit runs/lncis --data train.json --checkpoint 'epoch_*' -o audit_ens\n"
-               "  noisyseg audit runs/lncis --data train.json --fix train_relabelled.json --action relabel",
+               "  noisyseg audit runs/lncis --data train.json --fix train_relabelled.json --action relabel\n"
+               "  noisyseg apply-decisions decisions_0123abcd.json --data train.json -o train_reviewed.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT",
                    help="a run folder (uses checkpoints/last.pt) or a checkpoint file")
@@ -38,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", metavar="DIR", help="output folder (default: RUN_DIR/audit)")
     p.add_argument("--fix", metavar="OUT.json", help="write DATA with --action applied to the flagged annotations")
     p.add_argument("--action", choices=ACTIONS, help="what --fix does to a flagged annotation")
-    p.add_argument("--top", type=int, default=100, metavar="K", help="suspects on review.html (default 100)")
+    p.add_argument("--top", type=int, default=None, metavar="K",
+                   help="review.html shows the K most suspicious annotations, flagged or not "
+                        "(default: every flagged one)")
     p.add_argument("--sheet", type=int, default=24, metavar="N", help="suspects on contact_sheet.png (default 24)")
     p.add_argument("--filter-by", choices=FILTERS, default="prune_by_noise_rate",
                    help="cleanlab find_label_issues rule (default prune_by_noise_rate)")
@@ -47,6 +60,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, metavar="W", help="image-reading processes (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+    a = sub.add_parser(
+        "apply-decisions", help="apply the decisions exported from review.html to the audited file",
+        description="Write a copy of DATA with the decisions a reviewer exported from the audit's review.html\n"
+                    "applied: keep, relabel (to the class chosen), ignore (class_ignored: true) or drop, for\n"
+                    "exactly the annotations decided; nothing else changes. info.audit records what was done.\n"
+                    "DATA must be the very file that was audited (its sha256 is in the decisions file); an\n"
+                    "entry naming an annotation or class DATA lacks is refused, naming the entry.",
+        epilog="example:\n"
+               "  noisyseg audit runs/lncis --data train.json            # then open runs/lncis/audit/review.html\n"
+               "  noisyseg apply-decisions ~/Downloads/decisions_0123abcd.json --data train.json -o train_reviewed.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("decisions", metavar="DECISIONS.json", help="the file review.html exported")
+    a.add_argument("--data", required=True, metavar="TRAIN.json", help="the audited COCO file (never written)")
+    a.add_argument("-o", "--out", required=True, metavar="FIXED.json", help="where the repaired copy goes")
+    a.add_argument("--undecided", choices=DECISION_ACTIONS, default="keep",
+                   help="what happens to the annotations on the page nobody decided: keep (default: left as "
+                        "they are), relabel (to the suggested class), ignore or drop")
+    a.set_defaults(func=run_apply)
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    """Run ``noisyseg apply-decisions`` with parsed ``args``; returns the exit code."""
+    from noisyseg.audit.decisions import apply_file
+
+    r = apply_file(args.decisions, args.data, args.out, args.undecided)
+    c = r["counts"]
+    print(f"{args.out}: {r['n_decided']} decisions applied (keep {c['keep']}, relabel {c['relabel']}, ignore "
+          f"{c['ignore']}, drop {c['drop']}); {r['n_undecided']} undecided ({r['undecided_action']}); "
+          f"{r['n_changed']} annotations changed")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
               f"AP {truth['average_precision']:.3f}, precision {truth['flagged_precision']:.3f}, "
               f"recall {truth['flagged_recall']:.3f}, precision at recall 0.8 "
               f"{truth['precision_at_recall_0.8']:.3f}")
-    written = [name for name in result.files if name != "fix"]
-    print(f"wrote {', '.join(written)} in {out}")
+    written = [name for name in result.files if name != "fix" and "/" not in name]
+    sheets = len(result.files) - len(written) - ("fix" in result.files)
+    print(f"wrote {', '.join(written)} and {sheets} crop sheet(s) in {out}")
+    print(f"review: open {out}/review.html, export the decisions, then `noisyseg apply-decisions "
+          f"DECISIONS.json --data {args.data} -o FIXED.json`")
     if result.fix_report is not None:
         r = result.fix_report
         print(f"{args.fix}: {args.action} on {r['n_flagged']} flagged annotations ({r['n_changed']} changed)")
