@@ -402,9 +402,12 @@ def test_a_users_train_json_or_another_set_is_refused_without_force(tmp_path, so
     (out / "train.json").write_text('{"images": []}')
     with pytest.raises(NoisysegError) as e:
         F.make_fashion_scenes(out, source=pool, progress=False, **SMALL)
-    assert str(e.value) == (f"{out / 'train.json'}: not written by noisyseg data fashion; refusing to replace it "
-                            "(pass --force to allow)")
+    assert str(e.value) == (f"{out / 'train.json'}: not written by noisyseg data fashion; refusing to replace it, "
+                            "even with --force (move it away or write the set to another folder)")
     assert sorted(p.name for p in out.iterdir()) == ["train.json"]
+    with pytest.raises(NoisysegError, match="refusing to replace it, even with --force"):
+        F.make_fashion_scenes(out, source=pool, progress=False, force=True, **SMALL)
+    assert (out / "train.json").read_text() == '{"images": []}'
 
     made = F.make_fashion_scenes(tmp_path / "set", source=pool, progress=False, **SMALL)
     assert F.make_fashion_scenes(tmp_path / "set", source=pool, progress=False, **SMALL).reused
@@ -469,3 +472,136 @@ def test_cli_bundled_source(tmp_path, capsys):
                  "--size", "64", "--no-progress"]) == 0
     train = json.loads((tmp_path / "b" / "train.json").read_text())
     assert train["info"]["params"]["source_items"] == {"train": 500, "test": 200} and train["annotations"]
+
+
+# --------------------------------------------------------------------------------------------------
+# long-tailed training splits
+
+
+def test_class_frequencies_follow_the_ratio_over_the_class_order_or_the_weights():
+    p = F.class_frequencies(train_ratio=0.5)
+    by_rank = np.array([p[F.CLASS_NAMES.index(n)] for n in F.DEFAULT_CLASS_ORDER])
+    np.testing.assert_allclose(by_rank, 0.5 ** np.arange(10) / (2 - 0.5 ** 9), rtol=1e-12)
+    order = list(reversed(F.CLASS_NAMES))
+    p = F.class_frequencies(train_ratio=0.8, class_order=order)
+    np.testing.assert_allclose(p, 0.8 ** np.arange(9, -1, -1) / sum(0.8 ** np.arange(10)), rtol=1e-12)
+    w = {n: float(k + 1) for k, n in enumerate(F.CLASS_NAMES)}
+    np.testing.assert_allclose(F.class_frequencies(train_weights=w), np.arange(1, 11) / 55, rtol=1e-12)
+    np.testing.assert_array_equal(F.class_frequencies(train_weights=list(range(1, 11))),
+                                  F.class_frequencies(train_weights=w))
+    assert F.class_frequencies() is None and F.class_frequencies(train_ratio=1.0).tolist() == [0.1] * 10
+
+
+@pytest.mark.parametrize("kwargs, text", [
+    ({"train_ratio": 0}, r"train_ratio must be a number in \(0, 1\], got 0"),
+    ({"train_ratio": 1.5}, "train_ratio must be"),
+    ({"train_ratio": float("nan")}, "train_ratio must be"),
+    ({"train_ratio": 0.7, "class_order": ["Shirt"] * 10}, "must name each of the 10 classes once"),
+    ({"train_ratio": 0.7, "class_order": ["Hat"] + list(F.CLASS_NAMES[1:])}, "'Hat' is not a class"),
+    ({"class_order": list(F.CLASS_NAMES)}, "class_order only applies with train_ratio"),
+    ({"train_weights": [1] * 9}, "must be 10 numbers in label order"),
+    ({"train_weights": [1] * 9 + [0]}, "Ankle boot has weight 0, expected a finite number > 0"),
+    ({"train_weights": {"Shirt": 1}}, "must give every class a weight"),
+    ({"train_ratio": 0.7, "train_weights": [1] * 10}, "not both"),
+])
+def test_bad_class_frequencies_are_one_line_before_any_work(tmp_path, kwargs, text):
+    with pytest.raises(NoisysegError, match=text) as e:
+        F.make_fashion_scenes(tmp_path / "bad", source=tmp_path / "no-source", progress=False, **SMALL, **kwargs)
+    assert "\n" not in str(e.value) and not (tmp_path / "bad").exists()
+
+
+def test_first_items_keep_every_prefix_within_one_of_its_share_and_balanced_is_index_mod_10():
+    p = F.class_frequencies(train_ratio=0.7)
+    labels = F.first_item_labels(p, 500)
+    counts = np.cumsum(np.eye(10, dtype=np.int64)[labels], axis=0)  # (500, 10) counts after each image
+    assert np.abs(counts - np.outer(np.arange(1, 501), p)).max() < 1.0
+    assert F.first_item_labels(None, 25).tolist() == [i % 10 for i in range(25)]
+    assert F.first_item_labels(np.full(10, 0.1), 25).tolist() == [i % 10 for i in range(25)]
+
+
+def test_further_items_draw_their_class_from_the_frequencies():
+    p = F.class_frequencies(train_weights=[8, 4, 2, 1, 1, 1, 1, 1, 1, 0.5])
+    rng = np.random.default_rng(0)
+    n = 40000
+    counts = np.bincount([F._draw_label(rng, p) for _ in range(n)], minlength=10)
+    assert np.all(np.abs(counts - n * p) < 5 * np.sqrt(n * p * (1 - p)))  # within 5 standard deviations
+
+
+def test_realised_instance_counts_follow_the_requested_frequencies(tmp_path, pool):
+    # one item per image: every image's only instance is its first item, so the counts are the apportioned
+    # sequence's (within one of n * p_k); val stays balanced
+    args = dict(n_train=60, n_val=20, size=48, seed=1, items=(1, 1), scale=(0.5, 0.7), source=pool, progress=False)
+    made = F.make_fashion_scenes(tmp_path / "lt", train_ratio=0.6, **args)
+    p = F.class_frequencies(train_ratio=0.6)
+    for split, shares, n in (("train", p, 60), ("val", np.full(10, 0.1), 20)):
+        coco = json.loads((tmp_path / "lt" / f"{split}.json").read_text())
+        counts = np.bincount([a["category_id"] - 1 for a in coco["annotations"]], minlength=10)
+        assert counts.sum() == n and np.abs(counts - n * shares).max() < 1.0
+        info = coco["info"]
+        assert info["instances_per_class"] == {name: int(c) for name, c in zip(F.CLASS_NAMES, counts)}
+        assert info["class_frequencies"] == {name: float(q) for name, q in zip(F.CLASS_NAMES, shares)}
+    params = json.loads(made.train_json.read_text())["info"]["params"]
+    assert params["train_frequencies"] == {name: float(q) for name, q in zip(F.CLASS_NAMES, p)}
+    assert params["train_ratio"] == 0.6 and params["class_order"] == list(F.DEFAULT_CLASS_ORDER)
+    assert params["val_frequencies"] == "balanced"
+    # with several items per image the counts still follow the frequencies, up to the draw
+    coco = json.loads(F.make_fashion_scenes(tmp_path / "many", train_ratio=0.6, **{**args, "n_train": 60,
+                                                                                    "items": (3, 3)}).train_json.read_text())
+    counts = np.bincount([a["category_id"] - 1 for a in coco["annotations"]], minlength=10)
+    n = counts.sum()
+    assert n > 120 and np.all(np.abs(counts - n * p) < 4 * np.sqrt(n * p * (1 - p)) + 1)
+
+
+def test_a_long_tailed_set_is_deterministic_and_its_balanced_val_is_the_balanced_sets(tmp_path, pool):
+    args = dict(n_train=8, n_val=4, size=48, seed=2, items=(2, 3), scale=(0.4, 0.6), source=pool, progress=False)
+    order = list(reversed(F.DEFAULT_CLASS_ORDER))
+    a = F.make_fashion_scenes(tmp_path / "a", train_ratio=0.5, class_order=order, **args).train_json.parent
+    b = F.make_fashion_scenes(tmp_path / "b", train_ratio=0.5, class_order=order, **args).train_json.parent
+    flat = F.make_fashion_scenes(tmp_path / "flat", **args).train_json.parent
+
+    def files(root, sub):
+        return {p.name: p.read_bytes() for p in (root / "images" / sub).iterdir()}
+
+    assert files(a, "train") == files(b, "train") and (a / "train.json").read_bytes() == (b / "train.json").read_bytes()
+    assert files(a, "train") != files(flat, "train")
+    assert files(a, "val") == files(flat, "val")  # val balanced by default: the same scenes as a balanced set
+    va, vf = (json.loads((r / "val.json").read_text()) for r in (a, flat))
+    assert va["annotations"] == vf["annotations"] and va["images"] == vf["images"]
+    # a set made before the option existed (no frequencies in params) is still the balanced set of today
+    assert "train_frequencies" not in json.loads((flat / "train.json").read_text())["info"]["params"]
+    val_train = F.make_fashion_scenes(tmp_path / "v", train_ratio=0.5, class_order=order, val_frequencies="train",
+                                      **args).train_json.parent
+    assert files(val_train, "val") != files(flat, "val") and files(val_train, "train") == files(a, "train")
+
+
+def test_cli_long_tailed_options(tmp_path, source, capsys):
+    from noisyseg.cli import main
+
+    base = ["data", "fashion", "--source", str(source), "--train", "20", "--val", "2", "--size", "48", "--items", "1,1",
+            "--scale", "0.5,0.7", "--no-progress"]
+    order = "Shirt,Coat,Sandal,Dress,Ankle boot,Pullover,Bag,Sneaker,Trouser,T-shirt/top"
+    assert main(base + ["-o", str(tmp_path / "r"), "--train-ratio", "0.5", "--class-order", order]) == 0
+    params = json.loads((tmp_path / "r" / "train.json").read_text())["info"]["params"]
+    assert params["class_order"] == order.split(",") and params["train_ratio"] == 0.5
+    assert max(params["train_frequencies"], key=params["train_frequencies"].get) == "Shirt"
+    weights = ",".join(f"{n}={k + 1}" for k, n in enumerate(F.CLASS_NAMES))
+    assert main(base + ["-o", str(tmp_path / "w"), "--train-weights", weights]) == 0
+    params = json.loads((tmp_path / "w" / "train.json").read_text())["info"]["params"]
+    assert params["train_weights"] == {n: float(k + 1) for k, n in enumerate(F.CLASS_NAMES)}
+    capsys.readouterr()
+    assert main(base + ["-o", str(tmp_path / "x"), "--train-weights", "1,2"]) == 2
+    assert capsys.readouterr().err.strip() == ("noisyseg data: error: fashion: train_weights must be 10 numbers in "
+                                               "label order (" + ", ".join(F.CLASS_NAMES) + "), got 2")
+    with pytest.raises(SystemExit):
+        main(base + ["-o", str(tmp_path / "x"), "--train-ratio", "0.5", "--train-weights", weights])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_cli_on_an_unwritable_folder_is_one_line(tmp_path, source, capsys):
+    from helpers import assert_one_line, cli, unwritable_dir
+
+    locked = unwritable_dir(tmp_path)
+    rc, out, err = cli(capsys, "data", "fashion", "-o", locked / "set", "--source", source, "--train", "2", "--val",
+                       "1", "--size", "48", "--no-progress")
+    assert rc == 2 and out == ""
+    assert_one_line(err, "data", f"{locked / 'set'}: cannot write the output folder: {locked} is not writable")

@@ -43,6 +43,7 @@ def test_layout_and_paths(tiny):
     root = tiny.train_json.parent
     assert tiny.train_json == root / "train.json" and tiny.val_json == root / "val.json"
     assert tiny.image_root == root / "images" and not tiny.reused
+    assert sorted(p.name for p in root.iterdir()) == [shapes.MANIFEST, "images", "train.json", "val.json"]
     assert sorted(p.name for p in (root / "images" / "train").iterdir()) == [f"{i:06d}.png" for i in range(12)]
     assert sorted(p.name for p in (root / "images" / "val").iterdir()) == [f"{i:06d}.png" for i in range(4)]
 
@@ -54,10 +55,10 @@ def test_same_arguments_give_identical_bytes(tiny, tmp_path):
 
 def _content_digest(root: Path) -> str:
     """sha256 over every file's relative path and content, PNGs by their decoded pixels (independent of
-    the zlib build that encoded them)."""
+    the zlib build that encoded them), leaving out the list of written files (:data:`shapes.MANIFEST`)."""
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.name != shapes.MANIFEST:  # the list of written files came later
             h.update(str(p.relative_to(root)).encode())
             h.update(np.asarray(Image.open(p)).tobytes() if p.suffix == ".png" else p.read_bytes())
     return h.hexdigest()
@@ -214,17 +215,128 @@ def test_a_set_made_with_other_parameters_is_refused_without_force(tmp_path):
 
 @pytest.mark.parametrize("content", ['{"images": [], "annotations": [], "categories": []}', "not json",
                                      '{"info": {"split": "train", "params": {"generator": "someone.else"}}}'])
-def test_a_users_own_train_json_is_refused_without_force(tmp_path, content):
+def test_a_users_own_train_json_is_never_replaced_even_with_force(tmp_path, content):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "train.json").write_text(content)
+    for force in (False, True):
+        with pytest.raises(NoisysegError) as e:
+            make_shapes(out, progress=False, force=force, **TINY)
+        assert str(e.value) == (f"{out / 'train.json'}: not written by noisyseg data shapes; refusing to replace it, "
+                                "even with --force (move it away or write the set to another folder)")
+        assert (out / "train.json").read_text() == content and sorted(p.name for p in out.iterdir()) == ["train.json"]
+
+
+def _users_images(folder: Path, n: int) -> dict[str, bytes]:
+    """n PNG-named files of a user's own (random bytes) in ``folder``; returns name -> content."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    files = {f"{i:06d}.png": rng.bytes(64) for i in range(n)}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_users_own_images_are_never_deleted_or_overwritten(tmp_path, force):
+    # the issue-21 case: ten images of the user's in DIR/images/train, no train.json; the old code deleted the
+    # eight numbered above --train 2 and wrote over the other two
+    out = tmp_path / "d"
+    mine = _users_images(out / "images" / "train", 10)
     with pytest.raises(NoisysegError) as e:
-        make_shapes(out, progress=False, **TINY)
-    assert str(e.value) == (f"{out / 'train.json'}: not written by noisyseg data shapes; refusing to replace it "
-                            "(pass --force to allow)")
-    assert (out / "train.json").read_text() == content and sorted(p.name for p in out.iterdir()) == ["train.json"]
-    make_shapes(out, progress=False, force=True, **TINY)
-    assert json.loads((out / "train.json").read_text())["info"]["params"]["generator"] == "noisyseg.data.shapes"
+        make_shapes(out, n_train=2, n_val=1, size=32, progress=False, force=force)
+    first = out / "images" / "train" / "000000.png"
+    assert str(e.value) == (f"{first}: not written by noisyseg data shapes; refusing to replace it, even with --force "
+                            "(move it away or write the set to another folder)")
+    assert {p.name: p.read_bytes() for p in (out / "images" / "train").iterdir()} == mine
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
+        ["images", "images/train"] + [f"images/train/{n}" for n in sorted(mine)]
+
+
+def test_a_folder_holding_other_files_is_refused_and_force_writes_beside_them(tmp_path):
+    out = tmp_path / "d"
+    (out / "images" / "train").mkdir(parents=True)
+    (out / "images" / "train" / "cat.jpg").write_bytes(b"my cat")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(NoisysegError) as e:
+        make_shapes(out, n_train=2, n_val=1, size=32, progress=False)
+    assert str(e.value) == (f"{out}: holds files noisyseg data shapes did not write (e.g. "
+                            f"{out / 'notes.txt'}); refusing to write into it (pass --force to "
+                            "write beside them: they are never replaced or deleted)")
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["cat.jpg", "notes.txt"]
+    make_shapes(out, n_train=2, n_val=1, size=32, progress=False, force=True)
+    assert (out / "images" / "train" / "cat.jpg").read_bytes() == b"my cat" and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "images" / "train").iterdir()) == ["000000.png", "000001.png", "cat.jpg"]
+    # regenerating a smaller set deletes only its own left-over image, never the user's
+    make_shapes(out, n_train=1, n_val=1, size=32, progress=False, force=True)
+    assert sorted(p.name for p in (out / "images" / "train").iterdir()) == ["000000.png", "cat.jpg"]
+
+
+def test_the_list_of_written_files_holds_each_files_sha256(tiny):
+    root = tiny.train_json.parent
+    listed = json.loads((root / shapes.MANIFEST).read_text())["files"]
+    on_disk = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in root.rglob("*") if p.is_file() and p.name != shapes.MANIFEST}
+    assert listed == on_disk
+
+
+def test_an_image_the_user_changed_is_no_longer_ours(tmp_path):
+    out = tmp_path / "d"
+    make_shapes(out, n_train=3, n_val=1, size=32, progress=False)
+    edited = out / "images" / "train" / "000002.png"
+    edited.write_bytes(b"my edit")
+    with pytest.raises(NoisysegError, match="000002.png: not written by noisyseg data shapes"):
+        make_shapes(out, n_train=3, n_val=1, size=32, seed=1, progress=False, force=True)
+    (out / "images" / "val" / "000000.png").unlink()  # an incomplete set of the same parameters is completed,
+    with pytest.raises(NoisysegError, match="000002.png: not written"):  # but not over a file of the user's
+        make_shapes(out, n_train=3, n_val=1, size=32, progress=False)
+    assert edited.read_bytes() == b"my edit"
+    # a smaller set with --force: the left-over image is the user's now, so it stays
+    make_shapes(out, n_train=2, n_val=1, size=32, seed=1, progress=False, force=True)
+    assert edited.read_bytes() == b"my edit"
+
+
+def test_an_interrupted_run_is_finished_by_the_next(tmp_path, monkeypatch):
+    out = tmp_path / "d"
+    real = shapes._draw_scene
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shapes, "_draw_scene", failing)
+    with pytest.raises(KeyboardInterrupt):
+        make_shapes(out, n_train=4, n_val=1, size=32, progress=False)
+    assert not (out / "train.json").exists() and (out / "images" / "train" / "000001.png").is_file()
+    monkeypatch.setattr(shapes, "_draw_scene", real)
+    done = make_shapes(out, n_train=4, n_val=1, size=32, progress=False)  # its own files: no --force needed
+    assert not done.reused and _all_files(out) == _all_files(make_shapes(tmp_path / "e", n_train=4, n_val=1, size=32,
+                                                                          progress=False).train_json.parent)
+
+
+def test_a_set_made_before_the_list_existed_is_still_ours(tmp_path):
+    out = tmp_path / "d"
+    make_shapes(out, n_train=3, n_val=1, size=32, progress=False)
+    (out / shapes.MANIFEST).unlink()
+    assert make_shapes(out, n_train=3, n_val=1, size=32, progress=False).reused
+    make_shapes(out, n_train=2, n_val=1, size=32, seed=4, progress=False, force=True)
+    assert sorted(p.name for p in (out / "images" / "train").iterdir()) == ["000000.png", "000001.png"]
+
+
+def test_an_unwritable_output_folder_is_one_line_before_any_work(tmp_path, capsys):
+    from helpers import assert_one_line, cli, unwritable_dir
+
+    locked = unwritable_dir(tmp_path)
+    with pytest.raises(NoisysegError, match="not writable") as e:
+        make_shapes(locked / "set", n_train=2, n_val=1, size=32, progress=False)
+    assert "\n" not in str(e.value)
+    rc, out, err = cli(capsys, "data", "shapes", "-o", locked / "set", "--train", "2", "--val", "1", "--size", "32",
+                       "--no-progress")
+    assert rc == 2 and out == ""
+    assert_one_line(err, "data", f"{locked / 'set'}: cannot write the output folder: {locked} is not writable")
 
 
 def test_regenerating_a_smaller_set_removes_left_over_images(tmp_path):

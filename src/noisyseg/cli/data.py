@@ -30,8 +30,8 @@ def _add_shapes(data_sub: argparse._SubParsersAction) -> None:
         description="Write a deterministic synthetic instance-segmentation data set: 8 classes in 4 "
                     "confusable pairs (disc/striped_disc, square/dotted_square, triangle/striped_triangle, "
                     "star/dotted_star). A folder holding a set made with the same parameters is reused; "
-                    "one holding a set made with other parameters, or someone else's train.json, is "
-                    "refused without --force.",
+                    "one holding a set made with other parameters, or files this command did not "
+                    "write, is refused without --force; a file it did not write is never replaced or deleted.",
     )
     _add_set_options(p, S)
     p.add_argument("--class-colours", action="store_true",
@@ -52,8 +52,9 @@ def _add_set_options(p: argparse.ArgumentParser, generator) -> None:
 
 def _add_common_tail(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
-                   help="regenerate even if a matching set exists, and replace a set made with other "
-                        "parameters or a train.json / val.json this command did not write")
+                   help="regenerate even if a matching set exists, replace a set made with other parameters, "
+                        "and write into a folder holding other files (a file this command did not write is "
+                        "never replaced or deleted)")
     p.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bar or status line")
 
 
@@ -76,8 +77,9 @@ def _add_fashion(data_sub: argparse._SubParsersAction) -> None:
                     "partly occluding Fashion-MNIST items (10 classes: " + ", ".join(F.CLASS_NAMES) +
                     ") on a textured background. Train scenes use the Fashion-MNIST training split, val "
                     "scenes its test split. A folder holding a set made with the same parameters and "
-                    "source files is reused; one holding another set, or someone else's train.json, is "
-                    "refused without --force.",
+                    "source files is reused; one holding another set, or files this command did not "
+                    "write, is refused without --force; a file it did not write is never replaced or deleted. "
+                    "--train-ratio / --train-weights make the training split long-tailed.",
     )
     _add_set_options(p, F)
     p.add_argument("--source", metavar="IDX_DIR",
@@ -89,8 +91,42 @@ def _add_fashion(data_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=_pair(float, "--scale"), default=F.DEFAULT_SCALE, metavar="MIN,MAX",
                    help="item side relative to the image side (default {},{}: 36-64 px at 128)".format(
                        *F.DEFAULT_SCALE))
+    lt = p.add_mutually_exclusive_group()
+    lt.add_argument("--train-ratio", type=float, metavar="R",
+                    help="long-tailed training split: class k is drawn with frequency ~ R**rank(k) over "
+                         "--class-order (0 < R <= 1; default: balanced)")
+    lt.add_argument("--train-weights", type=_weights, metavar="W",
+                    help="training class frequencies ~ these weights: NAME=W pairs naming every class "
+                         "(e.g. \"T-shirt/top=5,Trouser=1,...\") or 10 numbers in label order (" +
+                         ", ".join(F.CLASS_NAMES) + ")")
+    p.add_argument("--class-order", type=_names, metavar="NAMES",
+                   help="with --train-ratio: the 10 class names, comma-separated, most frequent first (default " +
+                        ", ".join(F.DEFAULT_CLASS_ORDER) + ")")
+    p.add_argument("--val-frequencies", choices=F.VAL_FREQUENCIES, default="balanced",
+                   help="val split's class frequencies: balanced (default: every class's AP measured on about "
+                        "the same number of objects) or train (as the training split)")
     _add_common_tail(p)
     p.set_defaults(func=_run_fashion)
+
+
+def _names(text: str) -> list[str]:
+    """argparse type: "A,B,C" -> ["A", "B", "C"] (names stripped; empty items dropped)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _weights(text: str) -> dict[str, float] | list[float]:
+    """argparse type: "NAME=W,..." -> {name: weight}, or "W1,...,W10" -> [weights]; a usage error otherwise."""
+    parts = _names(text)
+    try:
+        if parts and all("=" in t for t in parts):
+            pairs = [t.split("=", 1) for t in parts]
+            out = {name.strip(): float(w) for name, w in pairs}
+            if len(out) != len(pairs):
+                raise argparse.ArgumentTypeError(f"a class is given twice in {text!r}")
+            return out
+        return [float(t) for t in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=W pairs or 10 numbers, got {text!r}") from None
 
 
 def _pair(kind: type, option: str):
@@ -113,7 +149,8 @@ def _run_fashion(args: argparse.Namespace) -> int:
 
     paths = make_fashion_scenes(args.out, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
                                 items=args.items, scale=args.scale, source=args.source, force=args.force,
-                                progress=args.progress)
+                                progress=args.progress, train_ratio=args.train_ratio, class_order=args.class_order,
+                                train_weights=args.train_weights, val_frequencies=args.val_frequencies)
     _print_paths(paths)
     return 0
 

@@ -63,6 +63,29 @@ earlier download in the cache folder; else by torchvision's download into that f
 files and the first 20 of each class of the test files, with Fashion-MNIST's licence): enough to try
 the generator offline, not for benchmark figures.
 
+Class frequencies (long-tailed training sets)
+---------------------------------------------
+By default every class is equally frequent: the first item of image ``i`` is of class ``i mod 10``
+and every further item of a uniformly drawn class. ``train_ratio`` or ``train_weights`` give the
+training split other class frequencies ``p`` (val stays balanced unless ``val_frequencies="train"``,
+so each class's AP is measured on about the same number of objects):
+
+- ``train_ratio=r`` (0 < r <= 1): ``p_k ~ r ** rank(k)`` over a class order, most frequent first,
+  :data:`DEFAULT_CLASS_ORDER` unless ``class_order`` names another. The default order is that of the
+  long-tail experiment of FINDINGS.md section 5 (T-shirt/top most frequent, Shirt least).
+- ``train_weights``: one weight > 0 per class (``{name: weight}`` or ten numbers in label order),
+  normalised to sum to 1.
+
+The first item of image ``i`` then takes the class whose count lags most behind its share after
+``i + 1`` images (largest ``p_k * (i + 1) - count_k``, lowest label on a tie: a deterministic
+sequence whose class counts stay within one of ``p_k * n`` for every prefix of the set); every
+further item draws its class from ``p``. For equal ``p`` this sequence is ``i mod 10``. Items that
+find no place or are hidden are dropped whatever their class, so the realised instance counts follow
+``p`` up to that loss and the draw. The frequencies asked for are recorded in ``info.params``
+(``train_frequencies`` and how they were given; absent for balanced sets, so sets made before the
+option existed still match) and, with the realised counts, in each index file's
+``info.class_frequencies`` and ``info.instances_per_class``.
+
 Determinism
 -----------
 Image ``i`` of a split is drawn from ``numpy.random.default_rng([seed, split_code, i])`` and the
@@ -111,6 +134,12 @@ SUPERCATEGORIES = {"T-shirt/top": "tops", "Trouser": "trousers", "Pullover": "to
                    "Ankle boot": "shoes"}
 CATEGORIES: list[dict] = [{"id": k + 1, "name": n, "supercategory": SUPERCATEGORIES[n]}
                           for k, n in enumerate(CLASS_NAMES)]
+
+#: Default class order of ``train_ratio`` (most frequent first): the long-tail experiment's of FINDINGS.md
+#: section 5, so ``train_ratio=0.7`` makes that experiment's training class frequencies.
+DEFAULT_CLASS_ORDER = ("T-shirt/top", "Trouser", "Sneaker", "Bag", "Pullover", "Ankle boot", "Dress", "Sandal",
+                       "Coat", "Shirt")
+VAL_FREQUENCIES = ("balanced", "train")
 
 #: Fashion-MNIST split -> (image file, label file), without the ``.gz``.
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -421,6 +450,103 @@ def _resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
+# class frequencies
+
+
+def class_frequencies(train_ratio: float | None = None, class_order: list[str] | tuple[str, ...] | None = None,
+                      train_weights: dict[str, float] | list[float] | tuple[float, ...] | None = None
+                      ) -> np.ndarray | None:
+    """The training class frequencies asked for: (10,) float64 in label order summing to 1, or None (balanced).
+
+    Args:
+        train_ratio: 0 < r <= 1; class k gets weight ``r ** rank(k)``, rank 0 first in ``class_order``.
+        class_order: the ten class names, each once, most frequent first (default
+            :data:`DEFAULT_CLASS_ORDER`); only with ``train_ratio``.
+        train_weights: ``{name: weight}`` naming every class, or ten weights in label order; finite, > 0.
+
+    Raises:
+        NoisysegError: one line, for a bad ratio, order or weight, or both ratio and weights given.
+    """
+    if class_order is not None and train_ratio is None:
+        raise NoisysegError("fashion: class_order only applies with train_ratio")
+    if train_ratio is not None and train_weights is not None:
+        raise NoisysegError("fashion: give train_ratio or train_weights, not both")
+    if train_ratio is not None:
+        if isinstance(train_ratio, bool) or not isinstance(train_ratio, (int, float, np.floating)) \
+                or not math.isfinite(train_ratio) or not 0 < train_ratio <= 1:
+            raise NoisysegError(f"fashion: train_ratio must be a number in (0, 1], got {train_ratio!r}")
+        order = _check_order(DEFAULT_CLASS_ORDER if class_order is None else class_order)
+        weights = np.empty(len(CLASS_NAMES))
+        for rank, name in enumerate(order):
+            weights[CLASS_NAMES.index(name)] = float(train_ratio) ** rank
+    elif train_weights is not None:
+        weights = _check_weights(train_weights)
+    else:
+        return None
+    return weights / weights.sum()
+
+
+def _check_order(order) -> tuple[str, ...]:
+    names = tuple(str(n) for n in order)
+    unknown = [n for n in names if n not in CLASS_NAMES]
+    if unknown:
+        raise NoisysegError(f"fashion: class_order: {unknown[0]!r} is not a class (classes: {', '.join(CLASS_NAMES)})")
+    if len(set(names)) != len(names) or len(names) != len(CLASS_NAMES):
+        missing = [n for n in CLASS_NAMES if n not in names]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise NoisysegError("fashion: class_order must name each of the 10 classes once ("
+                            + (f"missing {', '.join(missing)}" if missing else f"{twice[0]!r} given twice") + ")")
+    return names
+
+
+def _check_weights(weights) -> np.ndarray:
+    if isinstance(weights, dict):
+        unknown = [n for n in weights if n not in CLASS_NAMES]
+        if unknown:
+            raise NoisysegError(f"fashion: train_weights: {unknown[0]!r} is not a class "
+                                f"(classes: {', '.join(CLASS_NAMES)})")
+        missing = [n for n in CLASS_NAMES if n not in weights]
+        if missing:
+            raise NoisysegError(f"fashion: train_weights must give every class a weight (missing {', '.join(missing)})")
+        values = [weights[n] for n in CLASS_NAMES]
+    else:
+        values = list(weights)
+        if len(values) != len(CLASS_NAMES):
+            raise NoisysegError(f"fashion: train_weights must be {len(CLASS_NAMES)} numbers in label order "
+                                f"({', '.join(CLASS_NAMES)}), got {len(values)}")
+    for name, v in zip(CLASS_NAMES, values):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(v) or v <= 0:
+            raise NoisysegError(f"fashion: train_weights: {name} has weight {v!r}, expected a finite number > 0")
+    return np.asarray(values, dtype=np.float64)
+
+
+def first_item_labels(freqs: np.ndarray | None, n: int) -> np.ndarray:
+    """(n,) int64 label (0..9) of the first item of images 0..n-1 of a split with class frequencies ``freqs``.
+
+    ``freqs`` None (balanced): ``i mod 10``. Else image i takes the label whose count lags most behind
+    ``freqs * (i + 1)`` (lowest label on a tie), so every prefix's counts are within one of their share.
+    """
+    if freqs is None:
+        return np.arange(n, dtype=np.int64) % len(CLASS_NAMES)
+    out = np.empty(n, dtype=np.int64)
+    counts = np.zeros(len(freqs))
+    for i in range(n):
+        k = int(np.argmax(freqs * (i + 1) - counts))
+        counts[k] += 1
+        out[i] = k
+    return out
+
+
+def _draw_label(rng: np.random.Generator, freqs: np.ndarray | None) -> int:
+    """The label (0..9) of an item after the first: uniform (one ``integers`` call, as balanced sets always
+    drew it) or by inverse CDF of ``freqs`` (one ``random`` call)."""
+    if freqs is None:
+        return int(rng.integers(len(CLASS_NAMES)))
+    return min(int(np.searchsorted(np.cumsum(freqs), rng.random(), side="right")), len(CLASS_NAMES) - 1)
+
+
+# --------------------------------------------------------------------------------------------------
 # scenes
 
 
@@ -435,6 +561,10 @@ def make_fashion_scenes(
     source: str | os.PathLike | FashionItems | None = None,
     force: bool = False,
     progress: bool = True,
+    train_ratio: float | None = None,
+    class_order: list[str] | tuple[str, ...] | None = None,
+    train_weights: dict[str, float] | list[float] | None = None,
+    val_frequencies: str = "balanced",
 ) -> SetPaths:
     """Write (or reuse) a Fashion-MNIST scene set in ``out_dir`` and return its paths.
 
@@ -448,33 +578,64 @@ def make_fashion_scenes(
         scale: (min, max) side of an item relative to ``size``, 0 < min <= max <= 1; the longer side
             of the 28-px photo is scaled to ``uniform(min, max) * size`` (aspect jittered +-10%).
         source: where the photos come from (see :func:`load_fashion_mnist`), or photos already read.
-        force: regenerate even if ``out_dir`` holds a complete set with these parameters, and replace
-            a set made with other parameters or someone else's index files (refused without it).
+        force: regenerate even if ``out_dir`` holds a complete set with these parameters, replace a set
+            made with other parameters, and write into a folder holding other files (which are never
+            replaced or deleted; see :func:`noisyseg.data.shapes.write_scene_set`).
         progress: show a progress bar and one status line on stderr.
+        train_ratio, class_order, train_weights: the training split's class frequencies (see
+            :func:`class_frequencies` and the module docstring); default balanced.
+        val_frequencies: ``"balanced"`` (default) or ``"train"`` (val follows the training frequencies).
 
     Raises:
         NoisysegError: bad arguments, missing or malformed source files, or an output folder that
-            may not be replaced (see ``force``).
+            may not be written (see ``force``).
     """
     items, scale = _check_scene_params(n_train, n_val, size, seed, items, scale)
+    freqs = class_frequencies(train_ratio, class_order, train_weights)
+    if val_frequencies not in VAL_FREQUENCIES:
+        raise NoisysegError(f"fashion: val_frequencies must be one of {', '.join(VAL_FREQUENCIES)}, "
+                            f"got {val_frequencies!r}")
+    split_freqs = {"train": freqs, "val": freqs if val_frequencies == "train" else None}
     pool = source if isinstance(source, FashionItems) else load_fashion_mnist(source, progress)
     params = {"generator": "noisyseg.data.fashion", "version": FASHION_VERSION, "seed": int(seed),
               "n_train": int(n_train), "n_val": int(n_val), "size": int(size), "items": list(items),
               "scale": list(scale), "source_sha256": pool.sha256,
               "source_items": {split: int(len(pool.labels[split])) for split in IDX_FILES}}
+    if freqs is not None:  # recorded only when asked, so balanced sets made before the option still match
+        params["train_frequencies"] = {n: float(p) for n, p in zip(CLASS_NAMES, freqs)}
+        if train_ratio is not None:
+            params["train_ratio"] = float(train_ratio)
+            params["class_order"] = list(_check_order(class_order or DEFAULT_CLASS_ORDER))
+        else:
+            params["train_weights"] = {n: float(w) for n, w in zip(CLASS_NAMES, _check_weights(train_weights))}
+        params["val_frequencies"] = val_frequencies
+    firsts = {split: first_item_labels(split_freqs[split], params[f"n_{split}"]) for split in SPLIT_CODE}
 
     def draw(split: str, index: int) -> tuple[np.ndarray, list[dict]]:
-        return generate_fashion_image(pool, split, index, size, seed, items, scale)
+        return generate_fashion_image(pool, split, index, size, seed, items, scale, freqs=split_freqs[split],
+                                      first_label=int(firsts[split][index]))
+
+    def describe(split: str, coco: dict) -> dict:
+        f = split_freqs[split]
+        shares = np.full(len(CLASS_NAMES), 1.0 / len(CLASS_NAMES)) if f is None else f
+        counts = np.bincount([a["category_id"] - 1 for a in coco["annotations"]], minlength=len(CLASS_NAMES))
+        return {"class_frequencies": {n: float(p) for n, p in zip(CLASS_NAMES, shares)},
+                "instances_per_class": {n: int(c) for n, c in zip(CLASS_NAMES, counts)}}
 
     return write_scene_set(out_dir, params, CATEGORIES, draw, "noisyseg Fashion-MNIST scenes", "fashion",
-                           force=force, progress=progress)
+                           force=force, progress=progress, describe=describe)
 
 
 def generate_fashion_image(pool: FashionItems, split: str, index: int, size: int = DEFAULT_SIZE,
                            seed: int = DEFAULT_SEED, items: tuple[int, int] = DEFAULT_ITEMS,
-                           scale: tuple[float, float] = DEFAULT_SCALE) -> tuple[np.ndarray, list[dict]]:
+                           scale: tuple[float, float] = DEFAULT_SCALE, freqs: np.ndarray | None = None,
+                           first_label: int | None = None) -> tuple[np.ndarray, list[dict]]:
     """Draw scene ``index`` of ``split`` ("train" | "val") in memory, exactly as :func:`make_fashion_scenes`
     writes it (arguments as there, unchecked).
+
+    ``freqs``: (10,) class frequencies in label order (None: balanced) of this split; ``first_label``:
+    the first item's label, ``first_item_labels(freqs, index + 1)[index]`` when None (pass it when
+    drawing many images: that sequence is computed from image 0 each time).
 
     Returns:
         image: (size, size, 3) uint8 RGB array.
@@ -492,8 +653,10 @@ def generate_fashion_image(pool: FashionItems, split: str, index: int, size: int
     owner = np.full((size, size), -1, dtype=np.int16)  # index into ``placed`` of the item on top
     placed: list[tuple[int, int, int]] = []  # (category id, photo index, in-frame pixel count)
 
+    if first_label is None:
+        first_label = int(first_item_labels(freqs, index + 1)[index])
     for j in range(int(rng.integers(items[0], items[1] + 1))):
-        label = index % len(CLASS_NAMES) if j == 0 else int(rng.integers(len(CLASS_NAMES)))
+        label = first_label if j == 0 else _draw_label(rng, freqs)
         candidates = pool.by_class[item_split][label]
         photo = int(candidates[rng.integers(len(candidates))])
         side = rng.uniform(scale[0], scale[1]) * size

@@ -53,19 +53,30 @@ Image ``i`` of a split is drawn from ``numpy.random.default_rng([seed, split_cod
 arguments give byte-identical files, train and val never share an image, and a set with more images
 starts with the same images as a smaller one. A folder that already holds a complete set made with the
 same parameters is reused as it is (``force=True`` regenerates). A folder holding a set made with other
-parameters, or a ``train.json`` / ``val.json`` this generator did not write, is refused unless
-``force=True``: noisy label files made from the old set would otherwise point at replaced images.
+parameters is refused unless ``force=True``: noisy label files made from the old set would otherwise
+point at replaced images.
+
+The user's files
+----------------
+The command never replaces or deletes a file it did not write. It lists what it wrote, with each file's
+sha256, in ``DIR/.noisyseg-data.json`` (see :func:`write_scene_set`); a file counts as its own only
+when listed there with the same content (or, in a folder made before that list existed, when it is a
+``train.json`` / ``val.json`` of this generator or an image one of those lists). Every output path is
+checked before any work: a folder holding any other file is refused unless ``force=True``, and even
+then such a file is left alone, and one standing where the set would write is refused outright.
 """
 
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import io
 import json
 import math
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +108,9 @@ PLACEMENT_TRIES = 12
 
 SPLITS = ("train", "val")
 SPLIT_CODE = {"train": 0, "val": 1}
-_IMAGE_NAME = re.compile(r"^\d{6}\.png$")
+#: The list of files a data command wrote in its output folder, with their sha256 (see write_scene_set).
+MANIFEST = ".noisyseg-data.json"
+_MANIFEST_KIND = "noisyseg data: files written"
 
 
 @dataclass(frozen=True)
@@ -205,18 +218,25 @@ def generate_image(split: str, index: int, size: int = DEFAULT_SIZE, seed: int =
 
 
 def write_scene_set(out_dir: str | os.PathLike, params: dict, categories: list[dict], draw: DrawImage,
-                    description: str, command: str, force: bool = False, progress: bool = True) -> SetPaths:
+                    description: str, command: str, force: bool = False, progress: bool = True,
+                    describe: Callable[[str, dict], dict] | None = None) -> SetPaths:
     """Write ``params["n_train"]`` + ``params["n_val"]`` images drawn by ``draw`` as a COCO set in ``out_dir``.
 
     ``params`` (JSON values, with ``generator``, ``n_train``, ``n_val`` and ``size``) is recorded in each
     index file's ``info.params``: a folder whose two index files carry the same ``params`` and whose
-    images all exist is reused as it is. A folder holding a set made with other ``params``, or a
-    ``train.json`` / ``val.json`` not written by this generator, is refused unless ``force`` (noisy
-    files made from the old set would otherwise point at replaced images). ``command`` names the
-    generator in messages (``noisyseg data COMMAND``).
+    images all exist is reused as it is. A folder holding a set made with other ``params`` is refused
+    unless ``force``. ``command`` names the generator in messages (``noisyseg data COMMAND``).
+    ``describe(split, coco)`` may add keys to a split's ``info`` (computed from its finished COCO dict).
 
-    Images are written as ``images/{split}/NNNNNN.png`` with fixed PNG settings; the index files last,
-    each atomically, after their old versions were removed, so an interrupted run never looks complete.
+    The user's files are never replaced or deleted. Before any work every output path is checked
+    (:func:`_plan`): folders writable, no file this command did not write at a path it writes, and,
+    without ``force``, no such file anywhere in ``out_dir``. The files written are listed in
+    ``out_dir/.noisyseg-data.json`` (:data:`MANIFEST`): ``{"kind": ..., "files": {relative path: sha256 or
+    null}}``; before any write it lists every path about to be written or deleted (null: in progress,
+    so an interrupted run's files are still known as its own), and at the end the set's files with
+    their sha256. Images are written as ``images/{split}/NNNNNN.png`` with fixed PNG settings; the index
+    files last, each atomically, after their old versions were removed, so an interrupted run never
+    looks complete; images of an earlier, larger set of ours are deleted.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -228,27 +248,174 @@ def write_scene_set(out_dir: str | os.PathLike, params: dict, categories: list[d
                            "--force regenerates)")
             return SetPaths(paths.train_json, paths.val_json, paths.image_root, reused=True)
 
-    t0 = time.perf_counter()
-    for p in (paths.train_json, paths.val_json):
-        if p.exists():
-            p.unlink()
     counts = {"train": params["n_train"], "val": params["n_val"]}
+    writes, deletes = _plan(out, counts, command, force)
+    t0 = time.perf_counter()
+    _write_manifest(out, {**{r: None for r in deletes}, **{r: None for r in writes}})
+    for rel in ["train.json", "val.json"] + deletes:
+        if (out / rel).exists():
+            _unlink(out / rel)
+    written: dict[str, str] = {}
     bar = _progress_bar(counts["train"] + counts["val"], progress, command)
     n_instances = {}
     try:
         for split in SPLITS:
             folder = paths.image_root / split
-            folder.mkdir(parents=True, exist_ok=True)
-            _remove_stale_images(folder, counts[split])
-            coco = _write_split(split, counts[split], params, categories, draw, description, folder, bar)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise NoisysegError(f"{folder}: cannot create the folder ({e.strerror or e})") from None
+            coco = _write_split(split, counts[split], params, categories, draw, description, folder, bar, written)
+            if describe is not None:
+                coco["info"].update(describe(split, coco))
             n_instances[split] = len(coco["annotations"])
-            atomic_write_text(out / f"{split}.json", json.dumps(coco, separators=(",", ":")))
+            data = json.dumps(coco, separators=(",", ":")).encode("utf-8")
+            atomic_write_bytes(out / f"{split}.json", data)
+            written[f"{split}.json"] = hashlib.sha256(data).hexdigest()
     finally:
         bar.close()
+    _write_manifest(out, written)
     _say(progress, f"[{command}] wrote {counts['train']} train + {counts['val']} val images "
                    f"({n_instances['train']} + {n_instances['val']} instances) to {out} in "
                    f"{time.perf_counter() - t0:.1f} s")
     return paths
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError as e:
+        raise NoisysegError(f"{path}: cannot delete ({e.strerror or e})") from None
+
+
+def _plan(out: Path, counts: dict[str, int], command: str, force: bool) -> tuple[list[str], list[str]]:
+    """Check every output path before work; return (paths to write, paths to delete), relative posix paths.
+
+    Raises a one-line :class:`NoisysegError` when a folder to write in is not writable (or is a file),
+    when a file this command did not write stands where the set writes (always, ``force`` or not), or,
+    without ``force``, when ``out`` holds any file this command did not write. Deleted are only files
+    of ours that the new set does not rewrite (images of a larger earlier set).
+    """
+    for folder in (out, out / "images", *(out / "images" / s for s in SPLITS)):
+        _check_writable(folder)
+    owned = _owned_files(out)
+    writes = [f"images/{split}/{i:06d}.png" for split in SPLITS for i in range(counts[split])]
+    writes += ["train.json", "val.json"]
+    targets = set(writes) | {MANIFEST}
+    for rel in sorted(targets):
+        p = out / rel
+        if (p.exists() or p.is_symlink()) and (rel not in owned or p.is_dir()) and rel != MANIFEST:
+            raise NoisysegError(f"{p}: not written by noisyseg data {command}; refusing to replace it, even with "
+                                "--force (move it away or write the set to another folder)")
+    if (out / MANIFEST).exists() and not _read_manifest(out)[1]:
+        raise NoisysegError(f"{out / MANIFEST}: not a list of files written by noisyseg data; refusing to replace "
+                            "it, even with --force (move it away or write the set to another folder)")
+    if not force:
+        first = _first_foreign(out, owned)
+        if first is not None:
+            raise NoisysegError(f"{out}: holds files noisyseg data {command} did not write (e.g. {first}); refusing "
+                                "to write into it (pass --force to write beside them: they are never replaced "
+                                "or deleted)")
+    deletes = sorted(r for r in owned if r not in targets and (out / r).is_file())
+    return writes, deletes
+
+
+def _check_writable(folder: Path) -> None:
+    """One-line error unless ``folder`` is a folder we can create files in, or can be created (its nearest
+    existing ancestor is a folder we can create files in). Probes by creating a file: permission bits say
+    nothing to root on a read-only file system."""
+    base = folder
+    while not base.exists() and not base.is_symlink() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        where = "is a file" if base == folder else f"cannot be created: {base} is a file"
+        raise NoisysegError(f"{folder}: the output folder {where}, expected a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".noisyseg-write-test.", dir=base)
+    except OSError as e:
+        raise NoisysegError(f"{folder}: cannot write the output folder: {base} is not writable "
+                            f"({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _first_foreign(out: Path, owned: dict[str, str | None]) -> Path | None:
+    """The first file (sorted walk) under ``out`` that is neither ours nor the manifest, or None."""
+    if not out.is_dir():
+        return None
+    for root, dirs, files in os.walk(out):
+        dirs.sort()
+        rel_root = Path(root).relative_to(out)
+        for name in sorted(files):
+            rel = (rel_root / name).as_posix()
+            if rel not in owned and rel != MANIFEST:
+                return Path(root) / name
+    return None
+
+
+def _read_manifest(out: Path) -> tuple[dict[str, str | None], bool]:
+    """(files listed in ``out``'s manifest, whether a valid manifest is there); ({}, False) when absent."""
+    try:
+        with open(out / MANIFEST, "rb") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}, False
+    files = data.get("files") if isinstance(data, dict) and data.get("kind") == _MANIFEST_KIND else None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
+                                              for k, v in files.items()):
+        return {}, False
+    return files, True
+
+
+def _owned_files(out: Path) -> dict[str, str | None]:
+    """The files in ``out`` that a data command wrote: relative posix path -> sha256 (None: not known).
+
+    A file listed in the manifest is ours when its content still has the listed sha256 (or the
+    listing is null: a run that stopped before finishing). Without a manifest (a set made before it
+    existed) the ``train.json`` / ``val.json`` of a noisyseg generator and the images they list are.
+    """
+    listed, valid = _read_manifest(out)
+    owned: dict[str, str | None] = {}
+    if valid:
+        for rel, digest in listed.items():
+            p = out / rel
+            if not p.is_file() or p.is_symlink() or ".." in Path(rel).parts or Path(rel).is_absolute():
+                continue
+            if digest is None or _sha256(p) == digest:
+                owned[rel] = digest
+        return owned
+    if (out / MANIFEST).exists():
+        return owned
+    for split in SPLITS:
+        index = out / f"{split}.json"
+        try:
+            with open(index, "rb") as f:
+                coco = json.load(f)
+        except (OSError, ValueError):
+            continue
+        info = coco.get("info") if isinstance(coco, dict) else None
+        params = info.get("params") if isinstance(info, dict) else None
+        if not (isinstance(params, dict) and str(params.get("generator", "")).startswith("noisyseg.data.")
+                and info.get("split") == split):
+            continue
+        owned[f"{split}.json"] = None
+        for im in coco.get("images") or []:
+            name = im.get("file_name") if isinstance(im, dict) else None
+            if isinstance(name, str) and re.fullmatch(rf"{split}/\d{{6}}\.png", name):
+                owned[f"images/{name}"] = None
+    return owned
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _write_manifest(out: Path, files: dict[str, str | None]) -> None:
+    text = json.dumps({"kind": _MANIFEST_KIND, "files": dict(sorted(files.items()))}, indent=0)
+    atomic_write_text(out / MANIFEST, text + "\n")
 
 
 def encode_png(img: np.ndarray) -> bytes:
@@ -311,8 +478,8 @@ def _check_replaceable(paths: SetPaths, params: dict, command: str) -> bool:
         info = coco.get("info") if isinstance(coco, dict) else None
         old = info.get("params") if isinstance(info, dict) else None
         if not isinstance(old, dict) or old.get("generator") != params["generator"] or info.get("split") != split:
-            raise NoisysegError(f"{path}: not written by noisyseg data {command}; refusing to replace it "
-                                "(pass --force to allow)")
+            raise NoisysegError(f"{path}: not written by noisyseg data {command}; refusing to replace it, even with "
+                                "--force (move it away or write the set to another folder)")
         if old != params:
             changed = ", ".join(f"{k} {old.get(k)!r} (asked {params.get(k)!r})"
                                 for k in sorted(set(old) | set(params)) if old.get(k) != params.get(k))
@@ -325,22 +492,18 @@ def _check_replaceable(paths: SetPaths, params: dict, command: str) -> bool:
     return complete
 
 
-def _remove_stale_images(folder: Path, keep: int) -> None:
-    """Delete generated images numbered ``keep`` and above (left over from a larger earlier set)."""
-    for p in folder.iterdir():
-        if _IMAGE_NAME.match(p.name) and int(p.name[:6]) >= keep:
-            p.unlink()
-
-
 def _write_split(split: str, n: int, params: dict, categories: list[dict], draw: DrawImage, description: str,
-                 folder: Path, bar) -> dict:
-    """Draw, write and index the ``n`` images of ``split``; returns the split's COCO dict."""
+                 folder: Path, bar, written: dict[str, str]) -> dict:
+    """Draw, write and index the ``n`` images of ``split``; returns the split's COCO dict. Each image's
+    relative path and sha256 go into ``written``."""
     size = params["size"]
     images, annotations = [], []
     for i in range(n):
         img, instances = draw(split, i)
         name = f"{i:06d}.png"
-        atomic_write_bytes(folder / name, encode_png(img))
+        data = encode_png(img)
+        atomic_write_bytes(folder / name, data)
+        written[f"images/{split}/{name}"] = hashlib.sha256(data).hexdigest()
         image_id = i + 1
         images.append({"id": image_id, "file_name": f"{split}/{name}", "width": size, "height": size})
         for inst in instances:
