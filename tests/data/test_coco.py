@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,7 +123,7 @@ def test_class_ignored_is_a_bool_tensor_aligned_with_labels(tiny_coco, tmp_path)
     seen = 0
     for idx, r in enumerate(ds.records):
         _, target = ds[idx]
-        expected = [a["id"] in flagged for a in r.annotations]
+        expected = [a["id"] in flagged for a in coco["annotations"] if a["image_id"] == r.image_id]
         assert target["class_ignored"].dtype == torch.bool
         assert target["class_ignored"].tolist() == expected  # survives the transform, one per label
         assert len(target["class_ignored"]) == len(target["labels"])
@@ -186,3 +187,227 @@ def test_malformed_fields_are_refused_when_the_data_set_is_made(tiny_coco, tmp_p
     with pytest.raises(NoisysegError, match=message) as e:
         CocoInstances(path, tiny_coco["image_root"], train=True)
     assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------ flat records (issue 23)
+
+
+def _reference_targets(json_path, train: bool, load_masks: bool = True) -> list[dict]:
+    """Targets as the list-of-dicts data set made them before the flat records (kept here verbatim in
+    substance: group the annotations by image in file order, drop crowd and degenerate boxes for
+    training, convert each annotation field by field), to compare the flat data set with bit for bit."""
+    from pycocotools import mask as mask_utils
+
+    coco = json.loads(json_path.read_text())
+    cats = sorted(c["id"] for c in coco["categories"])
+    index = {cid: i + 1 for i, cid in enumerate(cats)}
+    by_image = {im["id"]: [] for im in coco["images"]}
+    for a in coco["annotations"]:
+        if train and a.get("iscrowd", 0):
+            continue
+        x, y, w, h = a["bbox"]
+        if train and (w < 1 or h < 1):
+            continue
+        by_image[a["image_id"]].append(a)
+    has_clean = any("clean_category_id" in a for a in coco["annotations"])
+    has_ignored = any("class_ignored" in a for a in coco["annotations"])
+    out = []
+    for im in coco["images"]:
+        anns = by_image[im["id"]]
+        if train and not anns:
+            continue
+        n, hh, ww = len(anns), im["height"], im["width"]
+        boxes = torch.zeros((n, 4), dtype=torch.float32)
+        labels = torch.zeros(n, dtype=torch.int64)
+        clean = torch.zeros(n, dtype=torch.int64)
+        ignored = torch.zeros(n, dtype=torch.bool)
+        masks = np.zeros((n, hh, ww), dtype=np.uint8)
+        for i, a in enumerate(anns):
+            x, y, w, h = a["bbox"]
+            boxes[i] = torch.tensor([x, y, x + w, y + h])
+            labels[i] = index[a["category_id"]]
+            clean[i] = index.get(a.get("clean_category_id", a["category_id"]), 0)
+            ignored[i] = a.get("class_ignored", False)
+            seg = a.get("segmentation")
+            if seg is None or seg == []:
+                continue
+            if isinstance(seg, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, hh, ww))
+            elif isinstance(seg["counts"], list):
+                rle = mask_utils.frPyObjects(seg, hh, ww)
+            else:
+                rle = seg
+            masks[i] = mask_utils.decode(rle)
+        t = {"boxes": boxes, "labels": labels, "image_id": im["id"]}
+        if load_masks:
+            t["masks"] = torch.from_numpy(masks)
+        if has_clean:
+            t["clean_labels"] = clean
+        if has_ignored:
+            t["class_ignored"] = ignored
+        out.append(t)
+    return out
+
+
+def _varied_coco(tmp_path, tiny_coco) -> Path:
+    """The tiny train file (polygons, compressed and uncompressed RLE, crowd, a degenerate box, an image
+    without annotations) plus what else a file can hold: fractional boxes and multi-polygon masks,
+    annotations out of image order, without id or segmentation, clean ids and class_ignored flags."""
+    from helpers import rle
+
+    coco = json.loads(tiny_coco["train_json"].read_text())
+    rng = np.random.default_rng(7)
+    next_id = 1000
+    for k in range(40):
+        image = coco["images"][int(rng.integers(len(coco["images"]) - 1))]
+        x, y = rng.uniform(0, 40, 2)
+        w, h = rng.uniform(0.5, 20, 2)
+        a = {"image_id": image["id"], "category_id": int(rng.choice([2, 5, 9])),
+             "bbox": [round(float(x), 3), round(float(y), 3), round(float(w), 3), float(h)], "iscrowd": 0}
+        kind = k % 5
+        if kind < 2:  # one or two polygons of fractional points
+            a["segmentation"] = [np.round(rng.uniform(0, 63, 2 * int(rng.integers(3, 9))), 2).tolist()
+                                 for _ in range(kind + 1)]
+        elif kind == 2:
+            a["segmentation"] = rle(rng.random((64, 64)) < 0.3, compressed=bool(k % 2))
+        elif kind == 3:
+            a["iscrowd"] = int(k % 2)
+            a["segmentation"] = rle(rng.random((64, 64)) < 0.1, compressed=False)
+        if k % 7:
+            a["id"] = next_id + k
+        if k % 3 == 0:
+            a["clean_category_id"] = int(rng.choice([2, 5, 9]))
+        if k % 4 == 0:
+            a["class_ignored"] = bool(k % 8)
+        coco["annotations"].insert(int(rng.integers(len(coco["annotations"]) + 1)), a)
+    path = tmp_path / "varied.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("load_masks", [True, False])
+def test_flat_records_give_the_list_of_dicts_targets_bit_for_bit(tiny_coco, tmp_path, train, load_masks):
+    for path in (tiny_coco["train_json"], tiny_coco["val_json"], _varied_coco(tmp_path, tiny_coco)):
+        ds = CocoInstances(path, tiny_coco["image_root"], train=train, load_masks=load_masks)
+        expected = _reference_targets(path, train, load_masks)
+        assert len(ds) == len(expected)
+        for i, want in enumerate(expected):
+            got = ds.target(i)
+            assert got.keys() == want.keys()
+            assert got["image_id"] == want["image_id"] == ds.records[i].image_id
+            for key in want.keys() - {"image_id"}:
+                assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), (path, i, key)
+
+
+def test_the_data_set_keeps_no_python_object_per_image(tmp_path):
+    """Workers share the data set copy-on-write: per-item Python objects would be copied page by page as
+    their reference counts change (pytorch#13246). The flat data set's objects do not grow with the file."""
+    import gc
+
+    def write(n: int) -> Path:
+        images = [{"id": i + 1, "file_name": f"{i}.png", "height": 32, "width": 32} for i in range(n)]
+        anns = [{"id": k + 1, "image_id": k // 3 + 1, "category_id": 1, "bbox": [1, 1, 10, 10],
+                 "segmentation": [[1, 1, 11, 1, 11, 11, 1, 11]]} for k in range(3 * n)]
+        path = tmp_path / f"n{n}.json"
+        path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}]}))
+        return path
+
+    def objects_kept(path: Path) -> int:
+        gc.collect()
+        before = len(gc.get_objects())
+        ds = CocoInstances(path, tmp_path, train=True, check_files=False)
+        gc.collect()
+        kept = len(gc.get_objects()) - before
+        assert len(ds) > 0
+        return kept
+
+    small, large = objects_kept(write(50)), objects_kept(write(2000))
+    assert large - small < 20, (small, large)  # the list-of-dicts version kept about 5 objects per annotation
+
+
+def _truncate_first_image(tiny_coco) -> Path:
+    coco = json.loads(tiny_coco["train_json"].read_text())
+    path = tiny_coco["image_root"] / coco["images"][0]["file_name"]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header stays readable: only decoding finds it
+    return path
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_broken_image_in_a_worker_is_one_line_naming_file_and_entry(tiny_coco, workers):
+    from torch.utils.data import DataLoader
+
+    from noisyseg.data.coco import DataLoadError
+
+    broken = _truncate_first_image(tiny_coco)
+    ds = CocoInstances(tiny_coco["train_json"], tiny_coco["image_root"], train=True)  # headers pass
+    loader = DataLoader(ds, batch_size=2, num_workers=workers, collate_fn=collate)
+    with pytest.raises(DataLoadError) as e:
+        list(loader)
+    message = str(e.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"{broken}: cannot read image") and message.endswith(
+        f"({tiny_coco['train_json']}: images[0] (id 1))")
+
+
+def test_a_broken_image_stops_training_with_one_line_and_exit_2(tiny_coco, tmp_path, capsys):
+    import yaml
+    from helpers import tiny_config
+
+    from noisyseg.cli import main
+
+    broken = _truncate_first_image(tiny_coco)
+    config = tmp_path / "c.yaml"
+    cfg = tiny_config(tiny_coco)
+    cfg["data"]["num_workers"] = 1
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(broken) in err[0] and "images[0] (id 1)" in err[0], err
+
+
+def test_a_val_image_of_another_size_is_found_before_training(tiny_coco, tmp_path, capsys):
+    import yaml
+    from PIL import Image
+    from helpers import tiny_config
+
+    from noisyseg.cli import main
+
+    coco = json.loads(tiny_coco["val_json"].read_text())
+    name = coco["images"][3]["file_name"]
+    Image.new("RGB", (64, 48)).save(tiny_coco["image_root"] / name)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_coco)))
+    # the data set alone finds it from the header ...
+    with pytest.raises(NoisysegError) as e:
+        CocoInstances(tiny_coco["val_json"], tiny_coco["image_root"], train=False, load_masks=False)
+    assert str(e.value) == (f"{tiny_coco['image_root'] / name}: image is 64x48 but {tiny_coco['val_json']} "
+                            "says 64x64 (images[3] (id 4))")
+    # ... so `train` stops before its first step (the train split holds that image too: use a copy)
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "image is 64x48" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_ids_past_int64_are_refused_when_the_data_set_is_made(tiny_coco, tmp_path):
+    coco = json.loads(tiny_coco["val_json"].read_text())
+    coco["images"][0]["id"] = 2**63
+    for a in coco["annotations"]:
+        if a["image_id"] == 1:
+            a["image_id"] = 2**63
+    path = _write(tmp_path, coco)
+    with pytest.raises(NoisysegError) as e:
+        CocoInstances(path, tiny_coco["image_root"], train=False)
+    assert str(e.value) == f"{path}: images[0] has id 9223372036854775808, expected an integer in -2^63 .. 2^63-1"
+
+
+def test_an_empty_rle_is_refused_when_the_data_set_is_made(tiny_coco, tmp_path):
+    coco = json.loads(tiny_coco["val_json"].read_text())
+    k = next(i for i, a in enumerate(coco["annotations"]) if isinstance(a["segmentation"], dict))
+    coco["annotations"][k]["segmentation"]["counts"] = ""
+    path = _write(tmp_path, coco)
+    with pytest.raises(NoisysegError) as e:
+        CocoInstances(path, tiny_coco["image_root"], train=True)
+    assert str(e.value) == (f"{path}: annotations[{k}] (id {coco['annotations'][k]['id']}): segmentation RLE has "
+                            "runs covering 0 pixels, expected runs of 0s and 1s covering its 64x64 = 4096 pixels")

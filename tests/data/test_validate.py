@@ -20,7 +20,7 @@ def good() -> dict:
             {"id": 10, "image_id": 1, "category_id": 3, "bbox": [1, 2, 10.5, 5], "area": 50.0, "iscrowd": 0,
              "segmentation": [[1, 2, 11, 2, 11, 7]]},
             {"id": 11, "image_id": 2, "category_id": 4, "bbox": [0, 0, 30, 30], "iscrowd": 1,
-             "segmentation": {"size": [30, 30], "counts": "PPYo0"}, "clean_category_id": 3, "class_ignored": True},
+             "segmentation": {"size": [30, 30], "counts": "\\9\\9\\9"}, "clean_category_id": 3, "class_ignored": True},
             {"id": 12, "image_id": 2, "category_id": 3, "bbox": [-3, 28, 4, 4],  # a little outside: fine
              "segmentation": {"size": [30, 30], "counts": [0, 900]}},
         ],
@@ -102,6 +102,38 @@ CASES = [
                                                 "[x1, y1, x2, y2, ...] of an even number of numbers"),
     ("annotations.0.segmentation", [[1, 2, 3, math.nan, 5, 6]], "annotations[0] (id 10): segmentation[0] holds a "
                                                                 "NaN or infinite coordinate"),
+    # malformed RLE: pycocotools would decode these into uninitialised memory or read past the string
+    ("annotations.1.segmentation", {"size": [30, 30], "counts": ""},
+     "annotations[1] (id 11): segmentation RLE has runs covering 0 pixels, expected runs of 0s and 1s covering "
+     "its 30x30 = 900 pixels"),
+    ("annotations.1.segmentation", {"size": [30, 30], "counts": "PPYo0"},
+     "annotations[1] (id 11): segmentation RLE has runs covering 1025024 pixels, expected runs of 0s and 1s "
+     "covering its 30x30 = 900 pixels"),
+    ("annotations.1.segmentation", {"size": [30, 30], "counts": "\\9\\9\\"},
+     "annotations[1] (id 11): segmentation RLE has malformed counts, expected runs of 0s and 1s covering its "
+     "30x30 = 900 pixels"),
+    ("annotations.1.segmentation", {"size": [30, 30], "counts": "\\9 9"},
+     "annotations[1] (id 11): segmentation RLE has malformed counts, expected runs of 0s and 1s covering its "
+     "30x30 = 900 pixels"),
+    ("annotations.2.segmentation", {"size": [30, 30], "counts": [0, 899]},
+     "annotations[2] (id 12): segmentation RLE has runs covering 899 pixels, expected runs of 0s and 1s "
+     "covering its 30x30 = 900 pixels"),
+    ("annotations.2.segmentation", {"size": [30, 30], "counts": [1000, -100]},
+     "annotations[2] (id 12): segmentation RLE has malformed counts, expected runs of 0s and 1s covering its "
+     "30x30 = 900 pixels"),
+    # fewer than 3 points: pycocotools fails on it (or takes 4 numbers for a box) inside a data worker
+    ("annotations.0.segmentation", [[1, 2, 3, 4]], "annotations[0] (id 10): segmentation[0] has 4 numbers, "
+                                                   "expected a polygon of at least 3 points (6 numbers)"),
+    ("annotations.0.segmentation", [[1, 2, 11, 2, 11, 7], []],
+     "annotations[0] (id 10): segmentation[1] has 0 numbers, expected a polygon of at least 3 points (6 numbers)"),
+    ("annotations.0.segmentation", [[1, 2, 3, 10**400, 5, 6]], "annotations[0] (id 10): segmentation[0] holds a "
+                                                               "NaN or infinite coordinate"),
+    # ids travel as int64: one past the range fails after training otherwise
+    ("images.1.id", 2**63, "images[1] has id 9223372036854775808, expected an integer in -2^63 .. 2^63-1"),
+    ("categories.1.id", 2**64 + 4, "categories[1] has id 18446744073709551620, expected an integer in "
+                                   "-2^63 .. 2^63-1"),
+    ("annotations.2.id", -(2**63) - 1, "annotations[2] has id -9223372036854775809, expected an integer in "
+                                       "-2^63 .. 2^63-1"),
     ("annotations.0.segmentation", "oops", "annotations[0] (id 10): segmentation must be a polygon list or an RLE "
                                            "object, found str"),
     ("annotations.0", 7, "annotations[0] has no 'category_id' (found 7, not an object)"),
@@ -131,7 +163,8 @@ def test_noise_mode_needs_less_but_checks_what_is_there():
     with pytest.raises(NoisysegError, match=r"categories\[0\] needs an 'id' and a 'name'"):
         validate_coco({**coco, "categories": [{"id": 1}]}, dataset=False)
     # noise reads neither masks nor file names nor needs boxes; an empty category list fails later in noise
-    not_for_noise = {"annotations.0.segmentation", "annotations.1.segmentation", "images.0.file_name",
+    not_for_noise = {"annotations.0.segmentation", "annotations.1.segmentation", "annotations.2.segmentation",
+                     "images.0.file_name",
                      "categories", "annotations.0"}
     checked = 0
     for path, value, message in CASES:
@@ -142,6 +175,40 @@ def test_noise_mode_needs_less_but_checks_what_is_there():
         assert str(e.value) == message, path
         checked += 1
     assert checked >= 25
+
+
+def test_largest_int64_ids_are_accepted():
+    coco = good()
+    coco["images"][1]["id"] = 2**63 - 1
+    coco["annotations"][1]["image_id"] = coco["annotations"][2]["image_id"] = 2**63 - 1
+    coco["categories"][1]["id"] = -(2**63)
+    coco["annotations"][1]["category_id"] = -(2**63)
+    validate_coco(coco)
+
+
+def test_boxes_come_back_as_an_array_in_file_order():
+    boxes = validate_coco(good())
+    assert boxes.dtype == np.float64 and boxes.shape == (3, 4)
+    np.testing.assert_array_equal(boxes, [[1, 2, 10.5, 5], [0, 0, 30, 30], [-3, 28, 4, 4]])
+    coco = good()
+    del coco["annotations"][1]["bbox"]
+    assert np.isnan(validate_coco(coco, dataset=False)[1]).all()
+
+
+def test_rle_counts_agree_with_pycocotools_on_random_masks():
+    from pycocotools import mask as mask_utils
+
+    from noisyseg.data.validate import rle_counts
+
+    rng = np.random.default_rng(0)
+    for t in range(200):
+        h, w = rng.integers(1, 80, 2)
+        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        if t % 5 == 0:
+            m[:] = t % 2
+        runs = rle_counts(mask_utils.encode(np.asfortranarray(m))["counts"])
+        flat = np.repeat(np.arange(len(runs)) % 2, runs).astype(np.uint8)  # column-major, starting with 0s
+        np.testing.assert_array_equal(flat.reshape(w, h).T, m)
 
 
 def test_numpy_numbers_are_accepted():

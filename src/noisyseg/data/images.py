@@ -48,3 +48,24 @@ def load_rgb(path: str | os.PathLike) -> torch.Tensor:
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         raise NoisysegError(f"{path}: cannot read image ({e})") from None
     return torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # a writable copy: Pillow's array is read-only
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of the image at ``path`` from its header alone (Pillow decodes no pixels here).
+
+    For checks before any work: a missing file, a folder, a file that is not an image, or one so large
+    that Pillow refuses it as a decompression bomb (more than twice ``Image.MAX_IMAGE_PIXELS`` pixels)
+    raises :class:`NoisysegError`, one line naming ``path``. A file cut short after its header passes
+    here; :func:`load_rgb` finds it.
+    """
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise NoisysegError(f"{path}: image not found") from None
+    except IsADirectoryError:
+        raise NoisysegError(f"{path}: expected an image file, found a folder") from None
+    except Image.DecompressionBombError as e:
+        raise NoisysegError(f"{path}: image too large ({e})") from None
+    except (OSError, ValueError) as e:  # UnidentifiedImageError is an OSError
+        raise NoisysegError(f"{path}: cannot read image ({e})") from None
