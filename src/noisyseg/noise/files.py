@@ -1,5 +1,6 @@
 """Noise on files: inject into a COCO json on disk, and describe a noisy file (the ``noisyseg noise`` work).
 
+:func:`predict_file` predicts the label precision per class that a noise call would leave.
 :func:`inject_file` checks both outputs before any work, reads the inputs, calls
 :func:`noisyseg.noise.inject.inject` and writes atomically, so bad input leaves no output behind.
 :func:`format_stats` renders :func:`noisyseg.noise.inject.noise_stats` as a text table. numpy only.
@@ -105,4 +106,52 @@ def format_stats(coco: dict, source: PathLike = "") -> str:
         lines.append(f"{n:<{w}} {cells} " + (f"{rate:7.1%}" if total else f"{'-':>7}"))
     lines.append(f"overall: {st['n_changed']} of {st['n']} annotations differ from their clean class "
                  f"({st['rate']:.2%})")
+    lines.append(format_precision({k: (v["precision"], v["n"]) for k, v in st["precision"].items()},
+                                  "label precision (share of the annotations labelled k whose clean class is k), "
+                                  "lowest first:"))
     return "\n".join(lines)
+
+
+def format_precision(precision: dict[str, tuple[float, float]], header: str) -> str:
+    """Lines ``  NAME: P% of its N labels right``, lowest precision first (ties by name), under ``header``.
+
+    ``precision``: class name -> (label precision in [0, 1], number of annotations carrying the label,
+    possibly an expected, fractional number).
+    """
+    w = max((len(n) for n in precision), default=0) + 1
+    lines = [header]
+    for name, (p, n) in sorted(precision.items(), key=lambda kv: (kv[1][0], kv[0])):
+        count = f"{n:,.0f}" if abs(n - round(n)) < 1e-9 else f"{n:,.1f}"
+        lines.append(f"  {name + ':':<{w}} {p:6.1%} of its {count} labels right")
+    return "\n".join(lines)
+
+
+def predict_file(input_path: PathLike, *, kind: str, rate: float, preset: str | None = None,
+                 pairs: str | list[tuple[str, str]] | None = None, matrix_path: PathLike | None = None,
+                 classes: list[str] | None = None, sampling: str = "exact", include_crowd: bool = False) -> dict:
+    """:func:`~noisyseg.noise.inject.predict_precision` of a COCO file on disk (arguments as for
+    :func:`inject_file`); errors name the file."""
+    from noisyseg.noise.inject import check_matrix, predict_precision
+    from noisyseg.utils.io import read_json
+
+    matrix = None
+    if matrix_path:
+        matrix = read_json(matrix_path, "noise matrix file")
+        try:
+            check_matrix(matrix)
+        except NoisysegError as e:
+            raise NoisysegError(f"{matrix_path}: {e}") from None
+    coco = read_json(input_path, "COCO annotation file")
+    try:
+        return predict_precision(coco, kind=kind, rate=rate, preset=preset, pairs=pairs, matrix=matrix,
+                                 classes=classes, sampling=sampling, include_crowd=include_crowd)
+    except NoisysegError as e:
+        raise NoisysegError(f"{input_path}: {e}") from None
+
+
+def format_prediction(prediction: dict, source: PathLike, description: str) -> str:
+    """:func:`predict_file`'s result as text: a header naming the file and the noise, then one line per class."""
+    per = prediction["per_class"]
+    header = (f"{source}: expected label precision after {description} (share of the annotations labelled k "
+              f"whose clean class is k; mean over classes {prediction['mean_precision']:.1%}), lowest first:")
+    return format_precision({k: (v["precision"], v["expected_n"]) for k, v in per.items()}, header)

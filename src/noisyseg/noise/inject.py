@@ -273,6 +273,137 @@ def _check_options(kind: str, preset: Any, pairs: Any, matrix: Any, sampling: st
 # the injection
 
 
+class _Plan:
+    """What a noise call acts on, checked: the file's categories and annotations, every annotation's
+    current and clean label, the target classes, the rows of the kind and the eligible annotations."""
+
+    def __init__(self, cats: dict[int, dict], anns: list, current: np.ndarray, clean: np.ndarray,
+                 targets: list[int], rows: Rows, spec: dict, pos: np.ndarray):
+        self.cats, self.anns, self.current, self.clean = cats, anns, current, clean
+        self.targets, self.rows, self.spec = targets, rows, spec
+        order = np.argsort(current[pos], kind="stable")
+        self._pos_by_class, self._labels_sorted = pos[order], current[pos][order]  # file order within a class
+
+    def eligible_of(self, c: int) -> np.ndarray:
+        """(n_c,) positions (file order) of the eligible annotations whose current label is ``c``."""
+        lo, hi = np.searchsorted(self._labels_sorted, [c, c + 1])  # ids are int64: c + 1 is the next value
+        return self._pos_by_class[lo:hi]
+
+
+def _plan(coco: dict, kind: str, preset: str | None, pairs: Any, matrix: dict | None, classes: list[str] | None,
+          sampling: str, include_crowd: bool) -> _Plan:
+    """Check the options and the file and gather what :func:`inject` and :func:`predict_precision` need."""
+    _check_options(kind, preset, pairs, matrix, sampling)
+    if isinstance(pairs, str):
+        pairs = parse_pairs(pairs)
+    checked_matrix = check_matrix(matrix) if matrix is not None else None
+    cats = check_coco(coco)
+    anns = coco["annotations"]
+    current = _gather_ids(anns, cats)  # (N,) int64 label of every annotation before this call
+    clean = _clean_ids(anns, cats, current)
+    lookup = _name_lookup(cats, f"{kind} noise")
+    if classes is not None:
+        if not classes:
+            raise NoisysegError("classes: no class given")
+        targets = sorted({_name_lookup(cats, "classes")(str(n)) for n in classes})
+    else:
+        targets = np.unique(current).tolist()
+    rows, spec = _rows(kind, cats, targets, lookup, preset, pairs, checked_matrix)
+    if include_crowd:
+        pos = np.arange(len(anns))
+    else:
+        crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=len(anns))
+        pos = np.flatnonzero(~crowd)
+    return _Plan(cats, anns, current, clean, targets, rows, spec, pos)
+
+
+def _clean_ids(anns: list, cats: dict[int, dict], current: np.ndarray) -> np.ndarray:
+    """(N,) int64 clean label of every annotation: its ``clean_category_id`` where it has one (a file that
+    is already noisy), else its current label. Each must be a listed category."""
+    if not any(isinstance(a, dict) and "clean_category_id" in a for a in anns):
+        return current
+    clean = current.copy()
+    has = [i for i, a in enumerate(anns) if "clean_category_id" in a]
+    clean[has] = _gather_ids([anns[i] for i in has], cats, "clean_category_id")
+    return clean
+
+
+def _precision_by_name(clean: np.ndarray, labels: np.ndarray, names: dict[int, str]) -> dict[str, dict]:
+    """Per label carried by at least one annotation (ascending id): ``{"n": annotations with that label,
+    "right": those whose clean label is the same, "precision": right / n}``. clean, labels: (N,) ids."""
+    out = {}
+    ids, n = np.unique(labels, return_counts=True)
+    right = np.bincount(np.searchsorted(ids, labels[labels == clean]), minlength=len(ids))
+    for cid, total, r in zip(ids.tolist(), n.tolist(), right.tolist()):
+        out[names[int(cid)]] = {"n": int(total), "right": int(r), "precision": r / total}
+    return out
+
+
+def predict_precision(coco: dict, kind: str, rate: float, *, preset: str | None = None,
+                      pairs: list[tuple[str, str]] | str | None = None, matrix: dict | None = None,
+                      classes: list[str] | None = None, sampling: str = "exact",
+                      include_crowd: bool = False) -> dict:
+    """The label precision per class that :func:`inject` with these arguments is expected to leave, from the
+    file's own counts, without drawing anything.
+
+    Label precision of class k: the share of the annotations carrying label k whose clean class is k.
+    With ``J`` the (K, K) count matrix of the file now (rows clean class, columns current label; the
+    diagonal for a clean file), split into its eligible part ``J_e`` and the rest ``J_o``, and ``M`` the
+    (K, K) matrix of the call (``M[c, c] = 1 - f_c``, ``M[c, j] = f_c * row_c[j]``, with ``f_c`` the
+    fraction of class c's eligible annotations that change: ``round(rate * (1 - T[c, c]) * n_c) / n_c``
+    for exact sampling, ``rate * (1 - T[c, c])`` for bernoulli), the expected counts afterwards are
+    ``E = J_o + J_e @ M`` and the prediction is ``E[k, k] / sum_c E[c, k]`` (a ratio of expected counts).
+    For exact symmetric noise on a clean file with K target classes, n_c annotations and m_c =
+    round(rate * n_c) changed per class, that is ``(n_k - m_k) / (n_k - m_k + sum_{c != k} m_c / (K - 1))``.
+
+    Returns:
+        ``{"classes": [names of the categories, ascending id], "per_class": {name: {"n": annotations
+        labelled k now, "expected_n": expected afterwards, "expected_right": expected with clean class k
+        among them, "precision": expected_right / expected_n}}}`` for every class that is a label now or
+        expected to be one afterwards, and ``"mean_precision"`` (unweighted mean over those classes).
+    Raises:
+        NoisysegError: as :func:`inject`, for a malformed file or bad options.
+    """
+    _check_options(kind, preset, pairs, matrix, sampling)
+    rate = _check_rate(rate)
+    plan = _plan(coco, kind, preset, pairs, matrix, classes, sampling, include_crowd)
+    ids = np.array(sorted(plan.cats), dtype=np.int64)
+    k = len(ids)
+    col = {int(c): i for i, c in enumerate(ids.tolist())}
+    clean_i, cur_i = np.searchsorted(ids, plan.clean), np.searchsorted(ids, plan.current)
+    joint = np.bincount(clean_i * k + cur_i, minlength=k * k).reshape(k, k).astype(np.float64)
+    moved = np.zeros((k, k))  # expected counts of the eligible annotations after the call
+    eligible_joint = np.zeros((k, k))
+    for c in sorted(plan.rows):
+        idx = plan.eligible_of(c)
+        if not len(idx):
+            continue
+        part = np.bincount(clean_i[idx], minlength=k).astype(np.float64)  # (K,) clean classes of them
+        eligible_joint[:, col[c]] += part
+        dests, probs, p_change = plan.rows[c]
+        q = rate * p_change
+        f = math.floor(q * len(idx) + 0.5) / len(idx) if sampling == "exact" else q
+        m = np.zeros(k)
+        m[col[c]] = 1.0 - f
+        np.add.at(m, np.searchsorted(ids, dests), f * probs)
+        moved += np.outer(part, m)
+    expected = joint - eligible_joint + moved
+    names = [str(plan.cats[int(c)]["name"]) for c in ids.tolist()]
+    now = joint.sum(axis=0)
+    per_class = {}
+    for i, name in enumerate(names):
+        total = float(expected[:, i].sum())
+        if total > 1e-12 or now[i]:
+            right = float(expected[i, i])
+            per_class[name] = {"n": int(now[i]), "expected_n": total, "expected_right": right,
+                               "precision": right / total if total > 1e-12 else 0.0}
+    precisions = [v["precision"] for v in per_class.values()]
+    return {"classes": names, "per_class": per_class,
+            "mean_precision": float(np.mean(precisions)) if precisions else 0.0}
+
+
+
+
 def inject(coco: dict, kind: str, rate: float, seed: int, *, preset: str | None = None,
            pairs: list[tuple[str, str]] | str | None = None, matrix: dict | None = None,
            classes: list[str] | None = None, sampling: str = "exact", include_crowd: bool = False,
@@ -311,8 +442,10 @@ def inject(coco: dict, kind: str, rate: float, seed: int, *, preset: str | None 
         first). ``report`` has kind, rate, seed, sampling, include_crowd, the preset / pairs / matrix,
         ``target_classes``, per-class ``eligible`` and ``changed`` counts (by name, eligible classes
         only), ``transitions`` (label before this call -> after it, ``{name: {name: count}}`` over all
-        annotations, zero cells left out), ``n_eligible``, ``n_changed``, ``expected_rate`` and
-        ``realised_rate`` (= n_changed / n_eligible).
+        annotations, zero cells left out), ``n_eligible``, ``n_changed``, ``expected_rate``,
+        ``realised_rate`` (= n_changed / n_eligible) and ``label_precision`` (per label k carried by at
+        least one annotation afterwards: ``{"n": annotations labelled k, "right": those whose clean
+        class, ``clean_category_id`` or the label before this call, is k, "precision": right / n}``).
 
     Raises:
         NoisysegError: one line naming the problem (malformed file, unknown class, bad rate, ...).
@@ -321,39 +454,17 @@ def inject(coco: dict, kind: str, rate: float, seed: int, *, preset: str | None 
     _check_options(kind, preset, pairs, matrix, sampling)
     rate = _check_rate(rate)
     seed = _check_seed(seed)
-    if isinstance(pairs, str):
-        pairs = parse_pairs(pairs)
-    checked_matrix = check_matrix(matrix) if matrix is not None else None
-
-    cats = check_coco(coco)
-    anns = coco["annotations"]
-    current = _gather_ids(anns, cats)  # (N,) int64 label of every annotation before this call
-    lookup = _name_lookup(cats, f"{kind} noise")
-    if classes is not None:
-        if not classes:
-            raise NoisysegError("classes: no class given")
-        targets = sorted({_name_lookup(cats, "classes")(str(n)) for n in classes})
-    else:
-        targets = np.unique(current).tolist()
-    rows, spec = _rows(kind, cats, targets, lookup, preset, pairs, checked_matrix)
+    plan = _plan(coco, kind, preset, pairs, matrix, classes, sampling, include_crowd)
+    cats, anns, current, targets, rows, spec = plan.cats, plan.anns, plan.current, plan.targets, plan.rows, plan.spec
 
     # --- selection and destinations: array operations per source class, classes in ascending id order
-    if include_crowd:
-        pos = np.arange(len(anns))
-    else:
-        crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=len(anns))
-        pos = np.flatnonzero(~crowd)
-    order = np.argsort(current[pos], kind="stable")
-    pos_by_class, labels_sorted = pos[order], current[pos][order]  # file order within each class
-
     rng = np.random.default_rng(seed)
     new = current.copy()
     eligible: dict[int, int] = {}
     changed: dict[int, int] = {}
     expected = 0.0
     for c in sorted(rows):
-        lo, hi = np.searchsorted(labels_sorted, [c, c + 1])  # ids are int64: c + 1 is the next value
-        idx = pos_by_class[lo:hi]  # (n_c,) positions of the eligible annotations of class c
+        idx = plan.eligible_of(c)  # (n_c,) positions of the eligible annotations of class c
         dests, probs, p_change = rows[c]
         q = rate * p_change
         if sampling == "exact":
@@ -377,6 +488,7 @@ def inject(coco: dict, kind: str, rate: float, seed: int, *, preset: str | None 
         "n_eligible": n_eligible, "n_changed": n_changed,
         "expected_rate": expected / n_eligible if n_eligible else 0.0,
         "realised_rate": n_changed / n_eligible if n_eligible else 0.0,
+        "label_precision": _precision_by_name(plan.clean, new, names),
     }
 
     # --- write back in one pass (nothing above has touched the input)
@@ -445,7 +557,9 @@ def noise_stats(coco: dict) -> dict:
 
     Returns {"classes": [names], "counts": (K, K) int64 array (rows clean, columns noisy),
     "per_class": {name: {"n": annotations with this clean class, "changed": how many now differ,
-    "rate": changed / n}} (classes with n > 0), "n", "n_changed", "rate"}.
+    "rate": changed / n}} (classes with n > 0), "precision": {name: {"n": annotations labelled with this
+    class now, "right": those whose clean class it is, "precision": right / n}} (label precision; labels
+    carried by at least one annotation), "n", "n_changed", "rate"}.
     """
     names, counts = realised_matrix(coco)
     totals = counts.sum(axis=1)
@@ -454,6 +568,9 @@ def noise_stats(coco: dict) -> dict:
         if totals[i]:
             moved = int(totals[i] - counts[i, i])
             per_class[name] = {"n": int(totals[i]), "changed": moved, "rate": moved / int(totals[i])}
+    labelled = counts.sum(axis=0)
+    precision = {name: {"n": int(labelled[i]), "right": int(counts[i, i]), "precision": int(counts[i, i]) / int(labelled[i])}
+                 for i, name in enumerate(names) if labelled[i]}
     n, n_changed = int(counts.sum()), int(counts.sum() - np.trace(counts))
-    return {"classes": names, "counts": counts, "per_class": per_class, "n": n, "n_changed": n_changed,
-            "rate": n_changed / n if n else 0.0}
+    return {"classes": names, "counts": counts, "per_class": per_class, "precision": precision, "n": n,
+            "n_changed": n_changed, "rate": n_changed / n if n else 0.0}
