@@ -116,12 +116,12 @@ def format_precision(precision: dict[str, tuple[float, float]], header: str) -> 
     """Lines ``  NAME: P% of its N labels right``, lowest precision first (ties by name), under ``header``.
 
     ``precision``: class name -> (label precision in [0, 1], number of annotations carrying the label,
-    possibly an expected, fractional number).
+    possibly an expected, fractional number: printed rounded, as ``~N``).
     """
     w = max((len(n) for n in precision), default=0) + 1
     lines = [header]
     for name, (p, n) in sorted(precision.items(), key=lambda kv: (kv[1][0], kv[0])):
-        count = f"{n:,.0f}" if abs(n - round(n)) < 1e-9 else f"{n:,.1f}"
+        count = f"{n:,.0f}" if abs(n - round(n)) < 1e-9 else f"~{n:,.0f}"  # an expected count: about
         lines.append(f"  {name + ':':<{w}} {p:6.1%} of its {count} labels right")
     return "\n".join(lines)
 
