@@ -128,3 +128,32 @@ def test_rows_and_summary_agree_with_the_arrays():
     text = summary_markdown(summary)
     assert f"{summary['n_flagged']} of 60 annotations flagged" in text
     assert f"| AUROC of 1 - label_quality | {summary['truth']['auroc']:.3f} |" in text
+
+
+def test_summary_counts_right_labels_flagged_per_class():
+    """Per class: right labels (clean == given) flagged out of all right ones, next to the wrong ones found."""
+    scores = _scores(n=90, k=4, seed=3)
+    issues = find_issues(scores, "predicted_neq_given")
+    summary = summary_data(issues)
+    given, clean, flagged = scores.given_labels, scores.clean_labels, issues.is_issue
+    assert flagged.any() and (flagged & (given == clean)).any()  # the case worth reporting occurs
+    for c, entry in enumerate(summary["per_class"]):
+        right = [i for i in range(90) if given[i] == c and clean[i] == c]
+        wrong = [i for i in range(90) if given[i] == c and clean[i] != c]
+        assert entry["right"] == len(right) and entry["wrong"] == len(wrong)
+        assert entry["right_flagged"] == sum(bool(flagged[i]) for i in right)
+        assert entry["wrong_flagged"] == sum(bool(flagged[i]) for i in wrong)
+        assert entry["right"] + entry["wrong"] == entry["given"]
+    md = summary_markdown(summary)
+    assert "| class | given | flagged | flagged % | right labels flagged | wrong labels flagged |" in md
+    for entry in summary["per_class"]:
+        r, rf = entry["right"], entry["right_flagged"]
+        assert f"| {rf} of {r} ({rf / r:.0%}) |" in md
+    line = next(x for x in md.splitlines() if x.startswith("Highest share of right labels flagged: "))
+    first = line.split(": ", 1)[1].split(" ")[0]
+    share = {e["name"]: e["right_flagged"] / e["right"] for e in summary["per_class"]}
+    assert share[first] == max(share.values()) > 0
+
+    no_truth = summary_data(find_issues(_scores(n=90, k=4, seed=3, with_truth=False), "predicted_neq_given"))
+    assert "right" not in no_truth["per_class"][0]
+    assert "right labels flagged" not in summary_markdown(no_truth)

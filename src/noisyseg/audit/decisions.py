@@ -97,7 +97,7 @@ def apply_decisions(coco: dict, decisions: dict[str, Any], source: str | Path = 
         raise NoisysegError(f"{data_name}: expected a COCO JSON object with an 'annotations' list")
     position = {a.get("id"): i for i, a in enumerate(annotations) if isinstance(a, dict)}
     categories = {c.get("id") for c in coco.get("categories") or [] if isinstance(c, dict)}
-    plan: list[tuple[int, str, Any]] = []  # (position, action, new category or None)
+    plan: list[tuple[int, str, Any, bool]] = []  # (position, action, new category or None, undecided)
     seen: dict[int, str] = {}
     entries = [(f"decisions[{i}]", e, False) for i, e in enumerate(decisions.get("decisions", []))]
     entries += [(f"undecided[{i}]", e, True) for i, e in enumerate(decisions.get("undecided", []))]
@@ -124,16 +124,16 @@ def apply_decisions(coco: dict, decisions: dict[str, Any], source: str | Path = 
             new = entry.get(key)
             if isinstance(new, bool) or new not in categories:
                 raise NoisysegError(f"{where}: {key} {new!r} is not a category of {data_name}")
-        plan.append((i, action, new))
+        plan.append((i, action, new, is_undecided))
 
     counts: Counter = Counter()
     ids: dict[str, list] = {a: [] for a in DECISION_ACTIONS}
     transitions: Counter = Counter()
     n_changed = 0
     drop = set()
-    for i, action, new in plan:
+    for i, action, new, is_undecided in plan:
         ann = annotations[i]
-        counts[action] += 1
+        counts[action] += not is_undecided
         ids[action].append(ann["id"])
         if action == "relabel" and new != ann["category_id"]:
             transitions[(ann["category_id"], new)] += 1
@@ -154,7 +154,7 @@ def apply_decisions(coco: dict, decisions: dict[str, Any], source: str | Path = 
         "audit_folder": decisions.get("audit", {}).get("folder"),
         "checkpoints": decisions.get("audit", {}).get("checkpoints"),
         "n_decided": len(decisions.get("decisions", [])), "n_undecided": n_undecided,
-        "undecided_action": undecided, "counts": {a: counts[a] for a in DECISION_ACTIONS},
+        "undecided_action": undecided, "counts": {a: counts[a] for a in DECISION_ACTIONS},  # decided ones only
         "n_changed": n_changed, "annotation_ids": ids,
         "transitions": [[a, b, n] for (a, b), n in sorted(transitions.items())],
     }

@@ -37,7 +37,10 @@ aside select,aside input[type=number]{width:100%;font:inherit;padding:2px}
 button.clear{font:inherit;margin-top:6px;padding:2px 8px}
 .bars{max-height:300px;overflow-y:auto}
 .bar{cursor:pointer;margin:2px 0;padding:1px 2px;border-radius:3px}.bar:hover{background:#f0f3f5}
-.bar .name{display:flex;justify-content:space-between;font-size:12px}
+.bar .name{display:flex;justify-content:space-between;gap:6px;font-size:12px}
+.bar .name span:first-child{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.bar .name span:last-child{white-space:nowrap;color:#56606a}
+.bar .rt{font-size:11px;color:#7a2a28}
 .bar .track{height:7px;background:#e3e7ea;border-radius:3px;overflow:hidden;position:relative}
 .bar .fill{height:100%;background:#d9534f}.bar .right{position:absolute;top:0;height:100%;background:#7a2a28}
 .note{font-size:11px;color:#6b757e;margin:4px 0}
@@ -362,12 +365,11 @@ function drawBars() {
     const p = pc[c], track = el('div', {class: 'track'}, el('div', {class: 'fill', style: 'width:' + pct(p.flagged, p.given)}));
     if (truth && p.right_flagged) track.append(el('div', {class: 'right', style: 'width:' + pct(p.right_flagged, p.given)}));
     bars.append(el('div', {class: 'bar', title: 'show the suspects given ' + p.name, onclick: () => setFilter(c, -1)},
-      el('div', {class: 'name'}, el('span', {}, p.name), el('span', {}, `${p.flagged}/${p.given} (${pct(p.flagged, p.given)})` +
-        (truth ? ` \u00b7 right ${p.right_flagged}/${p.right}` : ''))), track));
+      el('div', {class: 'name'}, el('span', {}, p.name), el('span', {}, `${p.flagged}/${p.given} ${pct(p.flagged, p.given)}`)),
+      track, truth ? el('div', {class: 'rt'}, `right labels flagged: ${p.right_flagged} of ${p.right}`) : null));
   }
   $('barnote').textContent = 'flagged / given labels of the class; click a class to filter.' + (truth ?
-    ' right a/b: a of its b right labels (clean label = given) are flagged (dark bar), which a blind repair ' +
-    'would break.' : '');
+    ' Right labels (clean label = given) flagged (dark bar) are ones a blind repair would break.' : '');
 }
 
 function drawConfusion() {

@@ -1,0 +1,150 @@
+"""Where ``noisyseg audit`` writes: checked against its inputs and the files it did not make before it
+scores, one audit at a time per folder, and its device and worker options refused in one line."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from noisyseg.cli import main
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def no_scoring(monkeypatch):
+    """Scoring fails the test: every refusal below must come before the model is run."""
+    import noisyseg.audit.score as score
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the audit scored before refusing")
+
+    monkeypatch.setattr(score, "score_annotations", fail)
+
+
+def _base(tiny_data, run):
+    return ["audit", run, "--data", tiny_data["noisy_json"], "--image-root", tiny_data["image_root"], "--no-progress"]
+
+
+def test_fix_onto_an_input_is_refused_before_scoring(tiny_data, untrained_run, tmp_path, capsys, no_scoring):
+    last = untrained_run / "checkpoints" / "last.pt"
+    config = untrained_run / "config.yaml"
+    config.write_text("# the run's config\n")
+    before = {p: p.read_bytes() for p in (last, config, Path(tiny_data["noisy_json"]))}
+    out = tmp_path / "o"
+    for target, what in ((last, "checkpoint"), (config, "run's config")):
+        code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", out, "--fix", target, "--action", "relabel"],
+                            capsys)
+        assert code == 2
+        assert err == f"noisyseg audit: error: {target}: --fix would write over the {what} ({target}); choose another path\n"
+    # a hard link to the data file is the data file
+    link = tmp_path / "link.json"
+    os.link(tiny_data["noisy_json"], link)
+    code, _, err = _run(_base(tiny_data, untrained_run) + ["--fix", link, "--action", "drop"], capsys)
+    assert code == 2 and "--fix would write over the audited data file" in err
+    # an output folder whose files would be the inputs
+    code, _, err = _run(["audit", last, "--data", tmp_path / "o2" / "summary.json", "-o", tmp_path / "o2",
+                         "--no-progress"], capsys)
+    assert code == 2 and "-o would write over the audited data file" in err
+    assert {p: p.read_bytes() for p in before} == before
+    assert not out.exists() and not (tmp_path / "o2").exists()
+
+
+def test_files_an_audit_did_not_write_are_never_replaced(tiny_data, untrained_run, tmp_path, capsys, no_scoring):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "summary.md").write_text("my notes")
+    code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", out], capsys)
+    assert code == 2
+    assert err == (f"noisyseg audit: error: {out / 'summary.md'}: exists and was not written by noisyseg audit; "
+                   "remove it or choose another -o folder\n")
+    (out / "summary.md").unlink()
+    (out / "review_files").mkdir()
+    (out / "review_files" / "holiday.jpg").write_bytes(b"jpeg")
+    code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", out], capsys)
+    assert code == 2 and err.startswith(f"noisyseg audit: error: {out / 'review_files' / 'holiday.jpg'}: a file "
+                                        "noisyseg audit did not write is in its page folder")
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text('{"info": {}}')
+    code, _, err = _run(_base(tiny_data, untrained_run) + ["--fix", theirs, "--action", "drop"], capsys)
+    assert code == 2 and err == (f"noisyseg audit: error: {theirs}: --fix would replace an existing file that no "
+                                 "audit wrote; remove it or choose another path\n")
+    assert theirs.read_text() == '{"info": {}}' and (out / "review_files" / "holiday.jpg").read_bytes() == b"jpeg"
+    assert sorted(p.name for p in out.iterdir()) == ["review_files"]
+
+
+def test_a_second_audit_replaces_only_the_first_ones_files(tiny_data, untrained_run, tmp_path, capsys):
+    out = tmp_path / "a"
+    fixed = tmp_path / "fixed.json"
+    args = _base(tiny_data, untrained_run) + ["-o", out, "--top", 30, "--fix", fixed, "--action", "ignore"]
+    assert _run(args + ["--sheet", 4], capsys)[0] == 0
+    (out / "notes.txt").write_text("mine")
+    assert (out / "contact_sheet.png").is_file() and (out / "review_files" / "sheet_00000.jpg").is_file()
+    code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", out, "--top", 3, "--sheet", 0, "--fix", fixed,
+                                                           "--action", "drop"], capsys)
+    assert code == 0, err
+    # the first audit's contact sheet is gone, the user's file stays
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "audit_manifest.json", "label_issues.csv", "label_issues.json", "notes.txt", "review.html", "review_files",
+        "review_files/sheet_00000.jpg", "summary.json", "summary.md"]
+    assert json.loads(fixed.read_text())["info"]["audit"]["action"] == "drop"
+
+
+def test_an_audit_folder_from_before_manifests_is_recognised(tiny_data, untrained_run, tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"n_annotations": 3, "n_flagged": 1, "rule": "cleanlab"}))
+    (out / "review.html").write_text("<html>old</html>")
+    code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", out, "--sheet", 0], capsys)
+    assert code == 0, err
+    assert (out / "review.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_one_audit_at_a_time_writes_a_folder(tiny_data, untrained_run, tmp_path, capsys, no_scoring):
+    out = tmp_path / "busy"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)  # another audit holds the folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", out], capsys)
+    finally:
+        os.close(fd)
+    assert code == 2
+    assert err == (f"noisyseg audit: error: {out}: another noisyseg audit is writing this folder now; wait for it "
+                   "to end or choose another output folder\n")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("option, line", [
+    (["--device", "tpu"], "--device=tpu: unknown device; expected auto, cpu, cuda or cuda:N"),
+    (["--device", "gpu0"], "--device=gpu0: unknown device; expected auto, cpu, cuda or cuda:N"),
+    (["--workers", "-1"], "--workers -1: expected a whole number >= 0"),
+    (["--batch-size", "0"], "--batch-size 0: expected a whole number >= 1"),
+    (["--top", "-2"], "--top -2: expected a whole number >= 0"),
+])
+def test_bad_options_are_one_line_before_anything(tiny_data, untrained_run, tmp_path, capsys, no_scoring, option,
+                                                  line):
+    code, out, err = _run(_base(tiny_data, untrained_run) + ["-o", tmp_path / "o"] + option, capsys)
+    assert (code, out, err) == (2, "", f"noisyseg audit: error: {line}\n")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_gpu_the_machine_lacks_is_one_line(tiny_data, untrained_run, tmp_path, capsys, no_scoring):
+    code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", tmp_path / "o", "--device", "cuda:99"], capsys)
+    assert code == 2
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        assert err == (f"noisyseg audit: error: --device=cuda:99: GPU 99 asked for, this machine has {n} "
+                       f"(cuda:0..cuda:{n - 1})\n")
+    else:
+        assert err == ("noisyseg audit: error: --device=cuda:99: CUDA is not available on this machine; "
+                       "use cpu or auto\n")
