@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from noisyseg.errors import NoisysegError
+from noisyseg.utils.text import clipped, shown
 
 #: ``ln(1e-4)``, about -9.2103: the stand-in for ``log 0`` in the one-hot target of the reverse
 #: cross-entropy. It equals the reference code's clamp of the one-hot target at 1e-4.
@@ -76,7 +77,7 @@ def _check_inputs(logits: Tensor, labels: Tensor, reduction: str) -> None:
     if labels.device != logits.device:
         raise NoisysegError(f"labels are on {labels.device} but logits on {logits.device}")
     if reduction not in _REDUCTIONS:
-        raise NoisysegError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+        raise NoisysegError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {shown(reduction)}")
     if labels.device.type == "cpu" and labels.numel() > 0:  # on accelerators this read would force a sync
         lowest, highest = (int(v) for v in torch.aminmax(labels))
         num_classes = logits.shape[1] - 1
@@ -89,7 +90,7 @@ def _check_inputs(logits: Tensor, labels: Tensor, reduction: str) -> None:
 
 def _real(where: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise NoisysegError(f"{where}: {key} must be a finite number, got {value!r}")
+        raise NoisysegError(f"{where}: {key} must be a finite number, got {shown(value)}")
     return float(value)
 
 
@@ -105,35 +106,35 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
     for key, value in params.items():
         if key in ("alpha", "beta", "ce_weight", "robust_weight", "clipped_ce_weight"):
             if _real(where, key, value) < 0:
-                raise NoisysegError(f"{where}: {key} must be >= 0, got {value!r}")
+                raise NoisysegError(f"{where}: {key} must be >= 0, got {shown(value)}")
         elif key == "q":
             if not 0.0 < _real(where, key, value) <= 1.0:
-                raise NoisysegError(f"{where}: q must be in (0, 1], got {value!r}")
+                raise NoisysegError(f"{where}: q must be in (0, 1], got {shown(value)}")
         elif key == "log_zero":
             if _real(where, key, value) >= 0:
-                raise NoisysegError(f"{where}: log_zero must be < 0 (it stands in for log 0), got {value!r}")
+                raise NoisysegError(f"{where}: log_zero must be < 0 (it stands in for log 0), got {shown(value)}")
         elif key == "pon_threshold":
             if value is not None and _real(where, key, value) <= 0:
-                raise NoisysegError(f"{where}: pon_threshold must be > 0 or None, got {value!r}")
+                raise NoisysegError(f"{where}: pon_threshold must be > 0 or None, got {shown(value)}")
         elif key == "ignore_confident":
             if value is not None and not 0.0 < _real(where, key, value) < 1.0:
-                raise NoisysegError(f"{where}: ignore_confident must be in (0, 1) or None, got {value!r}")
+                raise NoisysegError(f"{where}: ignore_confident must be in (0, 1) or None, got {shown(value)}")
         elif key == "robust":
             if not isinstance(value, str) or value not in ROBUST_LOSSES:
-                raise NoisysegError(f"{where}: robust must be one of {', '.join(ROBUST_LOSSES)}, got {value!r}")
+                raise NoisysegError(f"{where}: robust must be one of {', '.join(ROBUST_LOSSES)}, got {shown(value)}")
         elif key == "tau":
             if _real(where, key, value) < 1.0:
-                raise NoisysegError(f"{where}: tau must be >= 1 (the clip starts at p = 1/tau), got {value!r}")
+                raise NoisysegError(f"{where}: tau must be >= 1 (the clip starts at p = 1/tau), got {shown(value)}")
         elif key == "ascent_min_prob":
             if not 0.0 < _real(where, key, value) < 1.0:
-                raise NoisysegError(f"{where}: ascent_min_prob must be in (0, 1), got {value!r}")
+                raise NoisysegError(f"{where}: ascent_min_prob must be in (0, 1), got {shown(value)}")
         elif key == "ascent_weights":
             if not isinstance(value, (list, tuple)) or not value:
                 raise NoisysegError(f"{where}: ascent_weights must be a non-empty list of numbers <= 0 "
-                                    f"(one per robust-stage epoch), got {value!r}")
+                                    f"(one per robust-stage epoch), got {shown(value)}")
             for w in value:
                 if _real(where, "ascent_weights", w) > 0:
-                    raise NoisysegError(f"{where}: ascent_weights must be <= 0 (gradient ascent), got {w!r}")
+                    raise NoisysegError(f"{where}: ascent_weights must be <= 0 (gradient ascent), got {shown(w)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -610,7 +611,7 @@ def loss_parameters(fn) -> dict[str, Any]:
 def check_robust_epoch(where: str, robust_epoch: Any) -> int:
     """``robust_epoch`` as an int >= 0, else a one-line NoisysegError."""
     if isinstance(robust_epoch, bool) or not isinstance(robust_epoch, int) or robust_epoch < 0:
-        raise NoisysegError(f"{where}: robust_epoch must be an integer >= 0, got {robust_epoch!r}")
+        raise NoisysegError(f"{where}: robust_epoch must be an integer >= 0, got {shown(robust_epoch)}")
     return robust_epoch
 
 
@@ -635,9 +636,9 @@ def resolve_params(where: str, fn, given: dict[str, Any]) -> dict[str, Any]:
     extra = {k: v for k, v in given.items() if k not in defaults}
     unknown = sorted(set(extra) - set(sub_defaults))
     if unknown:
-        context = f" with robust={resolved['robust']!r}" if "robust" in resolved else ""
+        context = f" with robust={shown(resolved['robust'])}" if "robust" in resolved else ""
         valid = ", ".join(sorted(defaults) + sorted(sub_defaults)) or "none"
-        raise NoisysegError(f"{where}: unknown parameter(s) {', '.join(unknown)}{context}; valid: {valid}")
+        raise NoisysegError(f"{where}: unknown parameter(s) {clipped(', '.join(unknown))}{context}; valid: {valid}")
     chosen = {**sub_defaults, **extra}
     check_loss_params(where, chosen)
     resolved.update(chosen)

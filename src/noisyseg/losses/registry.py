@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple
 from torch import Tensor
 
 from noisyseg.errors import NoisysegError
+from noisyseg.utils.text import shown
 from noisyseg.losses import functional as F
 
 
@@ -106,5 +107,5 @@ def build_loss(name: str, **params: Any) -> RoIClassificationLoss:
             an out-of-range value (q outside (0, 1], a negative weight, log_zero >= 0, ...).
     """
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise NoisysegError(f"unknown loss {name!r}; available: {', '.join(_REGISTRY)}")
+        raise NoisysegError(f"unknown loss {shown(name)}; available: {', '.join(_REGISTRY)}")
     return RoIClassificationLoss(name, F.resolve_params(f"loss {name}", _REGISTRY[name].function, params))

@@ -13,6 +13,7 @@ from torch import nn
 
 from noisyseg.errors import NoisysegError
 from noisyseg.models.maskrcnn import maskrcnn_mobilenet_v2_fpn, maskrcnn_r50_fpn, maskrcnn_tiny
+from noisyseg.utils.text import shown
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -36,5 +37,5 @@ def available_models() -> list[str]:
 def get_model_builder(name: str) -> ModelBuilder:
     """The builder registered as ``name``; raises a one-line NoisysegError listing the names otherwise."""
     if name not in _BUILDERS:
-        raise NoisysegError(f"unknown model {name!r}; available: {', '.join(sorted(_BUILDERS))}")
+        raise NoisysegError(f"unknown model {shown(name)}; available: {', '.join(sorted(_BUILDERS))}")
     return _BUILDERS[name]

@@ -12,16 +12,20 @@ from typing import Any
 SHOWN_CHARS = 80
 
 
-def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
-    """``repr(value)``, cut to at most ``limit`` characters: the head, ``...``, the tail and the length.
+def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters: the head, ``...``, the tail and the full length.
 
-    A cut value ends ``... (N characters)`` so the reader sees it was cut. Containers are cut after
-    ``repr``, which is linear in their size; callers bound what they parse (see :mod:`noisyseg.config`).
+    A cut text ends ``... (N characters)`` so the reader sees it was cut.
     """
-    text = repr(value)
     if len(text) <= limit:
         return text
     note = f" ({len(text)} characters)"
     keep = max(limit - len(note) - 3, 8)
     head = keep - keep // 3
     return f"{text[:head]}...{text[len(text) - keep // 3:]}{note}"
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` cut as :func:`clipped` cuts text (``repr`` is linear in a container's size;
+    callers bound what they parse, see :mod:`noisyseg.config`)."""
+    return clipped(repr(value), limit)
