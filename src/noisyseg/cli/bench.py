@@ -7,24 +7,31 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` command to the top-level sub-parsers ``sub``."""
     from noisyseg.bench import grid
 
     p = sub.add_parser("bench", help="methods x noise settings x seeds: results.csv, curves.csv, table.md, "
                                      "ap_vs_noise.png", description=_description(),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_methods_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="base YAML config (its train set is the clean one that noise is added to)")
     p.add_argument("--methods", default=grid.DEFAULT_METHODS,
-                   help=f"comma-separated, from: {', '.join(grid.METHODS)}; loss parameters may follow a name, "
-                        f"e.g. lncis:log_zero=-4 (default {grid.DEFAULT_METHODS})")
-    p.add_argument("--noise", default=grid.DEFAULT_NOISE, help=f"comma-separated settings (default {grid.DEFAULT_NOISE})")
-    p.add_argument("--seeds", default=grid.DEFAULT_SEEDS, help=f"comma-separated (default {grid.DEFAULT_SEEDS})")
+                   help=f"comma-separated: METHOD, METHOD:KEY=VALUE (loss parameters, e.g. lncis:log_zero=-4) or "
+                        f"METHOD{grid.FIX_SUFFIX}[:KEY=VALUE...] (train, audit the run's own training file, repair "
+                        f"it, retrain; e.g. ce{grid.FIX_SUFFIX}:retrain=ce); the methods and the fix options are "
+                        f"listed below (default {grid.DEFAULT_METHODS})")
+    p.add_argument("--noise", default=grid.DEFAULT_NOISE,
+                   help=f"comma-separated settings: clean, symR (symmetric, rate R in [0, 1]) or asymR "
+                        f"(asymmetric, see --asym-preset), e.g. clean,sym0.4 (default {grid.DEFAULT_NOISE})")
+    p.add_argument("--seeds", default=grid.DEFAULT_SEEDS,
+                   help=f"comma-separated integers >= 0, one run per method and noise setting each "
+                        f"(default {grid.DEFAULT_SEEDS})")
     p.add_argument("--asym-preset", default="supercategory",
                    help="asymmetric noise preset, a name from noisyseg.noise.presets (supercategory, cityscapes, "
                         "voc, fashion, ...; default supercategory)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a base config value (repeatable)")
+                   help="override a base config value (repeatable), e.g. train.epochs=6")
     p.add_argument("-o", "--out", type=Path, required=True, help="bench folder")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite curves.csv, table.md and ap_vs_noise.png from results.csv")
     p.set_defaults(func=run)
@@ -32,8 +39,41 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _description() -> str:
     import noisyseg.bench
+    from noisyseg.cli.help_text import plain_text
 
-    return noisyseg.bench.__doc__
+    return plain_text(noisyseg.bench.__doc__)
+
+
+def _methods_epilog() -> str:
+    """The method names and the audit method's options, as the README writes them."""
+    import textwrap
+
+    from noisyseg.audit import ACTIONS, FILTERS
+    from noisyseg.bench import grid
+
+    fix = grid.FIX_SUFFIX
+    lines = [
+        "methods:",
+        *textwrap.wrap(", ".join(grid.METHODS), 96, initial_indent="  ", subsequent_indent="  "),
+        "",
+        f"audit methods, METHOD{fix}[:KEY=VALUE...]: train METHOD, audit that run on its own training file,",
+        "repair the file and retrain on it; any KEY that is not a fix option is a loss parameter of METHOD.",
+        f"  action={'|'.join(ACTIONS)}  what the repair does to a flagged annotation "
+        f"(default {grid.FIX_DEFAULTS['action']})",
+        f"  checkpoint={'|'.join(grid.FIX_CHECKPOINTS)}  which models of the first run score "
+        f"(default {grid.FIX_DEFAULTS['checkpoint']})",
+        f"  snapshots=N  with checkpoint=epochs: how many last epochs are averaged (default "
+        f"{grid.FIX_DEFAULTS['snapshots']})",
+        "  retrain=METHOD  the method of the second run (default: METHOD again)",
+        *textwrap.wrap(f"filter_by=RULE  cleanlab's rule: {', '.join(FILTERS)} (default "
+                       f"{grid.FIX_DEFAULTS['filter_by']})", 96, initial_indent="  ", subsequent_indent="    "),
+        "  folds=K  K >= 2: score each annotation with a model that did not train on it",
+        "",
+        "examples:",
+        f"  --methods ce,lncis,ce{fix}:retrain=ce",
+        f"  --methods lncis{fix}:action=relabel:retrain=ce,ce{fix}:checkpoint=epochs:retrain=ce",
+    ]
+    return "\n".join(lines)
 
 
 def run(a: argparse.Namespace) -> int:
