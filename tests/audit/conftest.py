@@ -57,3 +57,17 @@ def untrained_run(tiny_data, tmp_path) -> Path:
     run = tmp_path / "run"
     save_untrained_run(run, tiny_data)
     return run
+
+
+def read_page_data(path: Path) -> dict:
+    """The data a review.html carries (its <script id='audit-data'> element), parsed."""
+    text = Path(path).read_text()
+    tag = "<script id='audit-data' type='application/json'>"
+    start = text.index(tag) + len(tag)
+    return json.loads(text[start:text.index("</script>", start)])
+
+
+@pytest.fixture
+def page_json():
+    """``page_json(review_html_path)`` -> the page's data (see :func:`noisyseg.audit.review.page_data`)."""
+    return read_page_data

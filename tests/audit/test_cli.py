@@ -16,21 +16,13 @@ from noisyseg.audit.issues import COLUMNS, TRUTH_COLUMNS, auroc, average_precisi
 from noisyseg.cli import main
 
 
-def page_json(path: Path) -> dict:
-    """The data review.html carries (its <script id='audit-data'> element)."""
-    text = path.read_text()
-    start = text.index("<script id='audit-data' type='application/json'>") + len(
-        "<script id='audit-data' type='application/json'>")
-    return json.loads(text[start:text.index("</script>", start)])
-
-
 def _run(argv, capsys):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
     return code, out.out, out.err
 
 
-def test_audit_writes_the_table_summary_and_review(tiny_data, untrained_run, tmp_path, capsys):
+def test_audit_writes_the_table_summary_and_review(tiny_data, untrained_run, tmp_path, capsys, page_json):
     out = tmp_path / "audit"
     fixed = tmp_path / "relabelled.json"
     code, stdout, err = _run(["audit", untrained_run, "--data", tiny_data["noisy_json"], "--image-root",
@@ -145,3 +137,22 @@ def test_error_lines(tiny_data, untrained_run, tmp_path, capsys):
                          tmp_path / "no_images", "-o", tmp_path / "o", "--no-progress"], capsys)
     assert code == 2 and err.startswith(f"noisyseg audit: error: {tiny_data['noisy_json']}: image not found: ")
     assert not (tmp_path / "o").exists() and not (tmp_path / "f.json").exists()
+
+
+def test_review_page_holds_every_flagged_annotation(tiny_data, untrained_run, tmp_path, page_json):
+    out = tmp_path / "audit"
+    result = audit(untrained_run, tiny_data["noisy_json"], image_root=tiny_data["image_root"], out_dir=out,
+                   device="cpu", filter_by="predicted_neq_given", sheet=0, progress=False)
+    flagged = [r for r in result.rows if r["is_issue"]]
+    assert 0 < len(flagged) < len(result.rows)
+    data = page_json(out / "review.html")
+    assert [s[0] for s in data["s"]] == [r["annotation_id"] for r in flagged]  # all flagged, most suspicious first
+    assert all(s[9] == 1 for s in data["s"])
+    assert data["audit"]["id"] == result.summary["audit_id"] and data["audit"]["n_flagged"] == len(flagged)
+    n_sheets = -(-len(flagged) // data["tiles"]["per_sheet"])
+    assert sorted(p.name for p in (out / "review_files").iterdir()) == [f"sheet_{i:05d}.jpg" for i in range(n_sheets)]
+    # the whole image is linked relative to the page, so it opens from the file system
+    image = data["images"][data["s"][0][1]]
+    assert (out / image[0]).resolve() == (Path(tiny_data["image_root"]) / next(
+        im["file_name"] for im in json.loads(Path(tiny_data["noisy_json"]).read_text())["images"]
+        if im["id"] == image[3])).resolve()

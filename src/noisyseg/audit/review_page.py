@@ -310,7 +310,10 @@ function openWhole() {
   $('whole').classList.add('open');
 }
 
-function closeModals() { for (const m of document.querySelectorAll('.modal')) m.classList.remove('open'); }
+function closeModals() {
+  for (const m of document.querySelectorAll('.modal')) m.classList.remove('open');
+  if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();  // keys back to the page
+}
 const modalOpen = () => document.querySelector('.modal.open') !== null;
 
 // ---- export
@@ -349,6 +352,9 @@ function readFilters() {
   applyFilters(keep);
 }
 for (const id of ['fgiven', 'fsugg', 'fstatus', 'fqmin', 'fqmax']) $(id).addEventListener('change', readFilters);
+// a chosen list entry hands the keys back to the page (arrows would otherwise change the filter)
+for (const id of ['fgiven', 'fsugg', 'fstatus']) $(id).addEventListener('change', () => $(id).blur());
+for (const id of ['fqmin', 'fqmax']) $(id).addEventListener('input', readFilters);
 function setFilter(given, sugg) {
   $('fgiven').value = given; $('fsugg').value = sugg; readFilters();
 }
