@@ -232,6 +232,13 @@ def test_an_error_across_keys_names_the_file_the_set_options_or_both():
         "c.yaml with --set loss.name=sce: loss.params: loss sce: unknown parameter(s) q")
 
 
+def test_an_unquoted_number_in_a_string_field_of_a_file_says_to_quote_it(tmp_path):
+    tree = {**BASE, "data": {**BASE["data"], "image_root": 2024}}
+    assert _error(config_from_dict, tree, source="c.yaml") == (
+        "c.yaml: data.image_root: Input should be a valid string (got 2024); YAML reads this unquoted value as a "
+        "number or boolean: quote it")
+
+
 def test_yaml_1_2_floats_are_floats_in_a_file(tmp_path):
     path = _write(tmp_path / "c.yaml", yaml.safe_dump(BASE) + "model: {score_threshold: 5e-2}\n")
     assert load_config(path).model.score_threshold == 0.05

@@ -41,6 +41,7 @@ from pydantic import (
 
 from noisyseg.errors import NoisysegError
 from noisyseg.models.settings import DEFAULT_BACKBONE_WEIGHTS, DetectionSettings
+from noisyseg.utils.read import read_bytes
 from noisyseg.utils.text import clipped, shown
 
 # The device names a run or a command accepts (``train.device``, ``--device``).
@@ -406,6 +407,8 @@ def _format_validation_error(sources: _Sources, err: ValidationError) -> str:
         msg, shown_got = "required key missing", ""
     elif isinstance(cause, ValueError) or isinstance(got, dict):
         shown_got = ""  # the validators' messages quote the value themselves
+    elif first["type"] == "string_type" and isinstance(got, (int, float, bool)):
+        shown_got += "; YAML reads this unquoted value as a number or boolean: quote it"  # image_root: 2024
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     if isinstance(cause, _KeyedError):
         return f"{sources.where(cause.keys)}: {msg}{more}"
@@ -457,17 +460,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     The file must be UTF-8 and at most :data:`MAX_CONFIG_BYTES`; anything else is a one-line error.
     """
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)  # a bounded read: the path may be a pipe or a device
-    except FileNotFoundError:
-        raise NoisysegError(f"{path}: config file not found") from None
-    except IsADirectoryError:
-        raise NoisysegError(f"{path}: expected a YAML config file, found a folder") from None
-    except OSError as e:
-        raise NoisysegError(f"{path}: cannot read the config file ({e.strerror or e})") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise NoisysegError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; a config file is at most that")
+    data = read_bytes(path, "config file", MAX_CONFIG_BYTES)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -422,14 +422,8 @@ def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float = 0.3, re
     return _checked_loss("generalized_cross_entropy", _gce_terms, logits, labels, reduction, q=q)
 
 
-def active_passive_loss(
-    logits: Tensor,
-    labels: Tensor,
-    alpha: float = 1.0,
-    beta: float = 1.0,
-    log_zero: float = DEFAULT_LOG_ZERO,
-    reduction: str = "mean",
-) -> Tensor:
+def active_passive_loss(logits: Tensor, labels: Tensor, alpha: float = 1.0, beta: float = 1.0,
+                        log_zero: float = DEFAULT_LOG_ZERO, reduction: str = "mean") -> Tensor:
     """Active-passive loss NCE + RCE (Ma et al., ICML 2020, "Normalized Loss Functions for Deep
     Learning with Noisy Labels"): ``APL_i = alpha NCE_i + beta RCE_i``.
 
@@ -440,12 +434,9 @@ def active_passive_loss(
     (or smaller beta) gives the active term more say.
 
     Args:
-        logits: (N, K+1) raw class scores, column 0 = background.
-        labels: (N,) int64 class labels in 0..K.
         alpha: weight of NCE (>= 0).
         beta: weight of RCE (>= 0).
-        log_zero: A, the value used for log 0 in the RCE term; default ln(1e-4).
-        reduction: "mean" (divide the sum by N), "sum" or "none".
+        logits, labels, log_zero, reduction: as for :func:`symmetric_cross_entropy`.
 
     Returns:
         0-dim loss, or (N,) per-RoI values for ``reduction="none"``.

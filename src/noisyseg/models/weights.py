@@ -26,6 +26,7 @@ from torch import nn
 
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import atomic_write_bytes
+from noisyseg.utils.read import read_bytes
 from noisyseg.utils.text import clipped
 
 
@@ -83,12 +84,7 @@ def install_weights_file(name: str, source: str | os.PathLike) -> Path:
     unreadable file or a sha256 mismatch.
     """
     _fetchable(name)
-    try:
-        data = Path(source).read_bytes()
-    except FileNotFoundError:
-        raise NoisysegError(f"{clipped(str(source))}: weights file not found") from None
-    except OSError as e:
-        raise NoisysegError(f"{clipped(str(source))}: cannot read weights file ({e.strerror or e})") from None
+    data = read_bytes(source, "weights file")
     return _install_checked(name, data, str(source))
 
 
