@@ -156,3 +156,24 @@ def test_review_page_holds_every_flagged_annotation(tiny_data, untrained_run, tm
     assert (out / image[0]).resolve() == (Path(tiny_data["image_root"]) / next(
         im["file_name"] for im in json.loads(Path(tiny_data["noisy_json"]).read_text())["images"]
         if im["id"] == image[3])).resolve()
+
+
+def test_crop_sheets_made_in_chunks_equal_one_pass(tiny_data, untrained_run, tmp_path, monkeypatch):
+    """Crops are made a few sheets at a time (bounded memory); the sheets must not depend on it."""
+    import noisyseg.audit.review as review
+
+    result = audit(untrained_run, tiny_data["noisy_json"], image_root=tiny_data["image_root"], device="cpu",
+                   progress=False)
+    coco = json.loads(Path(tiny_data["noisy_json"]).read_text())
+    n = len(result.rows)
+    monkeypatch.setattr(review, "PAGE_SIZE", 4)  # sheets of 4 crops, so the tiny file fills several
+
+    def files(at_once: int) -> dict:
+        monkeypatch.setattr(review, "SHEETS_AT_ONCE", at_once)
+        return review.review_files(result.issues, coco, tiny_data["noisy_json"], tmp_path, result.summary,
+                                   {"id": "x"}, "0" * 64, top=n)
+
+    one_pass, chunked = files(1000), files(1)
+    assert sorted(chunked) == sorted(one_pass) == sorted(
+        [f"review_files/sheet_{i:05d}.jpg" for i in range(-(-n // 4))] + ["review.html"])
+    assert chunked == one_pass

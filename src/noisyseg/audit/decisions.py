@@ -29,7 +29,7 @@ from typing import Any
 
 from noisyseg.errors import NoisysegError
 
-FORMAT = "noisyseg review decisions"
+FORMAT = "noisyseg review decisions"  # review.html writes it into the files it exports
 DECISION_ACTIONS = ("keep", "relabel", "ignore", "drop")
 MAX_DECISIONS_BYTES = 512 << 20  # a decisions file lists at most every annotation of a file; bound the read
 

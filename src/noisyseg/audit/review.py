@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from noisyseg.audit.decisions import FORMAT as DECISIONS_FORMAT
 from noisyseg.audit.issues import LabelIssues
 from noisyseg.audit.score import read_image
 from noisyseg.data.coco import decode_mask
@@ -124,7 +125,7 @@ SHEET_COLUMNS, SHEET_ROWS = 6, 4
 PAGE_SIZE = SHEET_COLUMNS * SHEET_ROWS
 REVIEW_FILES = "review_files"
 JPEG_QUALITY = 85
-DECISIONS_FORMAT = "noisyseg review decisions"
+SHEETS_AT_ONCE = 85  # sheets whose crops are held in memory at once (85 x 24 crops of 48 KB: 100 MB)
 
 
 def page_indices(issues: LabelIssues, top: int | None) -> np.ndarray:
@@ -207,10 +208,11 @@ def page_pictures(issues: LabelIssues, indices: np.ndarray, coco: dict, data_pat
     return pictures  # type: ignore[return-value]
 
 
-def sheet_files(pictures: list[np.ndarray], tile: int = REVIEW_TILE) -> dict[str, bytes]:
-    """The crop sheets: relative path -> JPEG bytes, PAGE_SIZE pictures per sheet in page order."""
+def sheet_files(pictures: list[np.ndarray], tile: int = REVIEW_TILE, first: int = 0) -> dict[str, bytes]:
+    """The crop sheets: relative path -> JPEG bytes, PAGE_SIZE pictures per sheet in page order, numbered
+    from ``first``."""
     files = {}
-    for n, start in enumerate(range(0, len(pictures), PAGE_SIZE)):
+    for n, start in enumerate(range(0, len(pictures), PAGE_SIZE), first):
         chunk = pictures[start:start + PAGE_SIZE]
         sheet = np.full((SHEET_ROWS * tile, SHEET_COLUMNS * tile, 3), 24, dtype=np.uint8)
         for k, picture in enumerate(chunk):
@@ -236,7 +238,13 @@ def review_files(issues: LabelIssues, coco: dict, data_path: str | Path, page_di
 
     indices = page_indices(issues, top)
     data = page_data(issues, indices, coco, page_dir, summary, audit_info, data_sha256)
-    files = sheet_files(page_pictures(issues, indices, coco, data_path))
+    files: dict[str, bytes] = {}
+    # crops in chunks of sheets: memory stays near SHEETS_AT_ONCE sheets of raw pixels (100 MB), whatever
+    # the number of suspects; an image with suspects in several chunks is read once per chunk
+    step = SHEETS_AT_ONCE * PAGE_SIZE
+    for start in range(0, len(indices), step):
+        files.update(sheet_files(page_pictures(issues, indices[start:start + step], coco, data_path),
+                                 first=start // PAGE_SIZE))
     files["review.html"] = render(data).encode("utf-8")
     return files
 

@@ -228,9 +228,11 @@ def score_annotations(
 
     from noisyseg.engine.predict import load_trained_model
 
+    from noisyseg.engine.distributed import select_device
+
     if not checkpoints:
         raise NoisysegError("no checkpoint to score with")
-    device = torch.device(device)
+    device = select_device(device, "device") if isinstance(device, str) else torch.device(device)
     models, label_map, root = [], None, None
     for ckpt in checkpoints:
         model, cfg, lm = load_trained_model(ckpt, device)
