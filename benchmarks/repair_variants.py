@@ -33,7 +33,8 @@ from pathlib import Path
 
 from noisyseg.bench.grid import method_dir
 from noisyseg.bench.report import read_rows
-from noisyseg.bench.runner import _train_to_end, audit_dir_of, fixed_file_of, run_dir_of
+from noisyseg.bench.records import audit_dir_of, fixed_file_of, run_dir_of
+from noisyseg.engine.trainer import train_to_end
 from noisyseg.config import config_from_dict
 from noisyseg.utils.io import atomic_write_text, read_json
 
@@ -101,9 +102,9 @@ def train_variant(bench: Path, variant: str, cell: str, noise: str, seed: int,
     tree["data"]["train_json"] = str(repaired_json)
     cfg = config_from_dict(tree, source=f"{name}[{noise}/seed{seed}]")
     # the bench's own finish-or-resume step: reads a finished run back, re-evaluates one that lost its final AP
-    metrics, seconds, _ = _train_to_end(run_dir_of(bench, name, noise, seed), cfg, f"[{name}] {noise} seed {seed}: {what}",
-                                        progress)
-    return metrics["segm"]["AP"], what, seconds
+    outcome = train_to_end(cfg, run_dir_of(bench, name, noise, seed), progress=progress,
+                           label=f"[{name}] {noise} seed {seed}: {what}")
+    return outcome.metrics["segm"]["AP"], what, outcome.train_seconds
 
 
 def main() -> None:

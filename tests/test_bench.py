@@ -27,6 +27,7 @@ from noisyseg.bench import (
 )
 from noisyseg.bench.report import paired_differences, peak_minus_final, read_curve, recovered_fraction
 from noisyseg.cli import main
+from noisyseg.engine.run_folder import RunFolder
 from noisyseg.errors import NoisysegError
 from noisyseg.losses.registry import RoIClassificationLoss
 
@@ -136,15 +137,17 @@ def test_paired_differences_recovered_share_and_peak_minus_final():
 
 
 def test_curves_come_from_the_eval_lines_last_one_per_epoch(tmp_path):
-    log = tmp_path / "metrics.jsonl"
+    from noisyseg.engine.run_folder import RunFolder
+
+    run = RunFolder(tmp_path)
     lines = [{"event": "train", "epoch": 1, "loss": 2.0}, {"event": "eval", "epoch": 1, "segm_AP": 5.0, "bbox_AP": 6.0},
              {"event": "eval", "epoch": 2, "segm_AP": 7.0, "bbox_AP": 8.0},
              {"event": "eval", "epoch": 2, "segm_AP": 7.5, "bbox_AP": 8.5}]  # epoch 2 again after a resume
-    log.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"event": "ev')  # a line cut by a kill
-    assert read_curve(log, "ce", "clean", 3) == [
+    run.log_path.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"event": "ev')  # a line cut by a kill
+    assert read_curve(run.log_records(), "ce", "clean", 3) == [
         {"method": "ce", "noise": "clean", "seed": 3, "epoch": 1, "mask_AP": 5.0, "box_AP": 6.0},
         {"method": "ce", "noise": "clean", "seed": 3, "epoch": 2, "mask_AP": 7.5, "box_AP": 8.5}]
-    assert read_curve(tmp_path / "missing.jsonl", "ce", "clean", 3) == []
+    assert read_curve(RunFolder(tmp_path / "missing").log_records(), "ce", "clean", 3) == []
 
 
 def test_command_file_keeps_every_distinct_call(tmp_path):
@@ -184,7 +187,7 @@ def test_bench_writes_results_curves_and_tables(bench):
     for r in rows:  # the curve ends at the final AP
         last = [c for c in curves if (c["method"], c["noise"]) == (r["method"], r["noise"])][-1]
         assert float(last["mask_AP"]) == float(r["mask_AP"]) and float(last["box_AP"]) == float(r["box_AP"])
-    log = out / "runs" / "lncis" / "sym0.5" / "seed0" / "metrics.jsonl"
+    log = RunFolder(out / "runs" / "lncis" / "sym0.5" / "seed0").log_records()
     assert read_curve(log, "lncis", "sym0.5", 0)[0]["mask_AP"] == float(curves[6]["mask_AP"])
     table = (out / "table.md").read_text()
     diff = float(rows[3]["mask_AP"]) - float(rows[2]["mask_AP"])
@@ -342,18 +345,3 @@ def test_the_python_api_takes_a_config_object(bench, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_the_bench_evaluates_with_the_runs_threads_and_gives_the_callers_count_back(tiny_coco, monkeypatch):
-    from noisyseg.bench.runner import evaluate_checkpoint
-    from noisyseg.config import config_from_dict
-
-    seen = []
-
-    def recording(checkpoint, data, device, **kwargs):
-        seen.append(torch.get_num_threads())
-        return {"segm": {"AP": 1.0}, "bbox": {"AP": 2.0}}, []
-
-    monkeypatch.setattr("noisyseg.engine.evaluate.evaluate_checkpoint", recording)
-    torch.set_num_threads(1)
-    metrics = evaluate_checkpoint(Path("last.pt"), config_from_dict(tiny_config(tiny_coco, threads=2)), progress=False)
-    assert seen == [2] and metrics == {"segm": {"AP": 1.0}, "bbox": {"AP": 2.0}}
-    assert torch.get_num_threads() == 1

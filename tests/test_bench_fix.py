@@ -11,7 +11,8 @@ from helpers import tiny_config, write_tiny_coco
 from noisyseg.bench import run_bench, run_dir_of
 from noisyseg.bench.grid import fix_plan, parse_methods
 from noisyseg.bench.report import AUDIT_FIELDS, CSV_FIELDS
-from noisyseg.bench.runner import audit_dir_of, fixed_file_of, report_bench
+from noisyseg.bench.records import audit_dir_of, fixed_file_of
+from noisyseg.bench.runner import report_bench
 from noisyseg.errors import NoisysegError
 
 FIX = "lncis+fix:action=ignore"
@@ -173,7 +174,7 @@ def test_an_interrupted_fix_cell_reuses_its_first_run_audits_again_and_resumes_t
 
     def killed_after_the_first_retrain_epoch(run, epoch):
         real_save(run, epoch)
-        if run.out == retrain and epoch == 1:
+        if run.folder.path == retrain and epoch == 1:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "save_epoch_checkpoints", killed_after_the_first_retrain_epoch)

@@ -121,24 +121,22 @@ def audit_run(out: Path, noise: str, seed: int, progress: bool = True) -> dict:
     (``audit/demo_audit.json`` records their sha256) is reused."""
     import hashlib
 
-    import yaml
-
     from noisyseg.audit import audit
     from noisyseg.bench import run_dir_of
+    from noisyseg.engine.run_folder import RunFolder
     from noisyseg.utils.io import atomic_write_json, read_json
 
-    run = run_dir_of(out, AUDITED, noise, seed)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    run = RunFolder(run_dir_of(out, AUDITED, noise, seed))
+    cfg = run.read_config_tree()
     train_json = Path(cfg["data"]["train_json"])
-    inputs = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-              for path in (run / "checkpoints" / "last.pt", train_json)}
+    inputs = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (run.last_checkpoint, train_json)}
     record_path = out / "audit" / "demo_audit.json"
     if record_path.is_file() and (out / "audit" / "contact_sheet.png").is_file():
         record = read_json(record_path, "demo audit record")
         if record.get("inputs") == inputs:
             return record["summary"]
     record_path.unlink(missing_ok=True)
-    result = audit(run, train_json, out_dir=out / "audit", device=cfg["train"]["device"],
+    result = audit(run.path, train_json, out_dir=out / "audit", device=cfg["train"]["device"],
                    batch_size=cfg["train"]["batch_size"], progress=progress)
     atomic_write_json(record_path, {"inputs": inputs, "summary": result.summary}, indent=1)
     return result.summary
@@ -208,11 +206,12 @@ def write_overlays(out: Path, data, noise: str, seed: int, n_images: int = 3) ->
     from noisyseg.bench import run_dir_of
     from noisyseg.data.images import load_rgb
     from noisyseg.engine.predict import load_trained_model
+    from noisyseg.engine.run_folder import RunFolder
     from noisyseg.utils.draw import draw_overlay, write_png
     from noisyseg.utils.io import read_json
 
     val = read_json(data.val_json)
-    models = {m: load_trained_model(run_dir_of(out, m, noise, seed) / "checkpoints" / "last.pt")[::2]
+    models = {m: load_trained_model(RunFolder(run_dir_of(out, m, noise, seed)).last_checkpoint)[::2]
               for m in METHODS}
     paths = []
     for im in val["images"][:n_images]:

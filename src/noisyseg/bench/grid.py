@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from noisyseg.engine.run_folder import ce_stage_end_epoch
 from noisyseg.errors import NoisysegError
 
 
@@ -338,7 +339,7 @@ def fix_cell_configs(base: dict, plan: FixPlan, train_json: str | Path, fixed_js
     where = f"--methods: {plan.spec!r}"
     if plan.checkpoint == "ce_stage_end":
         warmup = first["loss"]["warmup_epochs"]
-        if first["loss"]["name"] == "ce" or not 0 < warmup < epochs:
+        if ce_stage_end_epoch(warmup, epochs, first["loss"]["name"]) is None:
             raise NoisysegError(f"{where}: checkpoint=ce_stage_end needs a first run with a CE stage before "
                                 f"another loss ({plan.base}: loss {first['loss']['name']}, warm-up {warmup} of "
                                 f"{epochs} epochs)")
@@ -348,20 +349,3 @@ def fix_cell_configs(base: dict, plan: FixPlan, train_json: str | Path, fixed_js
         kept = set(first["train"].get("keep_epochs") or [])
         first["train"]["keep_epochs"] = sorted(kept | set(plan.keep_epochs(epochs)))
     return first, cell_config(base, plan.retrain, fixed_json, seed)
-
-
-def fold_image_ids(coco: dict, folds: int, seed: int) -> list[list[Any]]:
-    """The image ids of a COCO file split into ``folds`` near-equal folds, shuffled by ``seed`` (each
-    fold's ids in file order). Deterministic: the same file, folds and seed give the same split."""
-    import numpy as np
-
-    ids = [im["id"] for im in coco["images"]]
-    order = np.random.default_rng([seed, folds]).permutation(len(ids))
-    return [[ids[i] for i in sorted(order[f::folds].tolist())] for f in range(folds)]
-
-
-def without_images(coco: dict, image_ids: Sequence[Any]) -> dict:
-    """``coco`` without the images ``image_ids`` and their annotations (everything else kept as it is)."""
-    held = set(image_ids)
-    return {**coco, "images": [im for im in coco["images"] if im["id"] not in held],
-            "annotations": [a for a in coco["annotations"] if a["image_id"] not in held]}

@@ -1,5 +1,6 @@
 """The bench's report: ``results.csv`` (one row per cell), ``curves.csv`` (val AP per evaluated epoch),
-``table.md`` and ``ap_vs_noise.png``.
+``per_class.csv`` (mask and box AP of each class per cell, with the class's count in the clean training
+file), ``table.md`` and ``ap_vs_noise.png``.
 
 Rows are dicts with the :data:`CSV_FIELDS` keys (values as read from the csv: strings, or numbers for rows
 just measured); rows of audit methods (``lncis+fix:...``) also have the :data:`AUDIT_FIELDS` keys, which
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import atomic_write_bytes, atomic_write_text
 
 CSV_FIELDS = ["method", "noise", "noise_kind", "noise_rate", "seed", "mask_AP", "mask_AP50", "mask_AP75",
@@ -28,6 +29,12 @@ AUDIT_TRUTH_FIELDS = {"audit_auroc": "auroc", "audit_ap": "average_precision",
                       "audit_precision_at_recall_0.8": "precision_at_recall_0.8"}
 AUDIT_FIELDS = ["audit_seconds", "retrain_seconds", "audit_n_flagged", *AUDIT_TRUTH_FIELDS]
 CURVE_FIELDS = ["method", "noise", "seed", "epoch", "mask_AP", "box_AP"]
+PER_CLASS_FIELDS = ["method", "noise", "seed", "class", "train_count", "mask_AP", "box_AP"]
+#: the columns that must read as numbers (empty allowed where marked False) when a csv is checked
+_NUMBER_FIELDS = {"seed": True, "noise_rate": True, "mask_AP": True, "box_AP": True, "epoch": True,
+                  "mask_AP50": True, "mask_AP75": True, "box_AP50": True, "box_AP75": True, "train_seconds": True,
+                  "realised_noise_rate": True, "train_count": False,
+                  **{f: False for f in ("audit_seconds", "retrain_seconds", "audit_n_flagged", *AUDIT_TRUTH_FIELDS)}}
 BASELINE = "ce"
 
 
@@ -36,12 +43,37 @@ def cell_key(row: dict) -> tuple[str, str, int]:
     return row["method"], row["noise"], int(row["seed"])
 
 
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a csv written by this module ([] when the file does not exist)."""
+def read_rows(path: Path, check: bool = False) -> list[dict]:
+    """The rows of a csv written by this module ([] when the file does not exist).
+
+    With ``check`` (a folder handed to ``--report-only``, perhaps edited by hand), every row must have the
+    cell key and its number columns must read as numbers: otherwise one :class:`NoisysegError` line names
+    the file, the row (1 = the first after the header), the column and the value.
+    """
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise NoisysegError(f"{path}: not a csv file this bench wrote ({e})") from None
+    if check:
+        for i, row in enumerate(rows, 1):
+            for field in ("method", "noise", "seed"):
+                if not row.get(field):
+                    raise NoisysegError(f"{path}: row {i}: column {field!r} is missing or empty")
+            for field, required in _NUMBER_FIELDS.items():
+                value = row.get(field)
+                if value is None or (value == "" and (not required or "class" in row)):
+                    continue  # per-class rows leave AP empty for a class without val objects
+                try:
+                    number = float(value)
+                    if field == "seed" and number != int(number):
+                        raise ValueError
+                except (TypeError, ValueError):
+                    shown = value if len(value) <= 40 else value[:40] + "..."
+                    raise NoisysegError(f"{path}: row {i}: column {field!r}: expected a number, got {shown!r}") from None
+    return rows
 
 
 def csv_text(rows: Iterable[dict], fields: list[str]) -> str:
@@ -63,18 +95,13 @@ def result_fields(rows: list[dict]) -> list[str]:
     return CSV_FIELDS + AUDIT_FIELDS if any(has_audit(r) for r in rows) else CSV_FIELDS
 
 
-def read_curve(metrics_jsonl: Path, method: str, noise: str, seed: int) -> list[dict]:
-    """Curve rows of one run from the ``{"event": "eval", "epoch": N, "segm_AP": .., "bbox_AP": ..}`` lines
-    of its ``metrics.jsonl``, by epoch; when an epoch was logged twice (a resumed run) the last line wins.
+def read_curve(log_records: list[dict], method: str, noise: str, seed: int) -> list[dict]:
+    """Curve rows of one run from the ``{"event": "eval", "epoch": N, "segm_AP": .., "bbox_AP": ..}`` records
+    of its training log (:meth:`noisyseg.engine.run_folder.RunFolder.log_records`), by epoch; when an epoch
+    was logged twice (a resumed run) the last record wins.
     """
     by_epoch: dict[int, dict] = {}
-    if not metrics_jsonl.exists():
-        return []
-    for line in metrics_jsonl.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
+    for record in log_records:
         if isinstance(record, dict) and record.get("event") == "eval" and "segm_AP" in record:
             epoch = int(record["epoch"])
             by_epoch[epoch] = {"method": method, "noise": noise, "seed": seed, "epoch": epoch,
@@ -82,15 +109,18 @@ def read_curve(metrics_jsonl: Path, method: str, noise: str, seed: int) -> list[
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def write_data(out: Path, rows: list[dict], curves: list[dict]) -> None:
-    """Rewrite ``results.csv`` and ``curves.csv``."""
+def write_data(out: Path, rows: list[dict], curves: list[dict], per_class: list[dict]) -> None:
+    """Rewrite ``results.csv``, ``curves.csv`` and (when there are per-class rows) ``per_class.csv``."""
     atomic_write_text(out / "results.csv", csv_text(rows, result_fields(rows)))
     atomic_write_text(out / "curves.csv", csv_text(curves, CURVE_FIELDS))
+    if per_class or (out / "per_class.csv").exists():
+        atomic_write_text(out / "per_class.csv", csv_text(per_class, PER_CLASS_FIELDS))
 
 
-def write_report(out: Path, rows: list[dict], curves: list[dict], methods: list[str], noise_names: list[str]) -> None:
+def write_report(out: Path, rows: list[dict], curves: list[dict], methods: list[str], noise_names: list[str],
+                 per_class: list[dict] = ()) -> None:
     """Rewrite ``table.md`` and ``ap_vs_noise.png``."""
-    atomic_write_text(out / "table.md", format_report(rows, curves, methods, noise_names))
+    atomic_write_text(out / "table.md", format_report(rows, curves, methods, noise_names, list(per_class)))
     if rows:
         plot_ap_vs_noise(rows, methods, out / "ap_vs_noise.png")
 
@@ -304,14 +334,130 @@ def format_audit(rows: list[dict], methods: list[str], noise_names: list[str]) -
     return "\n".join(lines) + "\n"
 
 
-def format_report(rows: list[dict], curves: list[dict], methods: list[str], noise_names: list[str]) -> str:
+def format_report(rows: list[dict], curves: list[dict], methods: list[str], noise_names: list[str],
+                  per_class: list[dict] = ()) -> str:
     """``table.md``: the mean ± std table, the paired differences to CE, the recovered shares, the
-    peak-minus-final of the curves and, when the bench has audit methods, their audit figures and
-    compute (sections that lack their inputs are left out)."""
+    peak-minus-final of the curves, when the bench has audit methods their audit figures and compute, and
+    with per-class rows the head / tail summary and the per-class tables (sections that lack their inputs
+    are left out)."""
     parts = [format_table(rows, methods, noise_names), format_paired(rows, methods, noise_names),
              format_recovered(rows, methods, noise_names), format_memorisation(curves, methods, noise_names),
-             format_audit(rows, methods, noise_names)]
+             format_audit(rows, methods, noise_names), format_head_tail(list(per_class), methods, noise_names),
+             format_per_class(list(per_class), methods, noise_names)]
     return "\n".join(p for p in parts if p)
+
+
+def class_order(per_class: list[dict]) -> list[tuple[str, int]]:
+    """(class, training count) of the classes in ``per_class`` rows, most frequent first (ties by name)."""
+    counts: dict[str, int] = {}
+    for r in per_class:
+        counts[r["class"]] = int(float(r["train_count"])) if r.get("train_count") not in (None, "") else -1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _class_values(per_class: list[dict], metric: str = "mask_AP") -> dict[tuple[str, str, str], dict[int, float]]:
+    """(method, noise, class) -> seed -> value (classes without val objects left out)."""
+    out: dict[tuple[str, str, str], dict[int, float]] = {}
+    for r in per_class:
+        if r.get(metric) not in (None, ""):
+            out.setdefault((r["method"], r["noise"], r["class"]), {})[int(r["seed"])] = float(r[metric])
+    return out
+
+
+def head_tail_split(order: list[tuple[str, int]]) -> tuple[list[str], list[str]]:
+    """The head (the most frequent third of the classes, at least one) and the tail (the least frequent third)."""
+    k = max(1, len(order) // 3)
+    names = [name for name, _ in order]
+    return names[:k], names[-k:]
+
+
+def class_differences(per_class: list[dict], method: str, noise: str, metric: str = "mask_AP",
+                      baseline: str = BASELINE) -> dict[str, float]:
+    """class -> mean over seeds of (``method`` minus ``baseline``) ``metric``, paired by seed, at ``noise``."""
+    values = _class_values(per_class, metric)
+    out = {}
+    for name, _ in class_order(per_class):
+        ours, theirs = values.get((method, noise, name), {}), values.get((baseline, noise, name), {})
+        diffs = [ours[s] - theirs[s] for s in ours if s in theirs]
+        if diffs:
+            out[name] = sum(diffs) / len(diffs)
+    return out
+
+
+def format_head_tail(per_class: list[dict], methods: list[str], noise_names: list[str],
+                     metric: str = "mask_AP") -> str:
+    """Head / tail mean AP per method and noise setting, and each method's worst class against CE."""
+    if not per_class:
+        return ""
+    order = class_order(per_class)
+    head, tail = head_tail_split(order)
+    values = _class_values(per_class, metric)
+
+    def group_mean(m: str, n: str, names: list[str]) -> float | None:
+        per_seed: dict[int, list[float]] = {}
+        for name in names:
+            for seed, v in values.get((m, n, name), {}).items():
+                per_seed.setdefault(seed, []).append(v)
+        means = [sum(v) / len(v) for v in per_seed.values() if len(v) == len(names)]
+        return _stats(means)[0] if means else None
+
+    def cell(m: str, n: str) -> str | None:
+        h, t = group_mean(m, n, head), group_mean(m, n, tail)
+        if h is None and t is None:
+            return None
+        return f"{'–' if h is None else f'{h:.1f}'} / {'–' if t is None else f'{t:.1f}'}"
+
+    def worst_cell(m: str, n: str) -> str | None:
+        diffs = class_differences(per_class, m, n, metric)
+        if not diffs:
+            return None
+        name = min(diffs, key=diffs.get)
+        return f"{_signed(diffs[name])} ({name})"
+
+    counts = ", ".join(f"{name} {count}" for name, count in order)
+    lines = [f"head / tail: mean {metric.replace('_', ' ')} of the {len(head)} most frequent classes "
+             f"({', '.join(head)}) / the {len(tail)} least frequent ({', '.join(tail)}) in the clean training file, "
+             f"mean over seeds (training annotations per class: {counts})", "",
+             *_grid("head / tail", methods, noise_names, cell)]
+    others = [m for m in methods if m != BASELINE]
+    if BASELINE in methods and others:
+        lines += ["", f"worst class: the class whose {metric.replace('_', ' ')} falls most below {BASELINE}'s on the "
+                  "same noisy file (mean of the paired per-seed differences); tail-safe means no class below -2",
+                  "", *_grid("worst class", others, noise_names, worst_cell)]
+    return "\n".join(lines) + "\n"
+
+
+def format_per_class(per_class: list[dict], methods: list[str], noise_names: list[str],
+                     metric: str = "mask_AP") -> str:
+    """One table per noise setting: classes (most frequent first) x methods, mean ± std over seeds, and for
+    the other methods the paired difference to CE in brackets."""
+    if not per_class:
+        return ""
+    values = _class_values(per_class, metric)
+    order = class_order(per_class)
+    shown = [m for m in methods if any(k[0] == m for k in values)]
+    sections = []
+    for n in noise_names:
+        if not any(k[1] == n for k in values):
+            continue
+        diffs = {m: class_differences(per_class, m, n, metric) for m in shown if m != BASELINE}
+        lines = [f"per class, {n}: {metric.replace('_', ' ')} mean ± std over seeds (minus {BASELINE}, paired)", "",
+                 "| class (train count) | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+        for name, count in order:
+            texts = []
+            for m in shown:
+                seeds = values.get((m, n, name))
+                if not seeds:
+                    texts.append("–")
+                    continue
+                mean, std = _stats(list(seeds.values()))
+                text = f"{mean:.1f} ± {std:.1f}" if len(seeds) > 1 else f"{mean:.1f}"
+                if m in diffs and name in diffs[m]:
+                    text += f" ({_signed(diffs[m][name])})"
+                texts.append(text)
+            lines.append(f"| {name} ({count}) | " + " | ".join(texts) + " |")
+        sections.append("\n".join(lines) + "\n")
+    return "\n".join(sections)
 
 
 def plot_ap_vs_noise(rows: list[dict], methods: list[str], path: Path) -> Path:

@@ -27,17 +27,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="COCO box and mask AP of a trained model on the clean val set",
                        description="Writes metrics.json (box and mask AP, AP50, AP75, S/M/L, per class) and "
-                                   "detections.json (COCO results in the data set's own category ids).")
+                                   "detections.json (COCO results in the data set's own category ids). The final "
+                                   "last.pt of a finished run on its own val set goes to the run folder (its final "
+                                   "record, epoch and training time kept); any other checkpoint or val set goes to "
+                                   "RUN/eval/<checkpoint>/, so the run's record is never written over.")
     p.add_argument("run", help="a run folder (uses its config.yaml and checkpoints/last.pt) or a YAML config")
-    p.add_argument("--checkpoint", help="checkpoint file (default: RUN/checkpoints/last.pt)")
+    p.add_argument("--checkpoint", help="checkpoint: a file, or a name in RUN/checkpoints (epoch_3, ce_stage_end; "
+                                        "default last)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set data.val_json=other.json")
-    p.add_argument("--out", help="folder to write metrics.json and detections.json to (default: the run folder)")
+    p.add_argument("--out", help="folder to write metrics.json and detections.json to (default: see above)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("predict", help="predict on images: overlays and a COCO results json")
+    p = sub.add_parser("predict", help="predict on images: overlays and a COCO results json",
+                       description="Run a trained checkpoint on image files; write one overlay PNG per image "
+                                   "(boxes, masks, class names and scores at or above --score-threshold) and "
+                                   "results.json (COCO results in the data set's own category ids) into OUT. "
+                                   "No input image is ever written over.")
     p.add_argument("checkpoint", help="a noisyseg checkpoint (.pt)")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("-o", "--out", required=True, help="output folder")
@@ -57,7 +65,7 @@ def _train(args) -> int:
         return _launch(args, cfg)
     from noisyseg.engine.trainer import train
 
-    result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, inputs=[args.config])
     if result.metrics:
         from noisyseg.eval import format_metrics_table
 

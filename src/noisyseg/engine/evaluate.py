@@ -112,15 +112,18 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, device: torch.
 def evaluate_run(run_or_config: str | Path, *, checkpoint: str | Path | None = None, overrides: Sequence[str] = (),
                  out_dir: str | Path | None = None, device: str = "auto",
                  progress: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
-    """``noisyseg eval``: score a run's checkpoint on its clean val set and write ``metrics.json`` and
+    """``noisyseg eval``: score a checkpoint on the clean val set and write ``metrics.json`` and
     ``detections.json``.
 
     Args:
         run_or_config: a run folder (its ``config.yaml``; ``checkpoints/last.pt`` unless ``checkpoint``)
             or a YAML config (then ``checkpoint`` is required).
-        checkpoint: the checkpoint file to score.
+        checkpoint: the checkpoint to score: a file, or in a run folder a name (``epoch_3``, ``ce_stage_end``).
         overrides: ``KEY=VALUE`` config overrides, e.g. ``data.val_json=other.json``.
-        out_dir: where the two files go; default the run folder, or the checkpoint's folder for a config.
+        out_dir: where the two files go. Default: for the final ``last.pt`` of a finished run on its own val
+            set, the run folder (its final record, with the run's epoch and training time kept); for any other
+            checkpoint or val set of a run, ``RUN/eval/<checkpoint>/`` (the run's record is never touched);
+            for a checkpoint outside a run folder, the checkpoint's folder.
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
 
     Returns:
@@ -128,29 +131,58 @@ def evaluate_run(run_or_config: str | Path, *, checkpoint: str | Path | None = N
         the files written (``metrics.json`` is the metrics plus the ``checkpoint`` path; ``detections.json``
         the COCO results in the data set's own category ids).
 
-    The config, device and output folder are checked before any work; a bad one is a one-line
-    :class:`NoisysegError` and nothing is written.
+    The config, checkpoint, device and output folder are checked before any work; a bad one, or an
+    ``out_dir`` whose ``metrics.json`` is the run's final record when this is not the final evaluation, is a
+    one-line :class:`NoisysegError`, and nothing is written.
     """
     from noisyseg.config import load_config
+    from noisyseg.engine.checkpoint import load_checkpoint
     from noisyseg.engine.distributed import select_device
+    from noisyseg.engine.run_folder import RunFolder
     from noisyseg.errors import NoisysegError
     from noisyseg.utils.io import atomic_write_json, ensure_output_dir
 
-    run = Path(run_or_config)
-    if run.is_dir():
-        cfg_path, ckpt = run / "config.yaml", Path(checkpoint or run / "checkpoints" / "last.pt")
-        out = Path(out_dir or run)
+    given = Path(run_or_config)
+    if given.is_dir():
+        run = RunFolder(given)
+        if not run.config_path.is_file():
+            raise NoisysegError(f"{given}: not a run folder (no {run.config_path.name}); pass a run folder, or a "
+                                "config with --checkpoint")
+        ckpt = run.resolve_checkpoints([str(checkpoint)] if checkpoint else None)[0]
+        cfg_path = run.config_path
     else:
         if not checkpoint:
-            raise NoisysegError(f"{run}: with a config file, pass --checkpoint")
-        cfg_path, ckpt = run, Path(checkpoint)
-        out = Path(out_dir or ckpt.parent)
+            raise NoisysegError(f"{given}: with a config file, pass --checkpoint")
+        ckpt, cfg_path = Path(checkpoint), given
+        run = RunFolder.of_checkpoint(ckpt)
     cfg = load_config(cfg_path, list(overrides))
     torch_device = select_device(device)
+    if not Path(ckpt).is_file():
+        raise NoisysegError(f"{ckpt}: checkpoint not found")
+    final = False
+    if run is not None and Path(ckpt).resolve() == run.last_checkpoint.resolve() and not overrides \
+            and cfg_path == run.config_path:
+        saved = load_checkpoint(ckpt)
+        final = saved.get("epoch") == cfg.train.epochs
+    if out_dir is not None:
+        out = Path(out_dir)
+    elif run is None:
+        out = Path(ckpt).parent
+    else:
+        out = run.path if final else run.eval_dir(Path(ckpt), overrides)
+    if run is not None and not final and (out / "metrics.json").resolve() == run.record_path.resolve():
+        raise NoisysegError(f"{out}: would write over {run.record_path}, the run's final record, with the results "
+                            f"of {Path(ckpt).name}{' on another val set' if overrides else ''}; leave out --out "
+                            f"(writes to {run.eval_dir(Path(ckpt), overrides)}) or choose another folder")
     ensure_output_dir(out, "output folder")
     metrics, detections = evaluate_checkpoint(ckpt, cfg.data, torch_device, num_workers=cfg.data.num_workers,
                                               progress=progress)
     paths = {"metrics": out / "metrics.json", "detections": out / "detections.json"}
     atomic_write_json(paths["detections"], detections)
-    atomic_write_json(paths["metrics"], {"checkpoint": str(ckpt), **metrics}, indent=2)
+    if final and (out / "metrics.json").resolve() == run.record_path.resolve():
+        record = run.final_record() or {}
+        seconds = record.get("train_seconds", saved.get("train_seconds"))
+        run.write_final_record(cfg.train.epochs, seconds, {"checkpoint": str(ckpt), **metrics})
+    else:
+        atomic_write_json(paths["metrics"], {"checkpoint": str(ckpt), **metrics}, indent=2)
     return metrics, paths

@@ -9,14 +9,11 @@ configured loss (DESIGN.md §1). :func:`train` is four named steps, each readabl
 - :func:`save_epoch_checkpoints` writes the epoch's checkpoints;
 - :func:`evaluate_epoch` scores clean val, every ``train.eval_interval`` epochs and after the last.
 
-A run folder holds ``config.yaml`` (the validated config, written when the run starts, never rewritten),
-``metrics.jsonl`` (one JSON object per line: ``train`` every ``train.log_interval`` iterations, ``epoch``
-timings, ``eval`` AP), ``metrics.json`` (the final AP) and ``checkpoints/``:
-
-- ``last.pt`` after every epoch (keys: :mod:`noisyseg.engine.checkpoint`);
-- ``ce_stage_end.pt``, the model after the last CE epoch, when a stage with another loss follows
-  (what label-noise audits score: the CE-trained model before the robust loss);
-- ``epoch_N.pt`` after each epoch N listed in ``train.keep_epochs``.
+The run folder's layout and records belong to :mod:`noisyseg.engine.run_folder`; the trainer writes
+``config.yaml`` at the start, ``metrics.jsonl`` as it goes, ``checkpoints/`` after every epoch (``last.pt``;
+``ce_stage_end.pt`` after the last CE epoch when another loss follows; ``epoch_N.pt`` for
+``train.keep_epochs``) and the final record ``metrics.json`` at the end. :func:`train_to_end` brings a run
+folder to its final record whatever state it is in (new, killed, finished, finished but not evaluated).
 
 What a run guarantees:
 
@@ -36,16 +33,13 @@ What a run guarantees:
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -61,10 +55,12 @@ from noisyseg.engine.checkpoint import (checkpoint_bytes, load_checkpoint, load_
 from noisyseg.engine.distributed import (DistInfo, all_gather_objects, all_ranks_true, barrier, cleanup,
                                          init_distributed, on_every_rank, torch_threads)
 from noisyseg.engine.evaluate import build_val_set, evaluate_model
+from noisyseg.engine import run_folder
+from noisyseg.engine.run_folder import MetricsLog, RunFolder, RunFolderLocked, RunLock  # noqa: F401 (re-exported)
 from noisyseg.engine.schedule import build_optimizer, build_scheduler
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss
-from noisyseg.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_output_dir
+from noisyseg.utils.io import atomic_write_bytes, ensure_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +79,7 @@ def build_stage_loss(stage: str, cfg: Config):
 
 def ce_stage_end_epoch(cfg: Config) -> int | None:
     """The epoch (1-based) after which ``ce_stage_end.pt`` is saved; None when no other loss follows CE."""
-    warmup = cfg.loss.warmup_epochs
-    return warmup if 0 < warmup < cfg.train.epochs and cfg.loss.name != "ce" else None
+    return run_folder.ce_stage_end_epoch(cfg.loss.warmup_epochs, cfg.train.epochs, cfg.loss.name)
 
 
 def is_eval_epoch(epoch: int, cfg: Config) -> bool:
@@ -111,118 +106,17 @@ def _amp_context(amp: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
-class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, written by rank 0; TensorBoard scalars when installed."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = path
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
-            except Exception:  # tensorboard is optional
-                self.tb = None
-
-    def records(self) -> list[dict[str, Any]]:
-        """The complete lines so far (a line torn by a kill is left out)."""
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(line))
-        return out
-
-    def keep_until(self, epoch: int) -> None:
-        """Drop every line after 1-based ``epoch`` (a resumed run's killed epoch would be logged twice)."""
-        kept = [r for r in self.records() if r.get("epoch", 0) <= epoch]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-
-    def write(self, record: dict[str, Any], step: int | None = None) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None and step is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("epoch", "iter"):
-                    self.tb.add_scalar(f"{record.get('event', 'train')}/{k}", v, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-class RunFolderLocked(NoisysegError):
-    """Another process is training this run folder right now (a bench may skip the cell instead)."""
-
-
-class RunFolder:
-    """A run folder, locked by the one process that trains into it for as long as it does.
-
-    The lock is an exclusive ``flock`` on the folder itself (no lock file); the OS drops it when the
-    process ends, even by ``kill -9``, so no stale lock outlives a run. Opening checks the folder's state:
-    a fresh run needs a folder without ``checkpoints/last.pt``, a resumed one needs that file.
-    """
-
-    def __init__(self, path: Path, resume: bool) -> None:
-        ensure_output_dir(path, "run folder")
-        self.path = path
-        self.checkpoint = path / "checkpoints" / "last.pt"
-        self._created = [p for p in (path, *path.parents) if not p.exists()][::-1]  # outermost first
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise NoisysegError(f"{path}: cannot create the run folder ({e.strerror})") from None
-        self._fd: int | None = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunFolderLocked(f"{path}: another process is training this run; wait until it ends "
-                                      "or choose another --out") from None
-            if resume and not self.checkpoint.is_file():
-                raise NoisysegError(f"{path}: nothing to resume ({self.checkpoint} not found); "
-                                    "train without --resume to start the run")
-            if not resume and self.checkpoint.exists():
-                raise NoisysegError(f"{path}: already holds a run; pass --resume to continue it or choose another --out")
-        except BaseException:
-            self.close(failed=True)
-            raise
-
-    def start(self, cfg: Config, resume: bool, start_epoch: int, metrics_log: MetricsLog) -> None:
-        """Make the folder ready for the first step: remove temporary files a killed write left behind;
-        a fresh run writes ``config.yaml`` and starts a new log, a resumed one drops the killed epoch's lines."""
-        for folder in (self.path, self.path / "checkpoints"):
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-        if resume:
-            metrics_log.keep_until(start_epoch)
-            return
-        for stale in (self.path / "metrics.jsonl", self.path / "metrics.json"):  # of a run killed in epoch 1
-            stale.unlink(missing_ok=True)
-        atomic_write_text(self.path / "config.yaml", config_to_yaml(cfg))
-
-    def close(self, failed: bool = False) -> None:
-        """Release the lock; after a failed start, also remove the (empty) folders this run created."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if failed:
-            for p in reversed(self._created):
-                with contextlib.suppress(OSError):
-                    p.rmdir()  # only removes an empty folder
-
-
 @dataclass
 class TrainResult:
+    """What a call of :func:`train` left: the run folder, its last checkpoint, the final metrics (box and mask
+    AP; empty on ranks other than 0), the run's training seconds over every call, and how many epochs this
+    call trained (0 for a finished run, only re-evaluated or left as it was)."""
+
     out_dir: Path
     checkpoint: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     train_seconds: float = 0.0
+    epochs_trained: int = 0
 
 
 def make_datasets(cfg: Config) -> tuple[CocoInstances, CocoInstances]:
@@ -274,10 +168,10 @@ class Run:
     """What a training run holds between its steps (made by :func:`setup_run`)."""
 
     cfg: Config
-    out: Path
+    folder: RunFolder
     info: DistInfo
     device: torch.device
-    folder: RunFolder | None  # rank 0 only
+    lock: RunLock | None  # rank 0 only
     losses: dict[str, Any]  # stage -> RoI classification loss, every stage built before the first step
     train_set: CocoInstances
     val_set: CocoInstances
@@ -296,28 +190,31 @@ class Run:
 
     @property
     def ckpt_path(self) -> Path:
-        return self.out / "checkpoints" / "last.pt"
+        return self.folder.last_checkpoint
 
     def train_seconds(self) -> float:
         return self.seconds_before + time.time() - self.started_at
 
     def close(self) -> None:
         self.metrics_log.close()
-        if self.folder is not None:
-            self.folder.close()
+        if self.lock is not None:
+            self.lock.close()
 
 
-def train(cfg: Config, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(cfg: Config, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+          inputs: Sequence[str | Path] = ()) -> TrainResult:
     """Train ``cfg`` into ``out_dir`` (default ``cfg.out_dir`` or ``runs/noisyseg``); return final metrics.
 
     Under several processes every process calls this; rank 0 alone logs, prints and writes files. Torch
     runs with ``train.threads`` CPU threads, and the caller's thread count is restored on return.
+    ``inputs``: files the run reads besides its data (the config file): none may be written over.
     """
     info, device = init_distributed(cfg.train.device)
     out = Path(out_dir or cfg.out_dir or "runs/noisyseg")
+    inputs = [*inputs, cfg.data.train_json, cfg.data.val_json]
     with torch_threads(cfg.train.threads):
         try:
-            run = setup_run(cfg, out, resume, info, device)
+            run = setup_run(cfg, out, resume, info, device, inputs)
             if isinstance(run, TrainResult):  # a finished run, resumed: nothing to do
                 return run
             try:
@@ -328,21 +225,58 @@ def train(cfg: Config, out_dir: str | Path | None = None, resume: bool = False, 
                     save_epoch_checkpoints(run, epoch + 1)
                     if is_eval_epoch(epoch + 1, cfg):
                         metrics = evaluate_epoch(run, epoch + 1, progress)
-                seconds = run.train_seconds() if run.start_epoch < cfg.train.epochs else run.seconds_before
+                seconds = run.train_seconds() if run.start_epoch < cfg.train.epochs else _recorded_seconds(run)
                 if info.is_main:
-                    atomic_write_json(out / "metrics.json", {"epoch": cfg.train.epochs, "train_seconds": seconds,
-                                                             **metrics}, indent=2)
-                return TrainResult(out, run.ckpt_path, metrics, seconds)
+                    run.folder.write_final_record(cfg.train.epochs, seconds, metrics)
+                return TrainResult(out, run.ckpt_path, metrics, seconds, cfg.train.epochs - run.start_epoch)
             finally:
                 run.close()
         finally:
             cleanup(info)
 
 
+@dataclass
+class RunOutcome:
+    """A run brought to its end by :func:`train_to_end`: its final metrics (box and mask AP), its training
+    seconds over every call, and what this call did: "trained", "resumed", "re-evaluated" (finished
+    before, its final record missing: the final checkpoint scored again) or "already done"."""
+
+    metrics: dict[str, Any]
+    train_seconds: float
+    how: str
+
+
+def train_to_end(cfg: Config, out_dir: str | Path, progress: bool = True, label: str | None = None) -> RunOutcome:
+    """Bring the run in ``out_dir`` to its end, whatever state it is in: read its final record when it has
+    one for ``cfg.train.epochs`` epochs, else resume it from ``last.pt`` (which only evaluates a finished
+    run), else train it from the start. ``label`` prefixes the lines printed (one process only).
+
+    The caller is responsible for ``cfg`` being the run's own config: a resume refuses any other, but a
+    finished record is returned as it is.
+    """
+    folder = RunFolder(out_dir)
+    label = label or f"[train] {folder.path}"
+    record = folder.final_record(cfg.train.epochs)
+    if record is not None:
+        print(f"{label}: trained before; its results come from {folder.record_path}", flush=True)
+        return RunOutcome({k: record[k] for k in ("segm", "bbox")}, float(record.get("train_seconds", math.nan)),
+                          "already done")
+    resume = folder.last_checkpoint.is_file()
+    if resume and load_checkpoint(folder.last_checkpoint).get("epoch", 0) >= cfg.train.epochs:
+        print(f"{label}: trained, but {folder.record_path} has no final AP: evaluating {folder.last_checkpoint}",
+              flush=True)
+    else:
+        print(f"{label}{' (resuming)' if resume else ''}", flush=True)
+    result = train(cfg, folder.path, resume=resume, progress=progress)
+    how = "trained" if not resume else "resumed" if result.epochs_trained else "re-evaluated"
+    return RunOutcome(result.metrics, result.train_seconds, how)
+
+
 # ------------------------------------------------------------------------------------------ setup
 
 
-def setup_run(cfg: Config, out: Path, resume: bool, info: DistInfo, device: torch.device) -> Run | TrainResult:
+def setup_run(cfg: Config, out: Path, resume: bool, info: DistInfo, device: torch.device,
+              inputs: Sequence[str | Path] = ()) -> Run | TrainResult:
     """Check and build everything before the first step; restore the checkpoint when resuming.
 
     In order: the run folder (rank 0 locks it and checks it holds a run exactly when resuming); on resume
@@ -351,25 +285,30 @@ def setup_run(cfg: Config, out: Path, resume: bool, info: DistInfo, device: torc
     ``metrics.json`` holds the final AP is returned as a :class:`TrainResult` without building anything.
     A :class:`NoisysegError` on any rank stops every rank, and a folder this call created is removed.
     """
-    folder = on_every_rank(lambda: RunFolder(out, resume) if info.is_main else None, info)
+    folder = RunFolder(out)
+    lock = on_every_rank(lambda: _open_run_folder(folder, resume, inputs) if info.is_main else None, info)
     try:
-        ckpt = on_every_rank(lambda: _read_resume_checkpoint(cfg, out) if resume else None, info)
+        ckpt = on_every_rank(lambda: _read_resume_checkpoint(cfg, folder) if resume else None, info)
         if ckpt is not None and ckpt["epoch"] >= cfg.train.epochs:
-            finished = _finished_result(out, ckpt) if info.is_main else None
+            finished = _finished_result(folder, ckpt) if info.is_main else None
             if all_gather_objects(finished is not None, info)[0]:  # rank 0 read metrics.json; all follow
                 if info.is_main:
                     print(f"[resume] {out}: the run finished after epoch {ckpt['epoch']}; its results are kept",
                           flush=True)
-                    folder.close()
-                return finished or TrainResult(out, out / "checkpoints" / "last.pt")
-        run = on_every_rank(lambda: _build_run(cfg, out, info, device, folder), info)
+                    lock.close()
+                return finished or TrainResult(out, folder.last_checkpoint)
+        run = on_every_rank(lambda: _build_run(cfg, folder, info, device, lock), info)
         if ckpt is not None:
             on_every_rank(lambda: _restore(run, ckpt), info)
         if info.is_main:
-            folder.start(cfg, resume, run.start_epoch, run.metrics_log)
+            if resume:
+                folder.remove_temporaries()
+                run.metrics_log.keep_until(run.start_epoch)
+            else:
+                folder.prepare_fresh(config_to_yaml(cfg))
     except BaseException:
-        if folder is not None:
-            folder.close(failed=True)
+        if lock is not None:
+            lock.close(failed=True)
         raise
     if info.enabled:
         run.train_model = torch.nn.parallel.DistributedDataParallel(
@@ -377,32 +316,49 @@ def setup_run(cfg: Config, out: Path, resume: bool, info: DistInfo, device: torc
     return run
 
 
-def _read_resume_checkpoint(cfg: Config, out: Path) -> dict[str, Any]:
-    path = out / "checkpoints" / "last.pt"
-    ckpt = load_checkpoint(path)
+def _recorded_seconds(run: Run) -> float:
+    """The training time of a finished run only re-evaluated now: its record's, when the record kept it (it
+    includes the final evaluation), else the last checkpoint's (written before it)."""
+    recorded = run.folder.recorded_train_seconds() if run.info.is_main else None
+    return run.seconds_before if recorded is None else recorded
+
+
+def _open_run_folder(folder: RunFolder, resume: bool, inputs: Sequence[str | Path]) -> RunLock:
+    """Lock the run folder (rank 0) and check it can take this start; a failure leaves no folder behind."""
+    ensure_output_dir(folder.path, "run folder")
+    lock = RunLock(folder)
+    try:
+        folder.check_can_start(resume, inputs)
+    except BaseException:
+        lock.close(failed=True)
+        raise
+    return lock
+
+
+def _read_resume_checkpoint(cfg: Config, folder: RunFolder) -> dict[str, Any]:
+    out = folder.path
+    ckpt = load_checkpoint(folder.last_checkpoint)
     saved = ckpt["config"]
     with contextlib.suppress(ValueError):  # a key added to the schema since: the run had its default
         saved = Config.model_validate(saved).model_dump(mode="json")
     changed = differing_keys(saved, cfg.model_dump(mode="json"))
     if changed:
         raise NoisysegError(f"{out}: --resume with a config that differs from the run's in {', '.join(changed)}; "
-                            f"resume with the run's settings ({out / 'config.yaml'}) or train into another folder")
+                            f"resume with the run's settings ({folder.config_path}) or train into another folder")
     return ckpt
 
 
-def _finished_result(out: Path, ckpt: dict[str, Any]) -> TrainResult | None:
-    """The results of a finished run from its ``metrics.json``; None when they are missing (evaluate again)."""
-    try:
-        metrics = json.loads((out / "metrics.json").read_text())
-    except (OSError, ValueError):
+def _finished_result(folder: RunFolder, ckpt: dict[str, Any]) -> TrainResult | None:
+    """The results of a finished run from its final record; None when it is missing or is not of the run's
+    last epoch (then the final checkpoint is evaluated again)."""
+    record = folder.final_record(epochs=ckpt["epoch"])
+    if record is None:
         return None
-    if not isinstance(metrics, dict) or not all(isinstance(metrics.get(k), dict) for k in ("segm", "bbox")):
-        return None
-    kept = {k: v for k, v in metrics.items() if k in ("segm", "bbox")}
-    return TrainResult(out, out / "checkpoints" / "last.pt", kept, float(ckpt.get("train_seconds", 0.0)))
+    kept = {k: v for k, v in record.items() if k in ("segm", "bbox")}
+    return TrainResult(folder.path, folder.last_checkpoint, kept, float(ckpt.get("train_seconds", 0.0)))
 
 
-def _build_run(cfg: Config, out: Path, info: DistInfo, device: torch.device, folder: RunFolder | None) -> Run:
+def _build_run(cfg: Config, folder: RunFolder, info: DistInfo, device: torch.device, lock: RunLock | None) -> Run:
     if cfg.train.batch_size % info.world_size:
         raise NoisysegError(
             f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes ({info.world_size})"
@@ -426,8 +382,8 @@ def _build_run(cfg: Config, out: Path, info: DistInfo, device: torch.device, fol
     optimizer = build_optimizer(params, t.lr, t.momentum, t.weight_decay)
     scheduler = build_scheduler(optimizer, iters_per_epoch, t.warmup_iters, t.warmup_ratio, t.lr_steps, t.lr_gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
-    return Run(cfg, out, info, device, folder, losses, train_set, val_set, label_map, iters_per_epoch, model, model,
-               params, optimizer, scheduler, scaler, MetricsLog(out / "metrics.jsonl", info.is_main))
+    return Run(cfg, folder, info, device, lock, losses, train_set, val_set, label_map, iters_per_epoch, model, model,
+               params, optimizer, scheduler, scaler, MetricsLog(folder, info.is_main))
 
 
 def _restore(run: Run, ckpt: dict[str, Any]) -> None:
@@ -557,11 +513,10 @@ def save_epoch_checkpoints(run: Run, epoch: int) -> None:
             "epoch": epoch, "stage": stage_of(epoch - 1, cfg), "rng": rngs, "train_seconds": run.train_seconds(),
             "config": cfg.model_dump(mode="json"), "label_map": run.label_map.to_dict(),
         })
-        folder = run.ckpt_path.parent
         if epoch in cfg.train.keep_epochs:
-            atomic_write_bytes(folder / f"epoch_{epoch}.pt", data)
+            atomic_write_bytes(run.folder.checkpoint(run_folder.epoch_checkpoint_name(epoch)), data)
         if epoch == ce_stage_end_epoch(cfg):
-            atomic_write_bytes(folder / "ce_stage_end.pt", data)
+            atomic_write_bytes(run.folder.checkpoint(run_folder.CE_STAGE_END), data)
         atomic_write_bytes(run.ckpt_path, data)
     barrier(run.info)
 
