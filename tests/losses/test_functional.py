@@ -1,7 +1,5 @@
 """noisyseg.losses.functional: CE, RCE, SCE, GCE and APL against the DESIGN.md §1 formulas."""
 
-import math
-
 import numpy as np
 import pytest
 import torch

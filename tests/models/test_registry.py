@@ -87,3 +87,10 @@ def test_the_shared_settings_and_the_config_schema_import_no_torch():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_public_name_of_the_models_package_resolves():
+    assert sorted(noisyseg.models.__all__) == sorted(noisyseg.models._HOMES)
+    for name in noisyseg.models.__all__:
+        assert getattr(noisyseg.models, name) is not None
+    assert set(noisyseg.models.__all__) <= set(dir(noisyseg.models))

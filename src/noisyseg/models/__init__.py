@@ -28,7 +28,11 @@ _HOMES = {
     "register_model": "registry",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [  # the keys of _HOMES, written out for tools that read __all__ without running the module
+    "ClassificationLoss", "DetectionSettings", "ImageSizes", "KnownStrideRoIAlign", "NoisyLabelRoIHeads",
+    "ScaleRangeTransform", "available_models", "get_model_builder", "maskrcnn_mobilenet_v2_fpn", "maskrcnn_r50_fpn",
+    "maskrcnn_tiny", "register_model",
+]
 
 
 def __getattr__(name: str) -> Any:
