@@ -94,3 +94,14 @@ def test_converted_ground_truth_scores_100():
     res = detections_to_coco(4, boxes, torch.tensor([0.9, 0.8]), torch.tensor([2, 1]), torch.from_numpy(masks), [2, 8])
     m = evaluate(gt, res)
     assert m["bbox"]["AP"] == pytest.approx(100.0) and m["segm"]["AP"] == pytest.approx(100.0)
+
+
+def test_evaluation_alone_does_not_import_torch():
+    """Scoring json results needs no torch: importing it costs seconds and ~700 MB per process."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, noisyseg.eval\n"
+            "r = noisyseg.eval.detections_to_coco(1, np.zeros((1, 4)), [0.5], [1], np.ones((1, 2, 2), bool), [7])\n"
+            "assert r[0]['category_id'] == 7 and 'torch' not in sys.modules\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

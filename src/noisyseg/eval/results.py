@@ -7,24 +7,29 @@ go straight into ``json.dumps``. All masks of an image are encoded by one ``pyco
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-try:  # torch is a dependency of the package, but this module does not need it to work on numpy input
-    import torch
-except ImportError:  # pragma: no cover
-    torch = None  # type: ignore[assignment]
+
+def _torch():
+    """torch if something already imported it, else None: an object cannot be a tensor before torch is
+    imported, so evaluation alone (``noisyseg.eval.evaluate`` on json results) never pays torch's import
+    (seconds, and hundreds of MB in every process that scores)."""
+    return sys.modules.get("torch")
 
 
 def _is_tensor(x: Any) -> bool:
+    torch = _torch()
     return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
     """A CPU numpy view of a tensor, array or nested list (no copy where none is needed)."""
     if _is_tensor(x):
+        torch = _torch()
         x = x.detach()
         if x.dtype == torch.bfloat16:  # numpy has no bfloat16
             x = x.float()
@@ -71,6 +76,7 @@ def _binary_masks_fortran(masks: Any, n: int, threshold: float) -> np.ndarray:
     if masks.ndim != 3 or masks.shape[0] != n:
         raise ValueError(f"masks of shape {tuple(masks.shape)}: expected (N, 1, H, W) or (N, H, W) with N={n}")
     if _is_tensor(masks):
+        torch = _torch()
         binary = masks.detach() > threshold if masks.is_floating_point() else masks.detach() != 0
         # (N, W, H) C-contiguous is the same memory as (H, W, N) Fortran-ordered.
         nwh = binary.to(torch.uint8).transpose(1, 2).contiguous().cpu().numpy()
