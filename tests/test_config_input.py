@@ -153,6 +153,24 @@ def test_other_fields_read_the_set_value_as_yaml(override, got):
     assert getattr(getattr(cfg, section), name) == got
 
 
+def test_a_set_value_that_is_only_a_comment_is_refused():
+    assert _error(parse_override, "train.epochs=#3") == \
+        "--set train.epochs=#3: train.epochs: a comment ('#') in a value; quote the value if it holds a '#'"
+
+
+def test_the_bounded_yaml_reader_serves_other_options():
+    from noisyseg.config import parse_yaml_text
+
+    assert parse_yaml_text("[1, 1e-3, {a: b}]", "--methods") == [1, 0.001, {"a": "b"}]
+    laughs = "[" + ", ".join(["&a0 [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]"
+                                                                       for i in range(1, 6)]) + "]"
+    assert _error(parse_yaml_text, laughs, "--methods 'ce+fix:retrain=...'") == (
+        f"--methods 'ce+fix:retrain=...': expands to more than {MAX_CONFIG_NODES} values (nested or recursive "
+        "YAML aliases?); a config is at most that")
+    assert _error(parse_yaml_text, "[1,", "--methods x") == \
+        "--methods x: not valid YAML at line 1 (expected the node content, but found '<stream end>')"
+
+
 def test_a_comment_in_a_set_value_is_refused_not_cut(tmp_path, capsys):
     line = "--set train.lr_steps=[1] # ,2]: train.lr_steps: a comment ('#') in a value; quote the value if it holds a '#'"
     assert _error(config_from_dict, BASE, overrides=["train.lr_steps=[1] # ,2]"]) == line

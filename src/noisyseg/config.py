@@ -287,6 +287,16 @@ def _yaml_problem(where: str, err: yaml.YAMLError) -> NoisysegError:
     return NoisysegError(f"{where}: not valid YAML{at}" + (f" ({clipped(str(problem), 60)})" if problem else ""))
 
 
+def parse_yaml_text(text: str, where: str) -> Any:
+    """``text`` read as YAML as a config is: YAML 1.2 floats, at most :data:`MAX_CONFIG_NODES` values
+    (aliases counted at every use), one-line NoisysegError naming ``where`` otherwise. For any small YAML
+    a user types (a ``--set`` value, a ``--methods`` option value)."""
+    try:
+        return _parse_yaml(text, where)
+    except yaml.YAMLError as e:
+        raise _yaml_problem(where, e) from None
+
+
 # ------------------------------------------------------------------------------------------- overrides
 
 
@@ -338,13 +348,13 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise NoisysegError(f"{where}: {key}: expected a value after '='")
     try:
         tokens = list(yaml.scan(raw, Loader=_ConfigLoader))
-        content_end = max(t.end_mark.index for t in tokens
-                          if not isinstance(t, (yaml.StreamStartToken, yaml.StreamEndToken)))
-        if raw[content_end:].strip():
-            raise NoisysegError(f"{where}: {key}: a comment ('#') in a value; quote the value if it holds a '#'")
-        return key, _parse_yaml(raw, where)
+        content_end = max((t.end_mark.index for t in tokens
+                           if not isinstance(t, (yaml.StreamStartToken, yaml.StreamEndToken))), default=0)
     except yaml.YAMLError as e:
         raise _yaml_problem(f"{where}: {key}", e) from None
+    if raw[content_end:].strip():
+        raise NoisysegError(f"{where}: {key}: a comment ('#') in a value; quote the value if it holds a '#'")
+    return key, parse_yaml_text(raw, f"{where}: {key}")
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, where: str) -> None:
