@@ -345,3 +345,69 @@ def test_the_python_api_takes_a_config_object(bench, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+
+
+def test_per_class_ap_is_kept_per_cell_with_head_tail_and_per_class_tables(bench):
+    out = bench["out"]
+    train = json.loads(Path(yaml.safe_load(bench["cfg"].read_text())["data"]["train_json"]).read_text())
+    names = {c["id"]: c["name"] for c in train["categories"]}
+    counts = {name: sum(1 for a in train["annotations"] if names[a["category_id"]] == name and not a.get("iscrowd"))
+              for name in names.values()}
+    per_class = read_csv(out / "per_class.csv")
+    rows = read_csv(out / "results.csv")
+    assert {(r["method"], r["noise"], r["seed"]) for r in per_class} == {(r["method"], r["noise"], r["seed"]) for r in rows}
+    assert {(r["class"], int(r["train_count"])) for r in per_class} == set(counts.items())
+    metrics = json.loads((run_dir_of(out, "ce", "clean", 0) / "metrics.json").read_text())
+    ce_clean = {r["class"]: r["mask_AP"] for r in per_class if (r["method"], r["noise"]) == ("ce", "clean")}
+    assert ce_clean == {k: "" if v is None else str(v) for k, v in metrics["segm"]["per_class"].items()}
+    # head = the most frequent third (here one class), tail = the least frequent; ties broken by name
+    order = sorted(counts, key=lambda n: (-counts[n], n))
+    head, tail = order[0], order[-1]
+    table = (out / "table.md").read_text()
+    shown = {name: "–" if ce_clean[name] == "" else f"{float(ce_clean[name]):.1f}" for name in (head, tail)}
+    assert f"| ce | {shown[head]} / {shown[tail]} |" in table
+    assert f"head / tail: mean mask AP of the 1 most frequent classes ({head})" in table
+    assert f"per class, sym0.5: mask AP mean ± std over seeds (minus ce, paired)" in table
+    diffs = {r["class"]: float(r["mask_AP"]) for r in per_class if (r["method"], r["noise"]) == ("lncis", "sym0.5")
+             and r["mask_AP"]}
+    base = {r["class"]: float(r["mask_AP"]) for r in per_class if (r["method"], r["noise"]) == ("ce", "sym0.5")
+            and r["mask_AP"]}
+    worst = min((diffs[c] - base[c], c) for c in diffs if c in base)
+    assert f"| lncis | " in table and f"{worst[0]:+.1f} ({worst[1]})" in table
+
+
+def test_a_cell_another_process_is_training_is_left_to_it(tmp_path, capsys):
+    from noisyseg.engine.run_folder import RunLock
+
+    tree = tiny_config(write_tiny_coco(tmp_path / "tiny"), epochs=1)
+    tree["loss"] = {"name": "ce"}
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text(yaml.safe_dump(tree))
+    out = tmp_path / "bench"
+    lock = RunLock(RunFolder(run_dir_of(out, "ce", "clean", 0)))  # as a second bench process would hold it
+    try:
+        rc = main(["bench", str(cfg), "--methods", "ce", "--noise", "clean", "--seeds", "0,1", "-o", str(out),
+                   "--no-progress"])
+    finally:
+        lock.close()
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert rc == 0, captured.err
+    assert "cell 1/2: ce / clean / seed 0: left to the process training it" in printed
+    assert "1 trained, 1 left to another process" in printed
+    assert [(r["method"], r["seed"]) for r in read_csv(out / "results.csv")] == [("ce", "1")]
+
+
+def test_report_only_over_a_bad_value_is_one_line(bench, tmp_path, capsys):
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    lines = bench["results"].splitlines(keepends=True)
+    lines[2] = lines[2].replace(lines[2].split(",")[5], "12.3.4", 1)  # row 2's mask_AP
+    (folder / "results.csv").write_text("".join(lines))
+    rc = main(["bench", str(bench["cfg"]), "--methods", "ce,lncis", "--noise", "clean,sym0.5", "-o", str(folder),
+               "--report-only"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == (f"noisyseg bench: error: {folder / 'results.csv'}: row 2: column 'mask_AP': expected a number, "
+                   "got '12.3.4'\n")
+    assert not (folder / "table.md").exists()
