@@ -94,3 +94,42 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(NoisysegError, match=r"cut\.png: cannot read image") as e:
         load_rgb(tmp_path / "cut.png")
     assert "\n" not in str(e.value)
+
+
+def write_bomb_png(path, width: int = 20000, height: int = 20000) -> None:
+    """A 100-byte PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb for Pillow,
+    which refuses more than 2 x Image.MAX_IMAGE_PIXELS when it opens the file)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_image_size_reads_the_header_only(tmp_path):
+    from noisyseg.data.images import image_size
+
+    noise = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "x.png")
+    assert image_size(tmp_path / "x.png") == (45, 30)
+    data = (tmp_path / "x.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])  # header intact, pixels gone: only decoding finds it
+    assert image_size(tmp_path / "cut.png") == (45, 30)
+    for name, message in [("none.png", "image not found"), ("text.png", "cannot read image")]:
+        if name == "text.png":
+            (tmp_path / name).write_text("not an image")
+        with pytest.raises(NoisysegError) as e:
+            image_size(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: {message}") and "\n" not in str(e.value)
+
+
+def test_a_decompression_bomb_is_one_line_from_both_readers(tmp_path):
+    from noisyseg.data.images import image_size
+
+    write_bomb_png(tmp_path / "bomb.png")
+    for read in (image_size, load_rgb):
+        with pytest.raises(NoisysegError) as e:
+            read(tmp_path / "bomb.png")
+        assert str(e.value).startswith(f"{tmp_path / 'bomb.png'}: ") and "\n" not in str(e.value)
+        assert "400000000 pixels" in str(e.value)
