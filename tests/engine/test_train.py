@@ -68,7 +68,8 @@ def test_training_learns_the_loss_falls_and_every_weight_moves(trained_run):
         if r["event"] == "train":
             losses.setdefault(r["epoch"], []).append(r["loss"])
     first, last = (sum(losses[e]) / len(losses[e]) for e in (1, trained_run.epochs))
-    assert last < 0.5 * first, (first, last)
+    # measured last/first: 0.31 / 0.27 / 0.28 under ATEN_CPU_CAPABILITY default / avx2 / avx512 (one machine)
+    assert last < 0.7 * first, (first, last)
     after_one = load_checkpoint(trained_run.folder / "checkpoints" / "epoch_1.pt")["model"]
     final = load_checkpoint(trained_run.folder / "checkpoints" / "last.pt")["model"]
     from noisyseg.engine.build import model_from_config

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
+from noisyseg.config import parse_yaml_text
 from noisyseg.engine.run_folder import ce_stage_end_epoch
 from noisyseg.errors import NoisysegError
-
+from noisyseg.utils.text import shown
 
 @dataclass(frozen=True)
 class Method:
@@ -23,7 +22,6 @@ class Method:
     params: dict[str, Any]
     warm_up: bool
     model: dict[str, Any]
-
 
 METHODS: dict[str, Method] = {
     "ce": Method("ce", {}, False, {}),
@@ -52,7 +50,6 @@ FIX_SUFFIX = "+fix"
 FIX_CHECKPOINTS = ("last", "ce_stage_end", "epochs")
 FIX_DEFAULTS: dict[str, Any] = {"action": "ignore", "checkpoint": "last", "snapshots": 3, "retrain": None,
                                 "filter_by": "prune_by_noise_rate", "folds": None}
-
 
 @dataclass(frozen=True)
 class FixPlan:
@@ -116,7 +113,6 @@ class FixPlan:
             name += f"+snapshots{self.snapshots}"
         return name
 
-
 def fix_plan(method: str) -> FixPlan | None:
     """The :class:`FixPlan` of an audit method spec; None for a method without ``+fix``.
 
@@ -129,24 +125,24 @@ def fix_plan(method: str) -> FixPlan | None:
     from noisyseg.audit import ACTIONS, FILTERS
 
     if not isinstance(method, str):
-        raise NoisysegError(f"--methods: expected a method name, got {method!r}")
+        raise NoisysegError(f"--methods: expected a method name, got {shown(method)}")
     name, *pairs = method.split(":")
     if not name.endswith(FIX_SUFFIX):
         return None
     base_name = name[: -len(FIX_SUFFIX)]
     if base_name not in METHODS:
-        raise NoisysegError(f"--methods: {method!r}: unknown method {base_name!r} before {FIX_SUFFIX}; "
+        raise NoisysegError(f"--methods: {shown(method)}: unknown method {base_name!r} before {FIX_SUFFIX}; "
                             f"available: {', '.join(METHODS)}")
     options, loss_pairs = dict(FIX_DEFAULTS), []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise NoisysegError(f"--methods: cannot read {pair!r} in {method!r}; expected METHOD:KEY=VALUE")
+            raise NoisysegError(f"--methods: cannot read {pair!r} in {shown(method)}; expected METHOD:KEY=VALUE")
         if key.strip() in FIX_DEFAULTS:
-            options[key.strip()] = yaml.safe_load(value)
+            options[key.strip()] = parse_yaml_text(value, f"--methods {shown(method)}: {key.strip()}")
         else:
             loss_pairs.append(pair)
-    where = f"--methods: {method!r}"
+    where = f"--methods: {shown(method)}"
     if options["action"] not in ACTIONS:
         raise NoisysegError(f"{where}: action must be one of {', '.join(ACTIONS)}, got {options['action']!r}")
     if options["checkpoint"] not in FIX_CHECKPOINTS:
@@ -173,7 +169,6 @@ def fix_plan(method: str) -> FixPlan | None:
 DEFAULT_NOISE = "clean,sym0.2,sym0.4,sym0.6,sym0.8,asym0.2,asym0.4"
 DEFAULT_SEEDS = "0,1,2"
 
-
 @dataclass(frozen=True)
 class NoiseSetting:
     """One noise setting of the train split: ``name`` as written (``clean``, ``sym0.4``, ``asym0.2``)."""
@@ -181,7 +176,6 @@ class NoiseSetting:
     name: str
     kind: str  # "clean" | "symmetric" | "asymmetric"
     rate: float
-
 
 def parse_noise_setting(token: str) -> NoiseSetting:
     """``clean``, ``symR`` or ``asymR`` (R in [0, 1], e.g. ``sym0.4``) -> a :class:`NoiseSetting`."""
@@ -195,7 +189,6 @@ def parse_noise_setting(token: str) -> NoiseSetting:
         raise NoisysegError(f"--noise: rate in {token!r} must be in [0, 1]")
     return NoiseSetting(token, "symmetric" if m.group(1) == "sym" else "asymmetric", rate)
 
-
 def parse_noise(spec: str) -> list[NoiseSetting]:
     """``clean,sym0.4,asym0.2`` -> settings (rates in [0, 1]); a setting given twice is an error."""
     out = [parse_noise_setting(t.strip()) for t in spec.split(",") if t.strip()]
@@ -203,7 +196,6 @@ def parse_noise(spec: str) -> list[NoiseSetting]:
         raise NoisysegError("--noise: no setting given")
     check_noise(out)
     return out
-
 
 def check_noise(noise: Sequence[NoiseSetting]) -> None:
     seen: dict[tuple[str, float], str] = {}
@@ -214,7 +206,6 @@ def check_noise(noise: Sequence[NoiseSetting]) -> None:
             raise NoisysegError(f"--noise: {n.name!r} is given twice{same}")
         seen[key] = n.name
 
-
 def split_method(method: str) -> tuple[str, dict[str, Any]]:
     """``lncis:log_zero=-4:robust=sce`` -> ("lncis", {"log_zero": -4, "robust": "sce"}).
 
@@ -222,26 +213,24 @@ def split_method(method: str) -> tuple[str, dict[str, Any]]:
     bench can compare settings of a loss, e.g. its ``log_zero`` constant.
     """
     if not isinstance(method, str):
-        raise NoisysegError(f"--methods: expected a method name, got {method!r}")
+        raise NoisysegError(f"--methods: expected a method name, got {shown(method)}")
     name, *pairs = method.split(":")
     if name.endswith(FIX_SUFFIX):
-        raise NoisysegError(f"--methods: {method!r} is an audit method; read it with fix_plan")
+        raise NoisysegError(f"--methods: {shown(method)} is an audit method; read it with fix_plan")
     if name not in METHODS:
         raise NoisysegError(f"--methods: unknown method {name!r}; available: {', '.join(METHODS)}")
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise NoisysegError(f"--methods: cannot read {pair!r} in {method!r}; expected METHOD:KEY=VALUE")
-        params[key.strip()] = yaml.safe_load(value)
+            raise NoisysegError(f"--methods: cannot read {pair!r} in {shown(method)}; expected METHOD:KEY=VALUE")
+        params[key.strip()] = parse_yaml_text(value, f"--methods {shown(method)}: {key.strip()}")
     return name, params
-
 
 def method_loss(method: str) -> tuple[str, dict[str, Any]]:
     """The robust-stage loss name and its parameters (the method's own, then those after the name)."""
     name, extra = split_method(method)
     return METHODS[name].loss, {**METHODS[name].params, **extra}
-
 
 def check_methods(methods: Sequence[str]) -> None:
     """Every method known, its loss parameters valid (the loss is built once), none given twice."""
@@ -272,7 +261,6 @@ def check_methods(methods: Sequence[str]) -> None:
                 raise NoisysegError(f"--methods: {m!r} is given twice{same}")
         seen.append((name, params, m))
 
-
 def parse_methods(spec: str) -> list[str]:
     """Comma-separated methods, each a name from METHODS with optional ``:KEY=VALUE`` loss parameters, or
     an audit method ``NAME+fix:KEY=VALUE...`` (:func:`fix_plan`)."""
@@ -280,11 +268,9 @@ def parse_methods(spec: str) -> list[str]:
     check_methods(methods)
     return methods
 
-
 def method_dir(method: str) -> str:
     """A folder name for a method spec (``lncis:log_zero=-4`` -> ``lncis_log_zero=-4``)."""
     return re.sub(r"[^A-Za-z0-9._=+-]", "_", method)
-
 
 def check_seeds(seeds: Sequence[int]) -> None:
     if not seeds:
@@ -296,7 +282,6 @@ def check_seeds(seeds: Sequence[int]) -> None:
         if list(seeds).count(s) > 1:
             raise NoisysegError(f"--seeds: {s} is given twice")
 
-
 def parse_seeds(spec: str) -> list[int]:
     """``0,1,2`` -> [0, 1, 2]; a seed given twice is an error."""
     try:
@@ -305,7 +290,6 @@ def parse_seeds(spec: str) -> list[int]:
         raise NoisysegError(f"--seeds: expected comma-separated integers, got {spec!r}") from None
     check_seeds(seeds)
     return seeds
-
 
 def cell_config(base: dict, method: str, train_json: str | Path, seed: int) -> dict:
     """The base config tree with this cell's loss, seed and (noisy) train file; ``base`` is not changed.
@@ -324,7 +308,6 @@ def cell_config(base: dict, method: str, train_json: str | Path, seed: int) -> d
     tree["loss"] = {"name": loss, "params": params, "warmup_epochs": warmup}
     tree.pop("out_dir", None)
     return tree
-
 
 def fix_cell_configs(base: dict, plan: FixPlan, train_json: str | Path, fixed_json: str | Path,
                      seed: int) -> tuple[dict, dict]:
