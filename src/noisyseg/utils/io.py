@@ -48,9 +48,10 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
-def _check_can_create_under(path: Path, what: str) -> None:
-    """One-line error unless the folders above ``path`` exist or can be created and are writable."""
-    base = _nearest_existing(path.parent)
+def _check_can_create_under(path: Path, what: str, folder: Path | None = None) -> None:
+    """One-line error naming ``path`` unless ``folder`` (default: the folder above ``path``) exists or can be
+    created, and the closest existing folder is writable."""
+    base = _nearest_existing(path.parent if folder is None else folder)
     if not base.is_dir():
         raise NoisysegError(f"{path}: cannot write the {what}: {base} is a file, not a folder")
     # os.access is not enough: it says yes to root on read-only file systems. Creating a file is the test.
@@ -84,7 +85,7 @@ def ensure_output_dir(path: str | os.PathLike, what: str = "output folder") -> P
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NoisysegError(f"{path}: the {what} is a file, expected a folder")
-    _check_can_create_under(path / "x", what)
+    _check_can_create_under(path, what, folder=path)
     return path
 
 
