@@ -30,14 +30,23 @@ def batch(n=40, k=4, seed=0, dtype=torch.float32):
     return logits, labels
 
 
+def ready(name, k=4, **params):
+    """``build_loss(name)``, and for a loss that trains through a transition matrix a (k, k) one: 0.7 on the
+    diagonal, the rest spread evenly."""
+    loss_fn = build_loss(name, **params)
+    if loss_fn.needs_transition_matrix:
+        loss_fn.set_transition_matrix(torch.full((k, k), 0.3 / (k - 1)).fill_diagonal_(0.7))
+    return loss_fn
+
+
 def test_the_registered_names():
-    assert available_losses() == ["ce", "rce", "sce", "gce", "apl", "lncis", "good"]
+    assert available_losses() == ["ce", "rce", "sce", "gce", "apl", "lncis", "good", "forward"]
     assert available_losses() is not available_losses()  # callers may not mutate the registry
 
 
 @pytest.mark.parametrize("name", available_losses())
 def test_every_registered_loss_builds_runs_and_backpropagates(name):
-    loss_fn = build_loss(name)
+    loss_fn = ready(name)
     assert isinstance(loss_fn, RoIClassificationLoss) and loss_fn.name == name
     assert "reduction" not in loss_fn.params and "return_counts" not in loss_fn.params
     z, y = batch()
@@ -56,7 +65,7 @@ def test_every_registered_loss_builds_runs_and_backpropagates(name):
 
 @pytest.mark.parametrize("name", available_losses())
 def test_every_registered_loss_handles_half_precision_and_no_rois(name):
-    loss_fn = build_loss(name)
+    loss_fn = ready(name)
     z, y = batch(dtype=torch.bfloat16)
     assert loss_fn(z, y)[0].dtype == torch.float32
     empty = torch.zeros(0, 5, requires_grad=True)
@@ -136,7 +145,7 @@ def test_good_takes_the_robust_epoch_from_set_robust_epoch():
 @pytest.mark.parametrize("name", [n for n in available_losses() if n != "good"])
 def test_the_other_losses_ignore_the_robust_epoch(name):
     z, y = batch()
-    loss_fn = build_loss(name)
+    loss_fn = ready(name)
     before = loss_fn(z, y)[0].item()
     loss_fn.set_robust_epoch(5)
     assert not loss_fn.uses_robust_epoch and loss_fn(z, y)[0].item() == before
@@ -165,8 +174,8 @@ def test_params_are_copied():
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("focal", {}, r"^unknown loss 'focal'; available: ce, rce, sce, gce, apl, lncis, good$"),
-    (None, {}, r"^unknown loss None; available: ce, rce, sce, gce, apl, lncis, good$"),
+    ("focal", {}, r"^unknown loss 'focal'; available: ce, rce, sce, gce, apl, lncis, good, forward$"),
+    (None, {}, r"^unknown loss None; available: ce, rce, sce, gce, apl, lncis, good, forward$"),
     ("ce", {"q": 0.3}, r"^loss ce: unknown parameter\(s\) q; valid: none$"),
     ("sce", {"gamma": 1, "delta": 2}, r"^loss sce: unknown parameter\(s\) delta, gamma; valid: alpha, beta, log_zero$"),
     ("gce", {"reduction": "sum"}, r"unknown parameter\(s\) reduction; valid: q$"),

@@ -60,6 +60,7 @@ from noisyseg.engine.run_folder import MetricsLog, RunFolder, RunFolderLocked, R
 from noisyseg.engine.schedule import build_optimizer, build_scheduler
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss
+from noisyseg.losses.transition import transition_matrix
 from noisyseg.utils.io import atomic_write_bytes, ensure_output_dir
 
 log = logging.getLogger(__name__)
@@ -376,6 +377,10 @@ def _build_run(cfg: Config, folder: RunFolder, info: DistInfo, device: torch.dev
             f"{cfg.data.train_json}: {len(train_set)} training images, fewer than train.batch_size ({cfg.train.batch_size})"
         )
     label_map = train_set.label_map
+    for loss in losses.values():  # a forward-corrected loss trains through the data's noise matrix
+        if loss.needs_transition_matrix:
+            loss.set_transition_matrix(transition_matrix(loss.params["transition"], cfg.data.train_json,
+                                                         label_map.names))
     model = model_from_config(cfg, label_map.num_classes, losses[stage_of(0, cfg)]).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     t = cfg.train

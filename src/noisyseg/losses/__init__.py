@@ -1,5 +1,6 @@
 """RoI classification losses: cross-entropy, the noise-robust RCE/SCE/GCE/APL, the paper's
-task-specific loss and GOOD (gradient ascent on likely-wrong labels), as functions over
+task-specific loss, GOOD (gradient ascent on likely-wrong labels) and forward loss correction through the noise
+transition matrix, as functions over
 (logits (N, K+1), labels (N,)) and as named, configurable objects.
 """
 
@@ -10,6 +11,7 @@ from noisyseg.losses.functional import (
     active_passive_loss,
     cross_entropy,
     foreground_loss_values,
+    forward_corrected_cross_entropy,
     generalized_cross_entropy,
     gradient_optimization_loss,
     reverse_cross_entropy,
@@ -28,6 +30,7 @@ __all__ = [
     "build_loss",
     "cross_entropy",
     "foreground_loss_values",
+    "forward_corrected_cross_entropy",
     "generalized_cross_entropy",
     "gradient_optimization_loss",
     "reverse_cross_entropy",

@@ -128,6 +128,9 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
         elif key == "ascent_min_prob":
             if not 0.0 < _real(where, key, value) < 1.0:
                 raise NoisysegError(f"{where}: ascent_min_prob must be in (0, 1), got {shown(value)}")
+        elif key == "transition":
+            if not isinstance(value, str) or not value.strip():
+                raise NoisysegError(f"{where}: transition must be 'data' or the path of a matrix file, got {shown(value)}")
         elif key == "ascent_weights":
             if not isinstance(value, (list, tuple)) or not value:
                 raise NoisysegError(f"{where}: ascent_weights must be a non-empty list of numbers <= 0 "
@@ -574,12 +577,58 @@ def gradient_optimization_loss(
     return (loss, counts) if return_counts else loss
 
 
+def _forward_terms(logits: Tensor, labels: Tensor, transition_matrix: Tensor,
+                   transition: str = "data") -> tuple[Tensor, dict[str, Tensor]]:
+    """Forward-corrected CE per RoI, (N,): ``-log q_i[y_i]`` with q = (p_0, p_{1..K} T).
+
+    ``transition_matrix`` (K, K): T[c, j] = P(given j | true c). The background probability is kept as it
+    is (no annotation is noisy about being an object), so q sums to 1 when T's rows do. The product is
+    taken in probabilities (float32 at least) and q is floored at the dtype's smallest normal before the
+    log, so a class T never produces gives a large but finite loss.
+    """
+    log_p = _log_probs(logits)
+    p = torch.exp(log_p)
+    matrix = transition_matrix.to(device=p.device, dtype=p.dtype)
+    q_objects = p[:, 1:] @ matrix
+    log_q = torch.cat([log_p[:, :1], torch.log(q_objects.clamp_min(torch.finfo(p.dtype).tiny))], dim=1)
+    return _ce_values(_at_label(log_q, labels)), {}
+
+
+def forward_corrected_cross_entropy(logits: Tensor, labels: Tensor, transition_matrix: Tensor,
+                                    transition: str = "data", reduction: str = "mean") -> Tensor:
+    """Cross-entropy of the noisy labels against the model's clean-class probabilities passed through the
+    noise, ``-log q[y]`` with ``q = (p_0, p_{1..K} T)`` (forward loss correction, Patrini et al., CVPR 2017).
+
+    The model's softmax estimates the *true* class; the loss compares the *given* label with what the
+    noise would make of that estimate, so a label the noise often produces costs little when the model
+    puts its mass on a likely true class. With the true T the minimiser is the clean posterior, for
+    every class at once: nothing in it depends on a class being learned first (unlike the robust terms,
+    whose gradient scales with p[label]).
+
+    Args:
+        logits: (N, K+1) raw class scores, column 0 = background.
+        labels: (N,) int64 (possibly noisy) class labels in 0..K, 0 = background.
+        transition_matrix: (K, K) float, rows summing to 1: T[c, j] = P(given class j+1 | true class c+1).
+        transition: where the config took T from ("data" or a matrix file; see
+            :mod:`noisyseg.losses.transition`); recorded, not used in the computation.
+        reduction: "mean" | "sum" | "none".
+    """
+    _check_inputs(logits, labels, reduction)
+    k = logits.shape[1] - 1
+    if not torch.is_tensor(transition_matrix) or tuple(transition_matrix.shape) != (k, k):
+        raise NoisysegError(f"forward loss: transition_matrix must be a ({k}, {k}) tensor for {k} classes, got "
+                            f"{tuple(transition_matrix.shape) if torch.is_tensor(transition_matrix) else shown(transition_matrix)}")
+    check_loss_params("forward loss", {"transition": transition})
+    return _reduce(_forward_terms(logits, labels, transition_matrix, transition)[0], reduction)
+
+
 # --------------------------------------------------------------------------------------------------
 # parameters: every loss declares its parameters in its signature (keyword arguments with defaults)
 
 
 #: Arguments the caller supplies per call (the RoI head, the trainer), never a config.
-PER_CALL_ARGUMENTS: tuple[str, ...] = ("logits", "labels", "reduction", "return_counts", "robust_epoch")
+PER_CALL_ARGUMENTS: tuple[str, ...] = ("logits", "labels", "reduction", "return_counts", "robust_epoch",
+                                        "transition_matrix")
 
 #: The robust losses by name: a loss with a ``robust`` parameter also takes the chosen one's parameters.
 ROBUST_FUNCTIONS: dict[str, Any] = {

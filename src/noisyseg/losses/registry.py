@@ -34,11 +34,12 @@ _REGISTRY: dict[str, _Registered] = {
     "apl": _Registered(F.active_passive_loss, F._apl_terms),
     "lncis": _Registered(F.task_specific_loss, F._task_specific_terms),
     "good": _Registered(F.gradient_optimization_loss, F._gradient_optimization_terms),
+    "forward": _Registered(F.forward_corrected_cross_entropy, F._forward_terms),
 }
 
 
 def available_losses() -> list[str]:
-    """Names accepted by :func:`build_loss`: ``["ce", "rce", "sce", "gce", "apl", "lncis", "good"]``."""
+    """Names accepted by :func:`build_loss`: ``["ce", "rce", "sce", "gce", "apl", "lncis", "good", "forward"]``."""
     return list(_REGISTRY)
 
 
@@ -54,6 +55,8 @@ class RoIClassificationLoss:
         uses_robust_epoch: whether the loss changes over the robust stage ("good": its ascent weight);
             the trainer tells it the epoch with :meth:`set_robust_epoch`.
         robust_epoch: the 0-based robust-stage epoch last set (0 until set).
+        needs_transition_matrix: whether the loss trains through a noise transition matrix ("forward"); the
+            trainer gives it with :meth:`set_transition_matrix` once the training data is known.
 
     Calling it with ``logits`` (N, K+1) and ``labels`` (N,) int64 returns ``(loss, stats)``: ``loss`` is
     the 0-dim mean over the N RoIs (float32 for half-precision logits) and ``stats`` a dict of 0-dim
@@ -67,6 +70,14 @@ class RoIClassificationLoss:
         self._terms = _REGISTRY[name].terms
         self.uses_robust_epoch = "robust_epoch" in inspect.signature(self._terms).parameters
         self.robust_epoch = 0
+        self.needs_transition_matrix = "transition_matrix" in inspect.signature(self._terms).parameters
+        self.transition_matrix: Tensor | None = None
+
+    def set_transition_matrix(self, matrix) -> None:
+        """Give a "forward" loss its (K, K) transition matrix (rows = true class, summing to 1)."""
+        import torch
+
+        self.transition_matrix = torch.as_tensor(matrix, dtype=torch.float32)
 
     def set_robust_epoch(self, robust_epoch: int) -> None:
         """Tell the loss which epoch of the robust stage (0 = the first after the CE warm-up) comes next.
@@ -78,7 +89,11 @@ class RoIClassificationLoss:
 
     def __call__(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         F._check_inputs(logits, labels, "mean")
-        if self.uses_robust_epoch:
+        if self.needs_transition_matrix:
+            if self.transition_matrix is None:
+                raise NoisysegError(f"loss {self.name}: no transition matrix was set (set_transition_matrix)")
+            values, stats = self._terms(logits, labels, self.transition_matrix, **self.params)
+        elif self.uses_robust_epoch:
             values, stats = self._terms(logits, labels, self.robust_epoch, **self.params)
         else:
             values, stats = self._terms(logits, labels, **self.params)
@@ -97,7 +112,8 @@ def build_loss(name: str, **params: Any) -> RoIClassificationLoss:
         **params: the loss's keyword parameters. ce: none; rce: log_zero; sce/apl: alpha, beta,
             log_zero; gce: q; lncis: robust, ce_weight, robust_weight, pon_threshold, log_zero, ignore_confident and the
             chosen robust loss's own parameters (alpha/beta for sce and apl, q for gce); good:
-            pon_threshold, ascent_weights, tau, clipped_ce_weight, log_zero, ascent_min_prob.
+            pon_threshold, ascent_weights, tau, clipped_ce_weight, log_zero, ascent_min_prob; forward:
+            transition ("data" or a matrix file, see :mod:`noisyseg.losses.transition`).
 
     Returns:
         A :class:`RoIClassificationLoss` whose ``params`` hold every resolved value.
