@@ -1,7 +1,8 @@
 """How fast the audit's review page opens and how much disk it takes, at 10,000 suspects (and at 10).
 
 No training: the audit's scores are made up. Fashion scenes are generated (``noisyseg data fashion
---source bundled``, enough scenes for ``--suspects`` annotations and more), 40% of the labels flipped
+--source bundled``, enough scenes for ``--annotations`` annotations, default 2.5 x ``--suspects`` so that
+about as many are flagged as are wrong), 40% of the labels flipped
 (``noisyseg.noise.inject``), and each annotation gets class probabilities peaked on its clean class (on a
 random class for one in five), as a model that mostly learned the classes would give. The ``--suspects``
 lowest-quality annotations are flagged. The page is then written exactly as ``noisyseg audit`` writes it
@@ -10,7 +11,7 @@ headless Chromium (Debian's /usr/bin/chromium through Playwright), a fresh profi
 
 Printed: the time to write the page, the load time (navigation start to the first screen's crops decoded,
 the page's own ``reviewReadyMs``, median of ``--repeats``; and the wall time of ``goto`` until then), the
-size of the page files and crops (bytes, and the disk blocks they take). Screenshots at 10 and at
+time a filter takes (given class chosen until the screen is drawn, in the page), the size of the page files and crops (bytes, and the disk blocks they take). Screenshots at 10 and at
 ``--suspects`` suspects go to ``--shots`` (PNG, 256 colours).
 
     .venv/bin/python benchmarks/review_page.py                  # 10,000 suspects
@@ -104,8 +105,9 @@ def page_size(out: Path) -> tuple[int, int, int]:
     return len(paths), sum(s.st_size for s in stats), sum(s.st_blocks * 512 for s in stats)
 
 
-def open_page(page_path: Path, repeats: int, shot: Path | None = None, keys: str = "") -> list[tuple[float, float]]:
-    """Open the page ``repeats`` times in a fresh headless Chromium profile; (ready ms, wall ms) each."""
+def open_page(page_path: Path, repeats: int, shot: Path | None = None, keys: str = "") -> list[tuple[float, float, float]]:
+    """Open the page ``repeats`` times in a fresh headless Chromium profile; (ready ms, wall ms, filter ms)
+    each."""
     from playwright.sync_api import sync_playwright
 
     times = []
@@ -119,8 +121,12 @@ def open_page(page_path: Path, repeats: int, shot: Path | None = None, keys: str
                 page.goto(page_path.resolve().as_uri())
                 page.wait_for_function("document.documentElement.dataset.ready === '1'", timeout=30000)
                 wall = (time.perf_counter() - t0) * 1000
-                times.append((page.evaluate("window.reviewReadyMs"), wall))
+                filtering = page.evaluate("""() => { const s = document.getElementById('fgiven'), t = performance.now();
+                    s.value = '3'; s.dispatchEvent(new Event('change')); const ms = performance.now() - t;
+                    document.getElementById('fclear').click(); return ms; }""")
+                times.append((page.evaluate("window.reviewReadyMs"), wall, filtering))
                 if shot is not None and r == repeats - 1:
+                    page.keyboard.press("Home")  # the filter above left the selection on its first match
                     for key in keys:
                         page.keyboard.press(key)
                     page.wait_for_timeout(300)
@@ -140,6 +146,7 @@ def small_png(path: Path) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suspects", type=int, default=10_000)
+    p.add_argument("--annotations", type=int, help="annotations in the data (default 2.5 x --suspects)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--shots", type=Path, default=ROOT / "benchmarks" / "results" / "review_page")
     p.add_argument("--keep", type=Path, help="write the data and pages here (default: a temporary folder)")
@@ -150,7 +157,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = a.keep or Path(tmp)
         t0 = time.perf_counter()
-        data, images, coco = make_data(work / "fashion", a.suspects + 500)
+        data, images, coco = make_data(work / "fashion", a.annotations or int(2.5 * a.suspects))
         n_ann = len(coco["annotations"])
         print(f"data: {n_ann} annotations in {len(coco['images'])} scenes ({time.perf_counter() - t0:.0f} s)")
         for n, keys in ((10, "kr"), (a.suspects, "kr1id")):
@@ -160,12 +167,13 @@ def main() -> None:
             files, size, disk = page_size(out)
             shot = a.shots / f"review_{n}.png"
             times = open_page(out / "review.html", a.repeats if n == a.suspects else 1, shot, keys)
-            ready = statistics.median(t for t, _ in times)
-            wall = statistics.median(w for _, w in times)
+            ready = statistics.median(t[0] for t in times)
+            wall = statistics.median(t[1] for t in times)
+            filtering = statistics.median(t[2] for t in times)
             print(f"{n} suspects: page written in {seconds:.1f} s; {files} files, {size / 1e6:.1f} MB "
                   f"({disk / 1e6:.1f} MB of disk blocks); opened in {ready:.0f} ms (navigation to first "
                   f"screen's crops decoded; goto wall {wall:.0f} ms; median of {len(times)}: "
-                  + ", ".join(f"{t:.0f}" for t, _ in times) + f" ms); screenshot {shot} "
+                  + ", ".join(f"{t[0]:.0f}" for t in times) + f" ms); a filter {filtering:.0f} ms; screenshot {shot} "
                   f"({small_png(shot) / 1e3:.0f} KB)")
 
 

@@ -173,8 +173,7 @@ def audit(
                 files["contact_sheet.png"] = png_bytes(contact_sheet(suspects))
         fix_text, fix_report = None, None
         if fix is not None:
-            repaired, fix_report = repair(coco, issues, action, data,
-                                          {"data": str(data), "data_sha256": data_sha256, "audit_id": audit_id})
+            repaired, fix_report = repair(coco, issues, action, data, {"data": str(data)})  # as fix_file records it
             fix_text = json.dumps(repaired, separators=(",", ":"))
             del repaired, coco
 

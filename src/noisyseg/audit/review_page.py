@@ -29,6 +29,7 @@ header button{font:inherit;padding:4px 10px;border-radius:4px;border:0;cursor:po
 #helpbtn{background:#3c4750;color:#fff}
 .layout{display:grid;grid-template-columns:250px 1fr 300px;gap:10px;padding:10px;align-items:start}
 aside,#detail{background:#fff;border-radius:6px;padding:10px;box-shadow:0 1px 2px #0002}
+#detail{position:sticky;top:10px}
 aside h2,#detail h2{font-size:13px;margin:10px 0 6px;text-transform:uppercase;letter-spacing:.04em;color:#56606a}
 aside h2:first-child,#detail h2:first-child{margin-top:0}
 aside label{display:block;margin:4px 0 2px;color:#56606a}
