@@ -143,3 +143,33 @@ def test_review_decide_reload_filter_export_apply(tiny_data, untrained_run, tmp_
     assert result["info"].pop("audit")["audit_id"] == data["audit"]["id"]
     assert result == expected
     assert errors == []
+
+
+def test_whole_image_opens_from_a_file_name_with_url_characters(tiny_data, untrained_run, tmp_path, browser_page):
+    """The whole image is linked relative to the page; a '#' or '%' in its file name is still a file name."""
+    import shutil
+
+    from noisyseg.audit import audit
+
+    coco = json.loads(Path(tiny_data["noisy_json"]).read_text())
+    root = tmp_path / "odd images"
+    root.mkdir()
+    for im in coco["images"]:
+        new = f"scene #{im['id']} 100%.png"
+        shutil.copy(Path(tiny_data["image_root"]) / im["file_name"], root / new)
+        im["file_name"] = new
+    data = tmp_path / "odd.json"
+    data.write_text(json.dumps(coco))
+    out = tmp_path / "audit"
+    audit(untrained_run, data, image_root=root, out_dir=out, device="cpu", top=2, sheet=0, progress=False)
+    page = browser_page
+    _open(page, out / "review.html")
+    page.keyboard.press("f")
+    page.wait_for_selector("#whole .whole .box")  # drawn once the image has loaded
+    size = page.eval_on_selector("#whole img", "i => [i.naturalWidth, i.naturalHeight]")
+    first = page.get_attribute(".card.cur", "data-id")
+    ann = next(a for a in coco["annotations"] if a["id"] == int(first))
+    im = next(i for i in coco["images"] if i["id"] == ann["image_id"])
+    assert size == [im["width"], im["height"]]
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#whole")

@@ -298,7 +298,8 @@ $('pickq').addEventListener('keydown', (e) => {
 function openWhole() {
   if (!view.length) return;
   const r = D.s[view[cur]], im = D.images[r[F.img]], [x, y, w, h] = r[F.bbox];
-  const img = el('img', {src: im[0], alt: 'image ' + im[3]});
+  // the path is a file name, not a URL: '#', '?' or '%' in it must not be read as URL syntax
+  const img = el('img', {src: im[0].split('/').map(encodeURIComponent).join('/'), alt: 'image ' + im[3]});
   const frame = el('div', {class: 'whole'}, img);
   img.addEventListener('load', () => {
     const s = img.clientWidth / im[1];
