@@ -411,3 +411,12 @@ def test_report_only_over_a_bad_value_is_one_line(bench, tmp_path, capsys):
     assert err == (f"noisyseg bench: error: {folder / 'results.csv'}: row 2: column 'mask_AP': expected a number, "
                    "got '12.3.4'\n")
     assert not (folder / "table.md").exists()
+
+
+def test_the_forward_method_trains_through_the_identity_on_clean_labels_and_the_data_s_matrix_otherwise(tiny_coco):
+    base = tiny_config(tiny_coco)
+    clean = cell_config(base, "forward", "train.json", 0, clean=True)
+    noisy = cell_config(base, "forward", "noisy.json", 0)
+    assert clean["loss"] == {"name": "forward", "params": {"transition": "identity"}, "warmup_epochs": 0}
+    assert noisy["loss"] == {"name": "forward", "params": {}, "warmup_epochs": 0}  # the loss's default: "data"
+    assert cell_config(base, "ce", "train.json", 0, clean=True)["loss"]["params"] == {}

@@ -81,7 +81,7 @@ def test_the_registered_loss_needs_its_matrix_and_checks_its_shape():
         loss_fn(z, y)
     with pytest.raises(NoisysegError, match=r"transition_matrix must be a \(3, 3\) tensor for 3 classes, got \(2, 2\)"):
         forward_corrected_cross_entropy(z, y, torch.eye(2))
-    with pytest.raises(NoisysegError, match="transition must be 'data' or the path of a matrix file"):
+    with pytest.raises(NoisysegError, match="transition must be 'data', 'identity' or the path of a matrix file"):
         build_loss("forward", transition=3)
 
 
@@ -101,6 +101,7 @@ def test_the_matrix_from_the_data_is_counted_from_clean_category_id(tmp_path):
     path = _coco(tmp_path)
     got = transition_matrix("data", path, ("a", "b", "c"))  # label-map order: ids 1, 3, 7
     assert got.tolist() == [[0.75, 0.25, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]  # c: no annotations, identity
+    assert transition_matrix("identity", path, ("a", "b", "c")).tolist() == np.eye(3).tolist()
     (tmp_path / "real").mkdir()
     with pytest.raises(NoisysegError, match="transition=data needs the file's clean_category_id"):
         transition_matrix("data", _coco(tmp_path / "real", with_clean=False), ("a", "b", "c"))

@@ -50,7 +50,7 @@ def run_cell(bench: BenchFolder, method: str, setting: NoiseSetting, seed: int, 
     plan = fix_plan(method)
     if plan is not None:
         return _run_fix_cell(bench, plan, setting, seed, base, train_file, label)
-    cfg = config_from_dict(cell_config(base, method, train_file.path, seed), source=f"bench[{method}/{setting.name}]")
+    cfg = config_from_dict(cell_config(base, method, train_file.path, seed, clean=setting.kind == "clean"), source=f"bench[{method}/{setting.name}]")
     run_dir = bench.run_dir(method, setting.name, seed)
     cell_file = bench.cell_file(method, setting.name, seed)
     key = (method, setting.name, seed)

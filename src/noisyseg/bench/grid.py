@@ -292,15 +292,18 @@ def parse_seeds(spec: str) -> list[int]:
     check_seeds(seeds)
     return seeds
 
-def cell_config(base: dict, method: str, train_json: str | Path, seed: int) -> dict:
+def cell_config(base: dict, method: str, train_json: str | Path, seed: int, clean: bool = False) -> dict:
     """The base config tree with this cell's loss, seed and (noisy) train file; ``base`` is not changed.
 
     The robust-stage loss starts after the base's ``loss.warmup_epochs`` for methods that keep the CE
-    warm-up, from the first epoch for the others.
+    warm-up, from the first epoch for the others. On clean labels (``clean``) a forward-corrected loss
+    trains through the identity matrix (the clean file records no noise), which makes it CE.
     """
     tree = json.loads(json.dumps(base))
     name, _ = split_method(method)
     loss, params = method_loss(method)
+    if clean and loss == "forward":
+        params = {**params, "transition": "identity"}
     tree["seed"] = seed
     tree.setdefault("model", {}).update(METHODS[name].model)
     tree["data"]["train_json"] = str(train_json)

@@ -130,7 +130,8 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
                 raise NoisysegError(f"{where}: ascent_min_prob must be in (0, 1), got {shown(value)}")
         elif key == "transition":
             if not isinstance(value, str) or not value.strip():
-                raise NoisysegError(f"{where}: transition must be 'data' or the path of a matrix file, got {shown(value)}")
+                raise NoisysegError(f"{where}: transition must be 'data', 'identity' or the path of a matrix file, "
+                                    f"got {shown(value)}")
         elif key == "ascent_weights":
             if not isinstance(value, (list, tuple)) or not value:
                 raise NoisysegError(f"{where}: ascent_weights must be a non-empty list of numbers <= 0 "

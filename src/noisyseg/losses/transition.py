@@ -8,6 +8,7 @@ Where T comes from (``loss.params.transition``):
 - ``"data"``: the training file's own realised noise, counted from ``clean_category_id`` (a file written
   by ``noisyseg noise``): the *known* matrix of injected noise. Only the class-level counts are used, never
   which annotation is wrong.
+- ``"identity"``: no noise (the loss is then plain cross-entropy); what the bench uses on clean labels;
 - a path to a JSON file ``{"classes": [K names], "matrix": K x K}`` (the format of ``noise --kind matrix``):
   a matrix estimated for real noise (for instance from an audit's confident joint), or written by hand.
 """
@@ -22,6 +23,7 @@ from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import read_json
 
 FROM_DATA = "data"
+IDENTITY = "identity"
 
 
 def transition_matrix(transition: str, train_json: str | Path, class_names: tuple[str, ...] | list[str]) -> np.ndarray:
@@ -34,6 +36,8 @@ def transition_matrix(transition: str, train_json: str | Path, class_names: tupl
     from noisyseg.noise.inject import check_matrix, realised_matrix
 
     names = [str(n) for n in class_names]
+    if transition == IDENTITY:
+        return np.eye(len(names))
     if transition == FROM_DATA:
         coco = read_json(train_json, "training file")
         try:
