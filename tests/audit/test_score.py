@@ -107,7 +107,7 @@ def test_resolve_checkpoints(tmp_path):
     with pytest.raises(NoisysegError) as e:
         resolve_checkpoints(run, ["epoch_3"])
     assert str(e.value) == f"{folder / 'epoch_3.pt'}: checkpoint not found (this run has: ce_stage_end, " \
-                           "epoch_10, epoch_2, last)"
+                           "epoch_2, epoch_10, last)"
     with pytest.raises(NoisysegError, match="no such run folder or checkpoint file"):
         resolve_checkpoints(tmp_path / "nowhere")
 

@@ -38,11 +38,13 @@ class AuditResult:
 
 def default_out_dir(source: str | Path) -> Path:
     """RUN/audit for a run folder; the checkpoint's run folder (or its own folder) + /audit otherwise."""
+    from noisyseg.engine.run_folder import RunFolder
+
     source = Path(source)
     if source.is_dir():
         return source / "audit"
-    parent = source.parent
-    return (parent.parent if parent.name == "checkpoints" else parent) / "audit"
+    run = RunFolder(source.parent.parent)
+    return (run.path if source.parent == run.checkpoints_dir else source.parent) / "audit"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -106,6 +108,7 @@ def audit(
     from noisyseg.audit.score import resolve_checkpoints, score_annotations, score_folds
     from noisyseg.data.coco import load_coco
     from noisyseg.engine.distributed import select_device
+    from noisyseg.engine.run_folder import RunFolder
 
     if fix is not None:
         if action not in ACTIONS:
@@ -129,7 +132,8 @@ def audit(
     inputs += [("checkpoint", p) for p in [*paths, *(p for ps, _ in fold_paths for p in ps)]]
     for run in [source] if source is not None else [run for run, _ in folds or []]:
         if Path(run).is_dir():
-            inputs += [("run's config", Path(run) / "config.yaml"), ("run's metrics", Path(run) / "metrics.json")]
+            folder = RunFolder(run)
+            inputs += [("run's config", folder.config_path), ("run's metrics", folder.record_path)]
     names = ["label_issues.csv", "label_issues.json", "summary.json", "summary.md", "review.html"]
     names += ["contact_sheet.png"] if sheet else []
     out = Path(out_dir) if out_dir is not None else None

@@ -13,7 +13,6 @@ out of sample: each fold's models (trained without that fold's images) score onl
 
 from __future__ import annotations
 
-import glob
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +28,14 @@ from noisyseg.errors import NoisysegError
 def resolve_checkpoints(source: str | Path, checkpoints: Sequence[str] | None = None) -> list[Path]:
     """The checkpoint files named by a run folder or checkpoint file ``source`` and ``checkpoints``.
 
-    ``source`` is a run folder (holding ``checkpoints/``) or a ``.pt`` file. Without ``checkpoints`` a run
-    folder means its ``checkpoints/last.pt``. Each entry of ``checkpoints`` is a path, or a name looked up
+    ``source`` is a run folder or a ``.pt`` file; a run folder's names are resolved by
+    :meth:`noisyseg.engine.run_folder.RunFolder.resolve_checkpoints`. Without ``checkpoints`` a run folder
+    means its ``checkpoints/last.pt``. Each entry of ``checkpoints`` is a path, or a name looked up
     in the run's ``checkpoints/`` folder with or without ``.pt`` (``last``, ``ce_stage_end``,
     ``epoch_12``), or a glob pattern there (``epoch_*`` = every epoch snapshot, in epoch order).
     """
+    from noisyseg.engine.run_folder import RunFolder
+
     source = Path(source)
     if not source.exists():
         raise NoisysegError(f"{source}: no such run folder or checkpoint file")
@@ -41,33 +43,7 @@ def resolve_checkpoints(source: str | Path, checkpoints: Sequence[str] | None = 
         if checkpoints:
             raise NoisysegError(f"{source}: --checkpoint needs a run folder, not a checkpoint file")
         return [source]
-    folder = source / "checkpoints"
-    found: list[Path] = []
-    for name in checkpoints or ["last"]:
-        as_path = Path(name)
-        if as_path.is_file():
-            found.append(as_path)
-            continue
-        stem = name[:-3] if name.endswith(".pt") else name
-        if any(ch in stem for ch in "*?["):
-            matches = sorted(glob.glob(str(folder / f"{stem}.pt")), key=_natural_key)
-            if not matches:
-                raise NoisysegError(f"{folder}: no checkpoint matches {name!r}")
-            found.extend(Path(m) for m in matches)
-            continue
-        path = folder / f"{stem}.pt"
-        if not path.is_file():
-            have = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
-            raise NoisysegError(f"{path}: checkpoint not found (this run has: {', '.join(have) or 'none'})")
-        found.append(path)
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
-
-
-def _natural_key(text: str) -> list:
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+    return RunFolder(source).resolve_checkpoints(checkpoints)
 
 
 @dataclass
