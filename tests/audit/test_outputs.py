@@ -148,3 +148,15 @@ def test_a_gpu_the_machine_lacks_is_one_line(tiny_data, untrained_run, tmp_path,
     else:
         assert err == ("noisyseg audit: error: --device=cuda:99: CUDA is not available on this machine; "
                        "use cpu or auto\n")
+
+
+def test_a_checkpoint_given_as_a_file_protects_its_runs_config(tiny_data, untrained_run, tmp_path, capsys,
+                                                                no_scoring):
+    config = untrained_run / "config.yaml"
+    config.write_text("# the run's config\n")
+    last = untrained_run / "checkpoints" / "last.pt"
+    code, _, err = _run(["audit", last, "--data", tiny_data["noisy_json"], "--no-progress", "-o", tmp_path / "o",
+                         "--fix", config, "--action", "relabel"], capsys)
+    assert (code, err) == (2, f"noisyseg audit: error: {config}: --fix would write over the run's config "
+                              f"({config}); choose another path\n")
+    assert config.read_text() == "# the run's config\n"

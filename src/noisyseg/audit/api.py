@@ -130,10 +130,11 @@ def audit(
     # every file the audit reads, which no output may be
     inputs: list[tuple[str, str | Path]] = [("audited data file", data)]
     inputs += [("checkpoint", p) for p in [*paths, *(p for ps, _ in fold_paths for p in ps)]]
-    for run in [source] if source is not None else [run for run, _ in folds or []]:
-        if Path(run).is_dir():
-            folder = RunFolder(run)
-            inputs += [("run's config", folder.config_path), ("run's metrics", folder.record_path)]
+    runs = [RunFolder(run) for run in ([source] if source is not None else [run for run, _ in folds or []])
+            if Path(run).is_dir()]
+    runs += [r for r in map(RunFolder.of_checkpoint, [*paths, *(p for ps, _ in fold_paths for p in ps)]) if r]
+    for folder in runs:
+        inputs += [("run's config", folder.config_path), ("run's metrics", folder.record_path)]
     names = ["label_issues.csv", "label_issues.json", "summary.json", "summary.md", "review.html"]
     names += ["contact_sheet.png"] if sheet else []
     out = Path(out_dir) if out_dir is not None else None
