@@ -151,6 +151,10 @@ def test_a_decisions_file_that_does_not_fit_is_one_line_naming_the_entry(case, t
         f"{file}: data_sha256 000000000000... was reviewed on {path}, {path} has sha256 "
         f"{decisions['data_sha256'][:12]}... (another file, or changed since the audit)")
 
+    def unhashable_class(d):
+        d["decisions"][1]["category_id"] = [2]
+    assert _bad(case, tmp_path, unhashable_class) == f"{file}: decisions[1]: category_id [2] is not a category of {path}"
+
     def not_ours(d):
         d["format"] = "something else"
     assert _bad(case, tmp_path, not_ours).startswith(f"{file}: not a decisions file")
@@ -169,3 +173,28 @@ def test_apply_refuses_outputs_it_must_not_write(case, tmp_path, capsys):
     assert (code, err) == (2, f"noisyseg apply-decisions: error: {mine}: -o would replace an existing file that no "
                               "audit wrote; remove it or choose another path\n")
     assert (path.read_bytes(), file.read_bytes()) == before and mine.read_text() == "{}"
+
+
+def test_ids_beyond_javascript_integers_travel_as_strings(tiny_data, tmp_path):
+    """review.html holds an id of 2**53 or more as a decimal string (a JavaScript number would round it to a
+    neighbour); apply-decisions reads it back as the integer."""
+    from noisyseg.audit.review import js_id
+
+    assert js_id(2**53 - 1) == 2**53 - 1 and js_id(2**53 + 1) == str(2**53 + 1) and js_id(-(2**60)) == str(-(2**60))
+    coco = json.loads(Path(tiny_data["noisy_json"]).read_text())
+    big = 2**62 + 7
+    coco["annotations"][0]["id"] = big
+    cat = coco["annotations"][0]["category_id"]
+    other = next(c["id"] for c in coco["categories"] if c["id"] != cat)
+    data = tmp_path / "big.json"
+    data.write_text(json.dumps(coco))
+    decisions = tmp_path / "d.json"
+    decisions.write_text(json.dumps({
+        "format": FORMAT, "version": 1, "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+        "decisions": [{"annotation_id": str(big), "action": "relabel", "category_id": str(other),
+                       "given_category_id": str(cat)}]}))
+    out = tmp_path / "out.json"
+    apply_file(decisions, data, out)
+    fixed = json.loads(out.read_text())
+    assert fixed["annotations"][0]["id"] == big and fixed["annotations"][0]["category_id"] == other
+    assert fixed["annotations"][1:] == coco["annotations"][1:]

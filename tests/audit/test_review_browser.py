@@ -22,17 +22,27 @@ if not os.path.exists(CHROMIUM):
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 
 
-@pytest.fixture
-def browser_page(tmp_path):
-    """A page in headless Chromium with a fresh profile; downloads allowed."""
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium with a fresh profile, one for this module (each audit keeps its own storage key)."""
     with sync_api.sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS, accept_downloads=True,
-            viewport={"width": 1280, "height": 800})
+            str(tmp_path_factory.mktemp("profile")), executable_path=CHROMIUM, headless=True, args=FLAGS,
+            accept_downloads=True, viewport={"width": 1280, "height": 800})
         try:
-            yield ctx.new_page()
+            yield ctx
         finally:
             ctx.close()
+
+
+@pytest.fixture
+def browser_page(browser):
+    """A new tab; downloads allowed."""
+    page = browser.new_page()
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 def _open(page, path: Path) -> None:
@@ -173,3 +183,21 @@ def test_whole_image_opens_from_a_file_name_with_url_characters(tiny_data, untra
     assert size == [im["width"], im["height"]]
     page.keyboard.press("Escape")
     assert not page.is_visible("#whole")
+
+
+def test_an_audit_with_nothing_flagged_opens_to_an_empty_page(tiny_data, untrained_run, tmp_path, browser_page):
+    from noisyseg.audit import audit
+
+    out = tmp_path / "audit"
+    audit(untrained_run, tiny_data["noisy_json"], image_root=tiny_data["image_root"], out_dir=out, device="cpu",
+          top=0, sheet=0, progress=False)
+    assert not (out / "review_files").exists()
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _open(page, out / "review.html")
+    for key in ("k", "r", "1", "ArrowRight", "PageDown", "c", "Escape", "f", "u"):
+        page.keyboard.press(key)
+    assert page.inner_text("#pageinfo") == "no suspect matches the filters"
+    assert page.inner_text("#counts").startswith("decided 0 of 0")
+    assert _cards(page) == [] and errors == []

@@ -65,10 +65,18 @@ def read_decisions(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def _integer(value: Any) -> Any:
+    """``value`` as an int when it is one, or the decimal string review.html writes for an id JavaScript
+    cannot hold exactly (2**53 or more); anything else unchanged (and then refused by the caller)."""
+    if isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 40:
+        return int(value)
+    return value
+
+
 def _id(entry: Any, where: str) -> int:
     if not isinstance(entry, dict):
         raise NoisysegError(f"{where}: expected an object with annotation_id and action")
-    ann_id = entry.get("annotation_id")
+    ann_id = _integer(entry.get("annotation_id"))
     if isinstance(ann_id, bool) or not isinstance(ann_id, int):
         raise NoisysegError(f"{where}: annotation_id must be an integer, got {ann_id!r}")
     return ann_id
@@ -95,8 +103,8 @@ def apply_decisions(coco: dict, decisions: dict[str, Any], source: str | Path = 
     annotations = coco.get("annotations")
     if not isinstance(annotations, list):
         raise NoisysegError(f"{data_name}: expected a COCO JSON object with an 'annotations' list")
-    position = {a.get("id"): i for i, a in enumerate(annotations) if isinstance(a, dict)}
-    categories = {c.get("id") for c in coco.get("categories") or [] if isinstance(c, dict)}
+    position = {a["id"]: i for i, a in enumerate(annotations) if isinstance(a, dict) and isinstance(a.get("id"), int)}
+    categories = {c["id"] for c in coco.get("categories") or [] if isinstance(c, dict) and isinstance(c.get("id"), int)}
     plan: list[tuple[int, str, Any, bool]] = []  # (position, action, new category or None, undecided)
     seen: dict[int, str] = {}
     entries = [(f"decisions[{i}]", e, False) for i, e in enumerate(decisions.get("decisions", []))]
@@ -111,7 +119,7 @@ def apply_decisions(coco: dict, decisions: dict[str, Any], source: str | Path = 
         if i is None:
             raise NoisysegError(f"{where}: annotation {ann_id} is not in {data_name}")
         ann = annotations[i]
-        given = entry.get("given_category_id")
+        given = _integer(entry.get("given_category_id"))
         if given is not None and given != ann.get("category_id"):
             raise NoisysegError(f"{where}: annotation {ann_id} has category_id {ann.get('category_id')} in "
                                 f"{data_name}, the review saw {given}")
@@ -121,8 +129,8 @@ def apply_decisions(coco: dict, decisions: dict[str, Any], source: str | Path = 
         new = None
         if action == "relabel":
             key = "suggested_category_id" if is_undecided else "category_id"
-            new = entry.get(key)
-            if isinstance(new, bool) or new not in categories:
+            new = _integer(entry.get(key))
+            if isinstance(new, bool) or not isinstance(new, int) or new not in categories:
                 raise NoisysegError(f"{where}: {key} {new!r} is not a category of {data_name}")
         plan.append((i, action, new, is_undecided))
 

@@ -128,6 +128,16 @@ JPEG_QUALITY = 85
 SHEETS_AT_ONCE = 85  # sheets whose crops are held in memory at once (85 x 24 crops of 48 KB: 100 MB)
 
 
+JS_SAFE = 2**53 - 1  # the largest integer a JavaScript number holds exactly
+
+
+def js_id(value: Any) -> Any:
+    """An id as the page holds it: a JSON number when JavaScript keeps it exact, else its decimal string
+    (an id of 2**53 or more would be rounded to a neighbour, and the decisions would name the wrong one)."""
+    value = int(value)
+    return value if -JS_SAFE <= value <= JS_SAFE else str(value)
+
+
 def page_indices(issues: LabelIssues, top: int | None) -> np.ndarray:
     """Row indices (into the arrays of ``issues``) of the annotations on the review page, most suspicious
     first: every flagged one when ``top`` is None, else the ``top`` most suspicious, flagged or not."""
@@ -141,7 +151,8 @@ def page_data(issues: LabelIssues, indices: np.ndarray, coco: dict, page_dir: st
               audit_info: dict[str, Any], data_sha256: str) -> dict[str, Any]:
     """What review.html needs, as plain JSON (arrays kept short: 10,000 suspects are about 1.5 MB).
 
-    ``s``: one list per suspect in page order, ``[annotation id, image index, rank, given class index,
+    ``s``: one list per suspect in page order (ids beyond JavaScript's exact integers as decimal strings,
+    :func:`js_id`), ``[annotation id, image index, rank, given class index,
     suggested class index, label quality, [class, p, class, p, class, p] (the 3 most probable),
     p(background), clean class index or -1, flagged 0/1, [x, y, w, h]]``; class indices point into
     ``classes`` (``{"id", "name"}``), image indices into ``images`` (``[path relative to the page, width,
@@ -165,13 +176,13 @@ def page_data(issues: LabelIssues, indices: np.ndarray, coco: dict, page_dir: st
             image_index[im["id"]] = len(images)
             target = root / im["file_name"]
             images.append([Path(os.path.relpath(target, here)).as_posix(), int(im["width"]), int(im["height"]),
-                           im["id"]])
+                           js_id(im["id"]) if isinstance(im["id"], int) else str(im["id"])])
         probs = s.pred_probs[i]
         best = np.argsort(-probs, kind="stable")[:k_top]
         top3: list[Any] = []
         for c in best.tolist():
             top3 += [c, round(float(probs[c]), 4)]
-        rows.append([int(s.annotation_ids[i]), image_index[im["id"]], int(issues.rank[i]), int(s.given_labels[i]),
+        rows.append([js_id(s.annotation_ids[i]), image_index[im["id"]], int(issues.rank[i]), int(s.given_labels[i]),
                      int(issues.suggested_labels[i]), round(float(issues.label_quality[i]), 4), top3,
                      round(float(s.background_prob[i]), 4),
                      int(s.clean_labels[i]) if s.clean_labels is not None else -1, int(issues.is_issue[i]),
@@ -180,7 +191,7 @@ def page_data(issues: LabelIssues, indices: np.ndarray, coco: dict, page_dir: st
         "decisions_format": DECISIONS_FORMAT, "data": summary.get("data", ""), "data_sha256": data_sha256,
         "audit": {**audit_info, "n_scored": int(len(issues.rank)), "n_flagged": int(issues.is_issue.sum()),
                   "n_on_page": len(rows)},
-        "classes": [{"id": cid, "name": name} for cid, name in zip(lm.category_ids, lm.names)],
+        "classes": [{"id": js_id(cid), "name": name} for cid, name in zip(lm.category_ids, lm.names)],
         "images": images, "s": rows, "page_size": PAGE_SIZE,
         "per_class": summary["per_class"], "confusion": summary["flagged_confusion"],
         "tiles": {"prefix": f"{REVIEW_FILES}/sheet_", "size": REVIEW_TILE, "columns": SHEET_COLUMNS,
