@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -214,11 +215,14 @@ def _check_boxes(boxes: list, owners: list[int], sizes: list, annotations: list)
     """
     if not boxes:
         return np.zeros((0, 4), dtype=np.float64)
+    # np.fromiter over the flattened numbers is several times faster than np.array on a list of lists
     try:
-        arr = np.array(boxes, dtype=np.float64)
+        arr = np.fromiter(chain.from_iterable(boxes), np.float64, 4 * len(boxes)).reshape(-1, 4)
     except OverflowError:  # an integer too large for a float
         arr = np.array([[float(v) if abs(v) < 1e308 else math.inf for v in b] for b in boxes], dtype=np.float64)
-    hw = np.array([s if s is not None else (np.nan, np.nan) for s in sizes], dtype=np.float64).reshape(-1, 2)
+    unknown = (np.nan, np.nan)
+    hw = np.fromiter(chain.from_iterable(unknown if s is None else s for s in sizes), np.float64,
+                     2 * len(sizes)).reshape(-1, 2)
     height, width = hw[:, 0], hw[:, 1]
     x, y, w, h = arr.T
     problems = (
