@@ -198,3 +198,17 @@ def test_ids_beyond_javascript_integers_travel_as_strings(tiny_data, tmp_path):
     fixed = json.loads(out.read_text())
     assert fixed["annotations"][0]["id"] == big and fixed["annotations"][0]["category_id"] == other
     assert fixed["annotations"][1:] == coco["annotations"][1:]
+
+
+def test_apply_decisions_does_not_import_torch(case, tmp_path):
+    """Applying a review is JSON work: it must start at once, without loading torch."""
+    import subprocess
+    import sys
+
+    path, _, file, _ = case
+    code = ("import sys\nfrom noisyseg.cli import main\nrc = main(sys.argv[1:])\n"
+            "print(rc, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, "apply-decisions", str(file), "--data", str(path), "-o",
+                           str(tmp_path / "fixed.json")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "0 False"

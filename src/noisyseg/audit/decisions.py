@@ -15,6 +15,9 @@ Actions: ``keep`` (nothing changes), ``relabel`` (``category_id`` becomes the en
 :func:`apply_decisions` leaves them as they are, or applies one default action to all of them (relabel
 meaning their suggested class).
 
+This module imports neither numpy nor torch, so ``apply-decisions`` starts at once; :func:`record_audit`
+(the ``info.audit`` bookkeeping) is shared with ``--fix``.
+
 The file is tied to the bytes it was reviewed on: a data file whose sha256 differs is refused, as is an
 entry naming an annotation or a class the file does not have.
 """
@@ -96,8 +99,6 @@ def apply_decisions(coco: dict, decisions: dict[str, Any], source: str | Path = 
     annotation id the file does not have or that is listed twice, an unknown action or class, or a given
     class that differs from the file's.
     """
-    from noisyseg.audit.fix import record_audit
-
     if undecided not in DECISION_ACTIONS:
         raise NoisysegError(f"--undecided {undecided}: expected one of {', '.join(DECISION_ACTIONS)}")
     annotations = coco.get("annotations")
@@ -168,6 +169,20 @@ def apply_decisions(coco: dict, decisions: dict[str, Any], source: str | Path = 
     }
     record_audit(coco, report, data_name)
     return coco, report
+
+
+def record_audit(coco: dict, report: dict[str, Any], source: str | Path = "") -> None:
+    """Set ``coco["info"]["audit"] = report``; an earlier ``info.audit`` moves to the end of
+    ``info.audit_history`` (oldest first)."""
+    info = coco.get("info")
+    if info is None:
+        info = {}
+    elif not isinstance(info, dict):
+        raise NoisysegError(f"{source}: 'info' must be an object")
+    if "audit" in info:
+        info["audit_history"] = list(info.get("audit_history") or []) + [info["audit"]]
+    info["audit"] = report
+    coco["info"] = info
 
 
 def apply_file(decisions_path: str | Path, data_path: str | Path, out_path: str | Path,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from noisyseg.audit import ACTIONS
+from noisyseg.audit.decisions import record_audit
 from noisyseg.audit.issues import LabelIssues
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import atomic_write_text, read_json
@@ -98,20 +99,6 @@ def repair(coco: dict, issues: LabelIssues | str | Path, action: str, source: st
         report["transitions"] = [[a, b, n] for (a, b), n in sorted(transitions.items())]
     record_audit(coco, report, source)
     return coco, report
-
-
-def record_audit(coco: dict, report: dict[str, Any], source: str | Path = "") -> None:
-    """Set ``coco["info"]["audit"] = report``; an earlier ``info.audit`` moves to the end of
-    ``info.audit_history`` (oldest first)."""
-    info = coco.get("info")
-    if info is None:
-        info = {}
-    elif not isinstance(info, dict):
-        raise NoisysegError(f"{source}: 'info' must be an object")
-    if "audit" in info:
-        info["audit_history"] = list(info.get("audit_history") or []) + [info["audit"]]
-    info["audit"] = report
-    coco["info"] = info
 
 
 def fix_file(data_json: str | Path, issues: LabelIssues | str | Path, out_json: str | Path, action: str,
