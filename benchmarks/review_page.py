@@ -143,6 +143,14 @@ def small_png(path: Path) -> int:
     return path.stat().st_size
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suspects", type=int, default=10_000)
@@ -173,7 +181,7 @@ def main() -> None:
             print(f"{n} suspects: page written in {seconds:.1f} s; {files} files, {size / 1e6:.1f} MB "
                   f"({disk / 1e6:.1f} MB of disk blocks); opened in {ready:.0f} ms (navigation to first "
                   f"screen's crops decoded; goto wall {wall:.0f} ms; median of {len(times)}: "
-                  + ", ".join(f"{t[0]:.0f}" for t in times) + f" ms); a filter {filtering:.0f} ms; screenshot {shot} "
+                  + ", ".join(f"{t[0]:.0f}" for t in times) + f" ms); a filter {filtering:.0f} ms; screenshot {_shown(shot)} "
                   f"({small_png(shot) / 1e3:.0f} KB)")
 
 

@@ -428,6 +428,9 @@ $('export').addEventListener('click', exportDecisions);
 $('helpbtn').addEventListener('click', () => $('help').classList.add('open'));
 
 // ---- start
+$('meta').textContent = `${fmt(D.audit.n_flagged)} of ${fmt(D.audit.n_scored)} annotations flagged; ` +
+  `${fmt(N)} on this page. data: ${D.data} (sha256 ${D.data_sha256.slice(0, 12)}\u2026); checkpoints: ` +
+  `${(D.audit.checkpoints || []).join(', ')}; audit ${D.audit.id}. Decisions are kept in this browser for this audit.`;
 if (!storageOk) $('storage').textContent = 'this browser keeps no local storage for files: decisions are lost on reload';
 drawBars();
 drawConfusion();
@@ -460,6 +463,7 @@ BODY = """
 <h2>flagged: given \u2192 suggested</h2>
 <canvas id="confusion" title="rows: given class, columns: suggested class; click a cell to filter"></canvas>
 <div id="conftip" class="note">rows: given, columns: suggested; darker = more. Click a cell to filter.</div>
+<h2>audit</h2><div id="meta" class="note"></div>
 </aside>
 <main><div class="pager"><button id="prevpage" title="PageUp">\u2039</button><button id="nextpage" title="PageDown">\u203a</button>
 <span id="pageinfo"></span></div><div class="grid" id="grid"></div></main>
