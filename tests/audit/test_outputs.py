@@ -160,3 +160,15 @@ def test_a_checkpoint_given_as_a_file_protects_its_runs_config(tiny_data, untrai
     assert (code, err) == (2, f"noisyseg audit: error: {config}: --fix would write over the run's config "
                               f"({config}); choose another path\n")
     assert config.read_text() == "# the run's config\n"
+
+
+def test_fix_onto_the_audits_own_outputs_is_refused(tiny_data, untrained_run, tmp_path, capsys, no_scoring):
+    out = tmp_path / "o"
+    for target, line in (
+            (out / "summary.json", f"{out / 'summary.json'}: --fix would write over the audit's summary.json "
+                                   f"({out / 'summary.json'}); choose another path"),
+            (out / "review_files" / "f.json", f"{out / 'review_files' / 'f.json'}: --fix inside the audit's own "
+                                              f"page folder {out / 'review_files'}; choose another path")):
+        code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", out, "--fix", target, "--action", "drop"], capsys)
+        assert (code, err) == (2, f"noisyseg audit: error: {line}\n")
+    assert not out.exists()

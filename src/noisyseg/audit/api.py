@@ -101,8 +101,8 @@ def audit(
     folder is locked for the whole audit (a second audit into it is a one-line error). Nothing is written
     unless the whole audit succeeded; the input file is never changed.
     """
-    from noisyseg.audit.outputs import (check_folder_outputs, check_not_an_input, check_repaired_output,
-                                        locked_folder, write_folder)
+    from noisyseg.audit.outputs import (MANIFEST, check_folder_outputs, check_not_an_input,
+                                        check_repaired_output, locked_folder, write_folder)
     from noisyseg.audit.review import (REVIEW_FILES, collect_suspects, contact_sheet, png_bytes,
                                        review_files)
     from noisyseg.audit.score import resolve_checkpoints, score_annotations, score_folds
@@ -139,7 +139,7 @@ def audit(
     names += ["contact_sheet.png"] if sheet else []
     out = Path(out_dir) if out_dir is not None else None
     if fix is not None:
-        own = [(f"audit's {n}", out / n) for n in names] if out is not None else []
+        own = [(f"audit's {n}", out / n) for n in [*names, MANIFEST]] if out is not None else []
         check_repaired_output(fix, [*inputs, *own], "--fix")
         if out is not None and Path(fix).resolve().is_relative_to((out / REVIEW_FILES).resolve()):
             raise NoisysegError(f"{fix}: --fix inside the audit's own page folder {out / REVIEW_FILES}; "
