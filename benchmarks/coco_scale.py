@@ -183,6 +183,15 @@ def uss_mib(pid: int | str = "self") -> float:
     return total / 1024
 
 
+def rss_mib() -> float:
+    """This process's resident memory (MiB), shared pages included (VmRSS)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def child(stage: str, *args: str) -> tuple[float, float, str]:
     """Run ``stage`` of this script in a fresh process: (wall s, its peak RSS MiB, its stdout)."""
     return command([sys.executable, str(HERE), "--stage", stage, *args])
@@ -263,8 +272,8 @@ class _Epoch:
 
         t = self.target(i)
         worker = torch.utils.data.get_worker_info()
-        uss = uss_mib() if i % self.every == 0 or i == self.n - 1 else None
-        return worker.id, uss, int(t["labels"].sum())
+        mem = (uss_mib(), rss_mib()) if i % self.every == 0 or i == self.n - 1 else None
+        return worker.id, mem, int(t["labels"].sum())
 
 
 def _dict_targets(src: str):
@@ -312,12 +321,13 @@ def stage_workers(src: str, layout: str) -> None:
     last: dict[int, float] = {}
     t = time.perf_counter()
     for batch in loader:
-        for worker, uss, _ in batch:
-            if uss is not None:
-                first.setdefault(worker, uss)
-                last[worker] = uss
+        for worker, mem, _ in batch:
+            if mem is not None:
+                first.setdefault(worker, mem)
+                last[worker] = mem
     print(json.dumps({"seconds": time.perf_counter() - t, "images": n, "parent_uss_mib": uss_mib(),
-                      "start": [first[w] for w in sorted(first)], "end": [last[w] for w in sorted(last)]}))
+                      "start": [first[w][0] for w in sorted(first)], "end": [last[w][0] for w in sorted(last)],
+                      "start_rss": [first[w][1] for w in sorted(first)], "end_rss": [last[w][1] for w in sorted(last)]}))
 
 
 def stage_eval_pycocotools(folder: str) -> None:
@@ -505,6 +515,7 @@ def main() -> None:
     ap.add_argument("--page-crops", type=int, default=2400, help="review page crops made at full size")
     ap.add_argument("--repeats", type=int, default=2, help="runs of the load/build pair (best of)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="the numbered steps to run (default all)")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -538,6 +549,28 @@ def main() -> None:
           f"detections {(val / 'detections.json').stat().st_size / 2**20:.0f} MiB, slice images "
           f"{len(list((pix / 'images').iterdir()))}", flush=True)
 
+    only = {int(v) for v in args.only.split(",")}
+    print(f"steps run: {sorted(only)}", flush=True)
+    noisy = d / "noisy.json"
+    if (only & {6, 7}) and not noisy.exists():
+        only.add(1)  # steps 6 and 7 read the noisy file that step 1 writes
+    if 2 in only:
+        step_build(args, train)
+    if 1 in only:
+        step_noise(train, noisy, d)
+    if 6 in only:
+        step_stats(noisy, n_ann)
+    if 3 in only:
+        step_workers(train)
+    if 4 in only:
+        step_eval(args, val)
+    if 5 in only:
+        step_audit(pix, slices, n_ann)
+    if 7 in only:
+        step_review(args, noisy, d, n_ann)
+
+
+def step_build(args, train: Path) -> None:
     print("\n## 2. data set build vs json load (best of %d)" % args.repeats, flush=True)
     loads, builds = [], []
     for _ in range(args.repeats):
@@ -552,9 +585,11 @@ def main() -> None:
           f"adds {builds[-1][3]['uss_mib']:.0f} MiB to the process (torch imported) once the json is freed ({builds[-1][3]['images']} images)",
           flush=True)
 
+
+
+def step_noise(train: Path, noisy: Path, d: Path) -> None:
     print("\n## 1. noise vs json round trip", flush=True)
     w_trip, p_trip, _ = child("roundtrip", str(train), str(d / "trip.json"))
-    noisy = d / "noisy.json"
     if noisy.exists():
         noisy.unlink()
     w_noise, p_noise, said = command([sys.executable, "-m", "noisyseg", "noise", str(train), "-o", str(noisy),
@@ -563,12 +598,18 @@ def main() -> None:
     print(_ratio_line("noisyseg noise symmetric 0.4", w_noise, "json.load + json.dumps", w_trip, "<= 1.3"))
     print(f"   peak RSS: round trip {p_trip:.0f} MiB, noise {p_noise:.0f} MiB", flush=True)
 
+
+
+def step_stats(noisy: Path, n_ann: int) -> None:
     print("\n## 6. noise --stats vs json load", flush=True)
     w_stats, p_stats, _ = child("noise_stats", str(noisy))
     w_nl, _, out = child("load", str(noisy))
     print(_ratio_line(f"noisyseg noise --stats ({n_ann} rows)", w_stats, "json.load (process)", w_nl, "linear, ~1"))
     print(f"   peak RSS: --stats {p_stats:.0f} MiB", flush=True)
 
+
+
+def step_workers(train: Path) -> None:
     print("\n## 3. DataLoader worker memory over one epoch of targets, 2 workers", flush=True)
     for layout in ("flat", "dicts"):
         w, p, out = child("workers", str(train), layout)
@@ -578,9 +619,16 @@ def main() -> None:
         print(f"{label:<34} worker USS start {' / '.join(f'{v:.0f}' for v in r['start'])} MiB -> end "
               f"{' / '.join(f'{v:.0f}' for v in r['end'])} MiB: growth "
               f"{' / '.join(f'{g:+.0f} MiB ({100 * g / s:+.0f}%)' for g, s in zip(growth, r['start']))}; "
-              f"parent USS {r['parent_uss_mib']:.0f} MiB; epoch {r['seconds']:.0f} s over {r['images']} images "
-              "(goal: growth <= 5%)", flush=True)
+              f"parent USS {r['parent_uss_mib']:.0f} MiB; epoch {r['seconds']:.0f} s over {r['images']} images",
+              flush=True)
+        print(f"   worker RSS (shared pages included) {' / '.join(f'{v:.0f}' for v in r['start_rss'])} MiB -> "
+              f"{' / '.join(f'{v:.0f}' for v in r['end_rss'])} MiB: growth "
+              f"{' / '.join(f'{100 * (e - b) / b:+.1f}%' for b, e in zip(r['start_rss'], r['end_rss']))} "
+              "(goal <= 5%)", flush=True)
 
+
+
+def step_eval(args, val: Path) -> None:
     print(f"\n## 4. evaluation, {args.val_images} images x {args.detections} detections with masks, segm + bbox",
           flush=True)
     w_py, p_py, out_py = child("eval_pycocotools", str(val))
@@ -594,6 +642,9 @@ def main() -> None:
           f"{100 * ns['stats']['segm'][0]:.2f} vs {100 * py['stats']['segm'][0]:.2f}; peak RSS pycocotools "
           f"{p_py:.0f} MiB, noisyseg {p_ns:.0f} MiB", flush=True)
 
+
+
+def step_audit(pix: Path, slices: list[int], n_ann: int) -> None:
     print("\n## 5. audit (maskrcnn_tiny, 160x120 images, 1 thread)", flush=True)
     if not (pix / "run" / "checkpoints" / "last.pt").exists():
         child("train_tiny", str(pix))
@@ -615,6 +666,9 @@ def main() -> None:
     print(f"   linear: {n1 / n0:.1f}x the annotations took {s1 / s0:.2f}x the time; at {n_ann} annotations "
           f"about {per * n_ann / 60:.0f} min on one core of this machine at these image sizes", flush=True)
 
+
+
+def step_review(args, noisy: Path, d: Path, n_ann: int) -> None:
     print(f"\n## 7. audit table, summary and review page at {n_ann} rows", flush=True)
     w, p, out = child("review", str(noisy), str(d / "review"), str(args.page_crops))
     r = json.loads(out)

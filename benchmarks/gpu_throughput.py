@@ -10,9 +10,20 @@ Cityscapes classes) as a COCO file, then for each ``--amp`` mode trains two epoc
   data loader, SGD, autocast and GradScaler (fp16) written out by hand,
 
 and prints the images/s of the second epoch (the first one pays for cuDNN autotuning and allocator
-warm-up), their ratio (goal: engine/bare >= 0.95) and the peak GPU memory of each.
+warm-up), their ratio (goal: engine/bare >= 0.95) and the peak GPU memory of each. With ``--nproc N``
+(N > 1) each mode also trains with ``noisyseg train --nproc N`` (N processes, one GPU each, the same
+batch per GPU, so N times the batch in all) and prints its images/s against N times the one-GPU
+engine's: the scaling efficiency (goal >= 0.9).
 
-    .venv/bin/python benchmarks/gpu_throughput.py [--train 64] [--batch 2] [--amp off,fp16,bf16] [--json OUT.json]
+    .venv/bin/python benchmarks/gpu_throughput.py [--train 64] [--batch 2] [--amp off,fp16,bf16] [--nproc N] [--json OUT.json]
+
+Output format (fixed; one row per mode, then one per mode for --nproc)::
+
+    amp   engine img/s  bare img/s  ratio  engine GiB  bare GiB
+    off          12.34       12.80  0.964        5.10      4.95
+    ...
+    amp   nproc  engine img/s  N x 1-GPU img/s  efficiency
+    off       2         23.90            24.68       0.968
 
 On a machine without CUDA it refuses unless ``--device cpu`` is given (a smoke test: use a small
 ``--size``, the figures mean nothing there).
@@ -21,6 +32,8 @@ On a machine without CUDA it refuses unless ``--device cpu`` is given (a smoke t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shutil
 import sys
@@ -102,10 +115,29 @@ def peak_gib(device: torch.device) -> float:
 def engine_run(cfg, work: Path, device: torch.device) -> tuple[float, float]:
     reset_peak(device)
     out = work / f"engine-{cfg.train.amp}"
-    train(cfg, out, progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # the engine's epoch lines would break the table
+        train(cfg, out, progress=False)
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     second = [r for r in epochs if r.get("event") == "epoch"][1]
     return second["images_per_second"], peak_gib(device)
+
+
+def nproc_run(cfg, work: Path, nproc: int) -> float:
+    """images/s of the second epoch of ``noisyseg train --nproc N`` (a subprocess launching N ranks) with
+    ``nproc`` times the batch of ``cfg`` (the same batch per process)."""
+    import subprocess
+
+    tree = cfg.model_dump(mode="json")
+    tree["train"]["batch_size"] = cfg.train.batch_size * nproc
+    out = work / f"nproc{nproc}-{cfg.train.amp}"
+    config = work / f"nproc{nproc}-{cfg.train.amp}.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    done = subprocess.run([sys.executable, "-m", "noisyseg", "train", str(config), "--out", str(out), "--nproc",
+                           str(nproc), "--no-progress"], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"gpu_throughput.py: train --nproc {nproc} failed:\n{done.stderr[-2000:]}")
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in epochs if r.get("event") == "epoch"][1]["images_per_second"]
 
 
 def bare_run(cfg, device: torch.device) -> tuple[float, float]:
@@ -143,6 +175,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     ap.add_argument("--size", type=int, help="train at this short side instead of the preset's 800-1024")
     ap.add_argument("--workers", type=int, default=4, help="data loader workers (default 4)")
+    ap.add_argument("--nproc", type=int, default=1, help="also train with this many processes (GPUs), default 1")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -172,8 +205,20 @@ def main() -> None:
                          "engine_peak_gib": eng_mem, "bare_peak_gib": bare_mem})
             print(f"{amp:5} {eng:12.2f} {bare:11.2f} {eng / bare:6.3f} {eng_mem:11.2f} {bare_mem:9.2f}", flush=True)
         print("goal: ratio engine/bare >= 0.95")
+        scaling = []
+        if args.nproc > 1:
+            print(f"{'amp':5} {'nproc':>5} {'engine img/s':>12} {'N x 1-GPU img/s':>16} {'efficiency':>10}")
+            for amp, row in zip(modes, rows):
+                cfg = make_config(data_json, work / "data" / "images", args, amp)
+                rate = nproc_run(cfg, work, args.nproc)
+                ideal = args.nproc * row["engine_images_per_s"]
+                scaling.append({"amp": amp, "nproc": args.nproc, "engine_images_per_s": rate,
+                                "ideal_images_per_s": ideal, "efficiency": rate / ideal})
+                print(f"{amp:5} {args.nproc:5d} {rate:12.2f} {ideal:16.2f} {rate / ideal:10.3f}", flush=True)
+            print("goal: efficiency >= 0.9")
         if args.json:
-            atomic_write_json(args.json, {"device": name, "batch": args.batch, "size": args.size, "rows": rows})
+            atomic_write_json(args.json, {"device": name, "batch": args.batch, "size": args.size, "rows": rows,
+                                          "nproc": scaling})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
