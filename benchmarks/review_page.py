@@ -165,7 +165,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = a.keep or Path(tmp)
         t0 = time.perf_counter()
-        data, images, coco = make_data(work / "fashion", a.annotations or int(2.5 * a.suspects))
+        n_ann = a.annotations or int(2.5 * a.suspects)
+        data, images, coco = make_data(work / f"fashion_{n_ann}", n_ann)  # one folder per size: data refuses another set
         n_ann = len(coco["annotations"])
         print(f"data: {n_ann} annotations in {len(coco['images'])} scenes ({time.perf_counter() - t0:.0f} s)")
         for n, keys in ((10, "kr"), (a.suspects, "kr1id")):

@@ -124,6 +124,13 @@ def test_review_decide_reload_filter_export_apply(tiny_data, untrained_run, tmp_
     page.select_option("#fsugg", str(rows[0][4]))
     assert _cards(page) == [r[0] for r in rows if r[4] == rows[0][4]]
     page.click("#fclear")
+    # a cell of the confusion picture filters to its given -> suggested pair (3 classes: numbered axes 16 px)
+    box = page.query_selector("#confusion").bounding_box()
+    size = (box["width"] - 16) / len(cat)
+    given, sugg = rows[1][3], rows[1][4]
+    page.mouse.click(box["x"] + 16 + (sugg + 0.5) * size, box["y"] + 16 + (given + 0.5) * size)
+    assert _cards(page) == [r[0] for r in rows if r[3] == given and r[4] == sugg]
+    page.click("#fclear")
 
     # export, then apply
     with page.expect_download() as download:

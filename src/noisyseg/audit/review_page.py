@@ -44,8 +44,8 @@ button.clear{font:inherit;margin-top:6px;padding:2px 8px}
 .bar .rt{font-size:11px;color:#7a2a28}
 .bar .track{height:7px;background:#e3e7ea;border-radius:3px;overflow:hidden;position:relative}
 .bar .fill{height:100%;background:#d9534f}.bar .right{position:absolute;top:0;height:100%;background:#7a2a28}
-.note{font-size:11px;color:#6b757e;margin:4px 0}
-#confusion{width:228px;height:228px;image-rendering:pixelated;cursor:crosshair;border:1px solid #ccd}
+.note{font-size:11px;color:#6b757e;margin:4px 0;overflow-wrap:anywhere}
+#confusion{width:228px;height:228px;cursor:crosshair;border:1px solid #ccd}
 #conftip{font-size:12px;min-height:16px}
 main .pager{display:flex;align-items:center;gap:8px;margin-bottom:8px}
 main .pager button{font:inherit;padding:2px 10px}
@@ -381,26 +381,36 @@ function drawBars() {
 }
 
 function drawConfusion() {
-  const cv = $('confusion'), m = D.confusion;
-  cv.width = K; cv.height = K;
-  const ctx = cv.getContext('2d'), img = ctx.createImageData(K, K);
+  // drawn at its displayed size; with up to LABELLED classes the rows and columns get numbers and a legend
+  const LABELLED = 20, SIDE = 228, cv = $('confusion'), m = D.confusion;
+  const pad = K <= LABELLED ? 16 : 0, size = (SIDE - pad) / K;
+  cv.width = SIDE; cv.height = SIDE;
+  const ctx = cv.getContext('2d');
+  ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, SIDE, SIDE);
   let max = 0;
   for (let a = 0; a < K; a++) for (let b = 0; b < K; b++) if (a !== b) max = Math.max(max, m[a][b]);
   for (let a = 0; a < K; a++) for (let b = 0; b < K; b++) {
-    const v = m[a][b], o = 4 * (a * K + b);
-    const t = v && max ? 0.15 + 0.85 * Math.log1p(v) / Math.log1p(max) : 0;
-    const diag = a === b;
-    img.data[o] = diag ? 230 : 255 - Math.round(t * 40); img.data[o + 1] = diag ? 230 : 255 - Math.round(t * 200);
-    img.data[o + 2] = diag ? 230 : 255 - Math.round(t * 210); img.data[o + 3] = 255;
+    const v = m[a][b], t = v && max ? 0.15 + 0.85 * Math.log1p(v) / Math.log1p(max) : 0;
+    ctx.fillStyle = a === b ? '#e6e6e6' :
+      `rgb(${255 - Math.round(t * 40)},${255 - Math.round(t * 200)},${255 - Math.round(t * 210)})`;
+    ctx.fillRect(pad + b * size, pad + a * size, Math.ceil(size), Math.ceil(size));
   }
-  ctx.putImageData(img, 0, 0);
+  if (pad) {
+    ctx.fillStyle = '#56606a'; ctx.font = '9px sans-serif'; ctx.textAlign = 'center'; ctx.textBaseline = 'middle';
+    for (let c = 0; c < K; c++) {
+      ctx.fillText(String(c + 1), pad + (c + 0.5) * size, pad / 2);
+      ctx.fillText(String(c + 1), pad / 2, pad + (c + 0.5) * size);
+    }
+    $('conflegend').textContent = D.classes.map((c, i) => `${i + 1} ${c.name}`).join(' \u00b7 ');
+  }
   const cell = (e) => {
-    const rect = cv.getBoundingClientRect();
-    return [Math.floor((e.clientY - rect.top) / rect.height * K), Math.floor((e.clientX - rect.left) / rect.width * K)];
+    const rect = cv.getBoundingClientRect(), k = SIDE / rect.width;
+    return [Math.floor(((e.clientY - rect.top) * k - pad) / size), Math.floor(((e.clientX - rect.left) * k - pad) / size)];
   };
+  const inside = (a, b) => a >= 0 && a < K && b >= 0 && b < K;
   cv.addEventListener('mousemove', (e) => { const [a, b] = cell(e);
-    if (a >= 0 && a < K && b >= 0 && b < K) $('conftip').textContent = `given ${cname(a)} \u2192 suggested ${cname(b)}: ${m[a][b]}`; });
-  cv.addEventListener('click', (e) => { const [a, b] = cell(e); if (a >= 0 && a < K && b >= 0 && b < K) setFilter(a, b); });
+    if (inside(a, b)) $('conftip').textContent = `given ${cname(a)} \u2192 suggested ${cname(b)}: ${m[a][b]}`; });
+  cv.addEventListener('click', (e) => { const [a, b] = cell(e); if (inside(a, b)) setFilter(a, b); });
 }
 
 // ---- keys
@@ -463,6 +473,7 @@ BODY = """
 <h2>flagged: given \u2192 suggested</h2>
 <canvas id="confusion" title="rows: given class, columns: suggested class; click a cell to filter"></canvas>
 <div id="conftip" class="note">rows: given, columns: suggested; darker = more. Click a cell to filter.</div>
+<div id="conflegend" class="note"></div>
 <h2>audit</h2><div id="meta" class="note"></div>
 </aside>
 <main><div class="pager"><button id="prevpage" title="PageUp">\u2039</button><button id="nextpage" title="PageDown">\u203a</button>
