@@ -403,9 +403,18 @@ def stage_audit(folder: str, n_annotations: str) -> None:
     f = Path(folder)
     coco = json.loads((f / "slice.json").read_text())
     n = int(n_annotations)
-    anns = coco["annotations"][:n]
-    ids = {a["image_id"] for a in anns}
-    part = {**coco, "images": [im for im in coco["images"] if im["id"] in ids], "annotations": anns}
+    # whole images, in file order, until about n annotations: images and annotations grow together
+    per_image: dict[int, int] = {}
+    for a in coco["annotations"]:
+        per_image[a["image_id"]] = per_image.get(a["image_id"], 0) + 1
+    ids, total = set(), 0
+    for im in coco["images"]:
+        if total >= n:
+            break
+        ids.add(im["id"])
+        total += per_image.get(im["id"], 0)
+    part = {**coco, "images": [im for im in coco["images"] if im["id"] in ids],
+            "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
     data = f / f"slice_{n}.json"
     write_json(part, data)
     out = f / f"audit_{n}"
@@ -449,10 +458,12 @@ def stage_review(noisy: str, folder: str, crops: str) -> None:
     rng = np.random.default_rng(0)
     given = np.array([label[a["category_id"]] for a in anns], dtype=np.int64)
     clean = np.array([label[a.get("clean_category_id", a["category_id"])] for a in anns], dtype=np.int64)
-    logits = rng.normal(0, 1, (len(anns), lm.num_classes))
-    logits[np.arange(len(anns)), clean] += 3.0  # a model that mostly knows the clean class
-    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs = rng.normal(0, 1, (len(anns), lm.num_classes))  # logits, turned into probabilities in place
+    probs[np.arange(len(anns)), clean] += 3.0  # a model that mostly knows the clean class
+    probs -= probs.max(1, keepdims=True)
+    np.exp(probs, out=probs)
     probs /= probs.sum(1, keepdims=True)
+    before = rss_mib()  # the parsed json and the (N, K) float64 probabilities
     scores = AnnotationScores(
         annotation_ids=np.array([a["id"] for a in anns], dtype=np.int64),
         image_ids=np.array([a["image_id"] for a in anns], dtype=np.int64), given_labels=given,
@@ -488,7 +499,7 @@ def stage_review(noisy: str, folder: str, crops: str) -> None:
     t = time.perf_counter()
     sheets = sheet_files(page_pictures(issues, first, coco, noisy))
     times[f"crops + sheets for {len(first)} suspects"] = time.perf_counter() - t
-    print(json.dumps({"rows": len(rows), "flagged": int(issues.is_issue.sum()), "times": times,
+    print(json.dumps({"rows": len(rows), "flagged": int(issues.is_issue.sum()), "times": times, "inputs_mib": before,
                       "csv_mib": len(csv_text) / 2**20, "page_mib": len(page) / 2**20, "sheets": len(sheets)}))
 
 
@@ -663,8 +674,10 @@ def step_audit(pix: Path, slices: list[int], n_ann: int) -> None:
               f"peak RSS {p:.0f} MiB, {r['flagged']} flagged", flush=True)
     (n0, s0, _), (n1, s1, _) = rates[0], rates[-1]
     per = (s1 - s0) / (n1 - n0) if n1 > n0 else s1 / n1
-    print(f"   linear: {n1 / n0:.1f}x the annotations took {s1 / s0:.2f}x the time; at {n_ann} annotations "
-          f"about {per * n_ann / 60:.0f} min on one core of this machine at these image sizes", flush=True)
+    (_, _, p0), (_, _, p1) = rates[0], rates[-1]
+    print(f"   linear: {n1 / n0:.1f}x the annotations took {s1 / s0:.2f}x the time and {p1 - p0:+.0f} MiB; at {n_ann} "
+          f"annotations about {per * n_ann / 60:.0f} min on one core of this machine at these image sizes, and "
+          f"{p1 + (p1 - p0) / (n1 - n0) * (n_ann - n1):.0f} MiB if memory grows as between the two slices", flush=True)
 
 
 
@@ -675,7 +688,9 @@ def step_review(args, noisy: Path, d: Path, n_ann: int) -> None:
     for name, s in r["times"].items():
         print(f"   {name:<40} {s:7.1f} s")
     print(f"   {r['rows']} rows, {r['flagged']} flagged; csv {r['csv_mib']:.0f} MiB, page {r['page_mib']:.0f} MiB, "
-          f"{r['sheets']} crop sheets; peak RSS {p:.0f} MiB (goal <= 4096); process {w:.0f} s", flush=True)
+          f"{r['sheets']} crop sheets; peak RSS {p:.0f} MiB (goal <= 4096), of which {r['inputs_mib']:.0f} MiB "
+          f"before the audit's code ran (parsed json, probabilities: what an audit holds too); process {w:.0f} s",
+          flush=True)
 
 
 if __name__ == "__main__":
