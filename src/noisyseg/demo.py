@@ -161,7 +161,11 @@ def format_audit(summary: dict) -> str:
         lines[-1] += " The training file has no injected errors to compare with."
     lines += ["", "The most suspicious annotations first (given -> suggested class; the whole list in "
               "[audit/review.html](audit/review.html), the figures in [audit/summary.md](audit/summary.md)):",
-              "", "![the most suspicious annotations](audit/contact_sheet.png)"]
+              "", "![the most suspicious annotations](audit/contact_sheet.png)", "",
+              "Review every flagged annotation in [audit/review.html](audit/review.html) (keys k keep, r relabel "
+              "to the suggestion, i ignore its class, d drop; then Export), and apply the decisions with "
+              f"`noisyseg apply-decisions decisions_{str(summary.get('audit_id', '<id>'))[:8]}.json --data "
+              f"{summary.get('data', 'TRAIN.json')} -o reviewed.json`: only the annotations you decided change."]
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from noisyseg.errors import NoisysegError
 VERBS = [
     ("noise",), ("data",), ("data", "shapes"), ("data", "fashion"), ("convert",), ("convert", "cityscapes"),
     ("convert", "voc"), ("train",), ("eval",), ("predict",), ("weights",), ("weights", "fetch"), ("audit",),
-    ("demo",), ("bench",),
+    ("demo",), ("bench",), ("apply-decisions",),
 ]
 
 
@@ -83,7 +83,7 @@ def test_help_and_noise_import_no_torch(tmp_path):
 def test_python_dash_m_is_the_same_entry_point():
     proc = subprocess.run([sys.executable, "-m", "noisyseg", "noise"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr == "noisyseg noise: error: needs IN.json and -o OUT.json (or --stats FILE.json)\n"
+    assert proc.stderr == "noisyseg noise: error: needs IN.json and -o OUT.json (or --stats FILE.json, or --predict FILE.json)\n"
 
 
 def test_no_argparse_outside_the_cli_package():
