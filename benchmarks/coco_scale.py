@@ -15,6 +15,7 @@ One command makes the inputs (deterministic: the same bytes for the same sizes a
   6. ``noisyseg noise --stats`` on the noisy file of step 1      vs  json.load of that file
   7. the audit's table, summary and review page data at the train file's size (860k rows, scores drawn
      at random: cleanlab flags, ranks, writes rows; the page's crops for its first --page-crops suspects)
+  8. the data set's check of every image's header before work (on the slice's real images), per image
 
 Every step runs as its own child process; "peak" is that child's maximum resident memory (its rusage),
 "USS" a process's own memory (/proc/PID/smaps_rollup Private_Clean + Private_Dirty), which is what a
@@ -233,6 +234,19 @@ def stage_make_slice(folder: str, n_images: str, n_annotations: str, seed: str) 
     coco = make_coco(int(n_images), int(n_annotations), int(seed), small=(160, 120))
     write_json(coco, Path(folder) / "slice.json")
     write_pixels(coco, Path(folder) / "images", int(seed))
+
+
+def stage_headers(folder: str) -> None:
+    """The data set of the slice (real images) built without and with reading every image's header."""
+    from noisyseg.data.coco import CocoInstances
+
+    f = Path(folder)
+    times = {}
+    for check in (False, True, False, True):  # interleaved; the second of each counts (files cached)
+        t = time.perf_counter()
+        ds = CocoInstances(f / "slice.json", f / "images", train=True, check_files=check)
+        times[check] = time.perf_counter() - t
+    print(json.dumps({"without": times[False], "with": times[True], "images": len(ds)}))
 
 
 def stage_roundtrip(src: str, dst: str) -> None:
@@ -526,7 +540,7 @@ def main() -> None:
     ap.add_argument("--page-crops", type=int, default=2400, help="review page crops made at full size")
     ap.add_argument("--repeats", type=int, default=2, help="runs of the load/build pair (best of)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="the numbered steps to run (default all)")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8", help="the numbered steps to run (default all)")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -579,6 +593,19 @@ def main() -> None:
         step_audit(pix, slices, n_ann)
     if 7 in only:
         step_review(args, noisy, d, n_ann)
+    if 8 in only:
+        step_headers(pix, n_img)
+
+
+def step_headers(pix: Path, n_img: int) -> None:
+    print("\n## 8. reading every image's header before work (the check of CocoInstances(check_files=True))",
+          flush=True)
+    _, _, out = child("headers", str(pix))
+    r = json.loads(out)
+    per = (r["with"] - r["without"]) / r["images"]
+    print(f"   {r['images']} images (160x120 PNG, in the page cache): data set {r['without']:.2f} s without, "
+          f"{r['with']:.2f} s with the header check: {1e6 * per:.0f} us per image, about {per * n_img:.0f} s "
+          f"for {n_img} images (more from a cold disk: one small read per file)", flush=True)
 
 
 def step_build(args, train: Path) -> None:
