@@ -147,6 +147,7 @@ def test_a_failure_midway_leaves_no_output(fake_checkpoint, tmp_path):
     ("missing_image", "nope.png: image not found"),
     ("folder_image", "expected an image file, found a folder"),
     ("not_an_image", "notes.png: cannot read image"),
+    ("bomb", "bomb.png: image too large"),
     ("results_is_input", "refusing to overwrite an input with the results file"),
     ("threshold", "score threshold must be in [0, 1], got 1.5"),
 ])
@@ -168,6 +169,11 @@ def test_bad_arguments_fail_before_the_model_is_loaded(fake_checkpoint, tmp_path
     elif case == "not_an_image":
         (tmp_path / "in" / "notes.png").write_text("hello")
         images.append(tmp_path / "in" / "notes.png")
+    elif case == "bomb":  # a 20000 x 20000 header: Pillow refuses it as a decompression bomb, not an OSError
+        from data.test_images import write_bomb_png
+
+        write_bomb_png(tmp_path / "in" / "bomb.png")
+        images.append(tmp_path / "in" / "bomb.png")
     elif case == "results_is_input":
         out = tmp_path / "in"
         images.append(out / "results.json")

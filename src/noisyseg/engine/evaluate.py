@@ -44,7 +44,7 @@ class _ImagesOnly(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         index = self.indices[i]
         image = TF.to_dtype(self.dataset.load_image(index), torch.float32, scale=True)
-        return image, self.dataset.records[index].image_id
+        return image, self.dataset.image_id(index)
 
 
 def _collate_images(batch: list) -> tuple[list, list]:

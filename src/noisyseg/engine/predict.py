@@ -61,8 +61,9 @@ def overlay_paths(images: list[str | Path], out_dir: str | Path) -> list[Path]:
 
 def _check_inputs(images: list[str | Path], results: Path) -> None:
     """One-line errors, before any work, for no images, a missing or unreadable image, or an input that
-    the results file would replace. Only image headers are read here."""
-    from PIL import Image
+    the results file would replace. Only image headers are read here (so a decompression bomb is refused
+    before its pixels are)."""
+    from noisyseg.data.images import image_size
 
     if not images:
         raise NoisysegError("no input images given")
@@ -71,13 +72,7 @@ def _check_inputs(images: list[str | Path], results: Path) -> None:
             raise NoisysegError(f"{p}: refusing to overwrite an input with the results file")
         if Path(p).is_dir():
             raise NoisysegError(f"{p}: expected an image file, found a folder")
-        try:
-            with Image.open(p):
-                pass
-        except FileNotFoundError:
-            raise NoisysegError(f"{p}: image not found") from None
-        except OSError as e:
-            raise NoisysegError(f"{p}: cannot read image ({e})") from None
+        image_size(p)
 
 
 @torch.no_grad()
