@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from noisyseg.audit import ACTIONS, FILTERS
 from noisyseg.audit.fix import repair
-from noisyseg.audit.issues import LabelIssues, find_issues, issue_rows, rows_to_csv, summary_data, summary_markdown
+from noisyseg.audit.issues import IssueRows, LabelIssues, find_issues, summary_data, summary_markdown, write_table
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import atomic_write_text
 
@@ -22,7 +22,8 @@ class AuditResult:
 
     Attributes:
         issues: per-annotation verdicts (arrays in file order; see :class:`LabelIssues`).
-        rows: the issue table, one dict per scored annotation, most suspicious first.
+        rows: the issue table, one dict per scored annotation, most suspicious first (a read-only sequence
+            whose dicts are made when read: see :class:`noisyseg.audit.issues.IssueRows`).
         summary: the content of summary.json.
         files: name -> path of every file written (empty when ``out_dir`` was None); the repaired file
             under "fix".
@@ -30,7 +31,7 @@ class AuditResult:
     """
 
     issues: LabelIssues
-    rows: list[dict[str, Any]]
+    rows: IssueRows
     summary: dict[str, Any]
     files: dict[str, Path] = field(default_factory=dict)
     fix_report: dict[str, Any] | None = None
@@ -101,12 +102,13 @@ def audit(
     folder is locked for the whole audit (a second audit into it is a one-line error). Nothing is written
     unless the whole audit succeeded; the input file is never changed.
     """
-    from noisyseg.audit.outputs import (MANIFEST, check_folder_outputs, check_not_an_input,
+    from noisyseg.audit.flat import AuditData
+    from noisyseg.audit.outputs import (MANIFEST, Spool, check_folder_outputs, check_not_an_input,
                                         check_repaired_output, locked_folder, write_folder)
     from noisyseg.audit.review import (REVIEW_FILES, collect_suspects, contact_sheet, png_bytes,
                                        review_files)
     from noisyseg.audit.score import resolve_checkpoints, score_annotations, score_folds
-    from noisyseg.data.coco import load_coco
+    from noisyseg.utils.io import read_json
     from noisyseg.engine.distributed import select_device
     from noisyseg.engine.run_folder import RunFolder
 
@@ -145,39 +147,49 @@ def audit(
             raise NoisysegError(f"{fix}: --fix inside the audit's own page folder {out / REVIEW_FILES}; "
                                 "choose another path")
 
-    with locked_folder(out) if out is not None else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if out is not None:
+            stack.enter_context(locked_folder(out))
         before = check_folder_outputs(out, names, [REVIEW_FILES], inputs) if out is not None else set()
-        coco = load_coco(data)
+        # the file as flat arrays; its parsed json (2.7 GB at COCO size) is freed inside load
+        flat = AuditData.load(data)
         data_sha256 = file_sha256(data)
         options = {"image_root": image_root, "device": torch_device, "batch_size": batch_size,
                    "num_workers": num_workers, "progress": progress}
         if folds is not None:
-            scores = score_folds(fold_paths, coco, data, **options)
+            scores = score_folds(fold_paths, flat, data, **options)
         else:
-            scores = score_annotations(paths, coco, data, **options)
+            scores = score_annotations(paths, flat, data, **options)
         issues = find_issues(scores, filter_by)
-        rows = issue_rows(issues)
-        table = {"data": str(data), "checkpoints": [str(p) for p in scores.checkpoints], "rule": issues.rule,
-                 "columns": list(rows[0]) if rows else [], "annotations": rows}
-        table_text = json.dumps(table)
-        audit_id = hashlib.sha256(table_text.encode("utf-8")).hexdigest()[:16]
+        rows = IssueRows(issues)
+        # the large outputs wait on disk (unnamed temporary files in the output folder), not in memory
+        spools = [stack.enter_context(contextlib.closing(Spool(out))) for _ in range(3)] if out is not None else []
+        csv_out, json_out = (spools[0].writer(), spools[1].writer()) if spools else (None, None)
+        audit_id = write_table(issues, {"data": str(data), "checkpoints": [str(p) for p in scores.checkpoints],
+                                        "rule": issues.rule}, csv_out, json_out)
         summary = summary_data(issues, {"data": str(data), "data_sha256": data_sha256, "device": str(torch_device),
                                         "audit_id": audit_id})
 
-        files: dict[str, bytes] = {}
+        files: dict[str, Any] = {}
         if out is not None:
-            files["label_issues.csv"] = rows_to_csv(rows).encode("utf-8")
-            files["label_issues.json"] = table_text.encode("utf-8")
+            files["label_issues.csv"] = csv_out.file
+            files["label_issues.json"] = json_out.file
             files["summary.json"] = json.dumps(summary, indent=2).encode("utf-8")
             files["summary.md"] = summary_markdown(summary).encode("utf-8")
             info = {"id": audit_id, "folder": str(out.resolve()), "checkpoints": summary["checkpoints"],
                     "filter_by": filter_by}
-            files.update(review_files(issues, coco, data, out, summary, info, data_sha256, top))
+            files.update(review_files(issues, flat, data, out, summary, info, data_sha256, top, spool=spools[2]))
             if sheet:
-                suspects = collect_suspects(rows, coco, scores.image_root, data, sheet)
+                suspects = collect_suspects(rows, flat, scores.image_root, data, sheet)
                 files["contact_sheet.png"] = png_bytes(contact_sheet(suspects))
+        del flat
         fix_text, fix_report = None, None
         if fix is not None:
+            # the one step that needs the whole json: read again (the same bytes as audited) now that the
+            # arrays of the audit are freed
+            if file_sha256(data) != data_sha256:
+                raise NoisysegError(f"{data}: the file changed during the audit; audit it again")
+            coco = read_json(data, "COCO annotation file")
             repaired, fix_report = repair(coco, issues, action, data, {"data": str(data)})  # as fix_file records it
             fix_text = json.dumps(repaired, separators=(",", ":"))
             del repaired, coco

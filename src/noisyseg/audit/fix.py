@@ -33,11 +33,11 @@ def flagged_table(issues: LabelIssues | str | Path) -> tuple[list[dict[str, Any]
     ``issues`` is an audit result or the path of a ``label_issues.json`` written by one.
     """
     if isinstance(issues, LabelIssues):
-        from noisyseg.audit.issues import issue_rows
-
         import cleanlab
 
-        rows = [r for r in issue_rows(issues) if r["is_issue"]]
+        from noisyseg.audit.issues import IssueRows
+
+        rows = IssueRows(issues).flagged()
         return rows, {"checkpoints": [str(p) for p in issues.scores.checkpoints], "rule": issues.rule,
                       "cleanlab_version": cleanlab.__version__, "n_scored": len(issues.rank)}
     path = Path(issues)

@@ -9,10 +9,14 @@ made by ``noisyseg noise``), :func:`truth_metrics` scores the audit against the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
+import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -122,6 +126,139 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+class IssueRows(Sequence):
+    """The issue table as a read-only sequence: the rows of :func:`issue_rows`, each dict made when it is
+    read, so a COCO-sized table (860k rows, about 1 GB as dicts) is never held as Python objects."""
+
+    def __init__(self, issues: LabelIssues) -> None:
+        self.issues = issues
+        self._order = issues.order
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self._row(int(i)) for i in self._order[k]]
+        if not -len(self) <= k < len(self):
+            raise IndexError(k)
+        return self._row(int(self._order[k]))
+
+    def flagged(self) -> list[dict[str, Any]]:
+        """The rows of the flagged annotations, most suspicious first."""
+        return [self._row(int(i)) for i in self._order[self.issues.is_issue[self._order]]]
+
+    def _row(self, i: int) -> dict[str, Any]:
+        issues, s = self.issues, self.issues.scores
+        ids, names = s.label_map.category_ids, s.label_map.names
+        g, sug = int(s.given_labels[i]), int(issues.suggested_labels[i])
+        row = {
+            "rank": int(issues.rank[i]), "annotation_id": _plain(s.annotation_ids[i]),
+            "image_id": _plain(s.image_ids[i]), "given_category_id": ids[g], "given_name": names[g],
+            "suggested_category_id": ids[sug], "suggested_name": names[sug],
+            "label_quality": round(float(issues.label_quality[i]), 6),
+            "suggested_prob": round(float(s.pred_probs[i, sug]), 6),
+            "background_prob": round(float(s.background_prob[i]), 6),
+            "is_issue": int(issues.is_issue[i]),
+        }
+        if s.clean_labels is not None:
+            c = int(s.clean_labels[i])
+            row.update({"clean_category_id": ids[c], "clean_name": names[c], "is_wrong": int(c != g)})
+        return row
+
+
+def table_columns(issues: LabelIssues) -> list[str]:
+    """The issue table's columns: :data:`COLUMNS`, plus :data:`TRUTH_COLUMNS` when the file has clean
+    labels; none for an empty table (as ``list(rows[0]) if rows else []``)."""
+    if not len(issues.rank):
+        return []
+    return [*COLUMNS, *(TRUTH_COLUMNS if issues.scores.clean_labels is not None else ())]
+
+
+def _json_float(v: float) -> str:
+    """``v`` as :func:`json.dumps` writes it."""
+    return float.__repr__(v) if math.isfinite(v) else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+
+
+def _csv_field(text: str) -> str:
+    """``text`` as a csv field, quoted as :class:`csv.DictWriter` quotes it (only when it must be)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([text, "0"])
+    return buf.getvalue()[: -len(",0\n")]
+
+
+TABLE_CHUNK = 50_000  # rows formatted at once: a few MB of text, whatever the table's size
+
+
+def write_table(issues: LabelIssues, header: dict[str, Any], csv_out: BinaryIO | None = None,
+                json_out: BinaryIO | None = None) -> str:
+    """Write label_issues.csv and label_issues.json from the arrays of ``issues``, a chunk of rows at a time.
+
+    The bytes equal those of ``rows_to_csv(issue_rows(issues))`` and ``json.dumps({**header, "columns":
+    ..., "annotations": issue_rows(issues)})`` (UTF-8), without ever making the row dicts. ``header``: the
+    json's keys before ``columns`` (``data``, ``checkpoints``, ``rule``). Either output may be None.
+
+    Returns the audit id: the first 16 hex digits of the sha256 of the json text.
+    """
+    digest = hashlib.sha256()
+
+    def emit_json(text: str) -> None:
+        data = text.encode("utf-8")
+        digest.update(data)
+        if json_out is not None:
+            json_out.write(data)
+
+    columns = table_columns(issues)
+    head = json.dumps({**header, "columns": columns, "annotations": []})
+    assert head.endswith('"annotations": []}')
+    emit_json(head[:-2])
+    if csv_out is not None:
+        csv_out.write((",".join(columns or COLUMNS) + "\n").encode("utf-8"))
+    s = issues.scores
+    ids, names = s.label_map.category_ids, s.label_map.names
+    id_j = [json.dumps(v) for v in ids]
+    name_j = [json.dumps(v) for v in names]
+    id_c = [str(v) for v in ids]
+    name_c = [_csv_field(v) for v in names]
+    truth = s.clean_labels is not None
+    order = issues.order
+    for start in range(0, len(order), TABLE_CHUNK):
+        rows = order[start:start + TABLE_CHUNK]
+        given, sug = s.given_labels[rows].tolist(), issues.suggested_labels[rows].tolist()
+        rank = issues.rank[rows].tolist()
+        ann = [_plain_text(v) for v in s.annotation_ids[rows].tolist()]
+        img = [_plain_text(v) for v in s.image_ids[rows].tolist()]
+        quality = [round(v, 6) for v in issues.label_quality[rows].tolist()]
+        prob = [round(v, 6) for v in s.pred_probs[rows, issues.suggested_labels[rows]].tolist()]
+        bg = [round(v, 6) for v in s.background_prob[rows].tolist()]
+        flag = issues.is_issue[rows].astype(np.int64).tolist()
+        clean = s.clean_labels[rows].tolist() if truth else [0] * len(rows)
+        json_rows, csv_rows = [], []
+        for r, (a, im, g, u, q, p, b, f, c) in enumerate(zip(ann, img, given, sug, quality, prob, bg, flag, clean)):
+            j = (f'{{"rank": {rank[r]}, "annotation_id": {a[0]}, "image_id": {im[0]}, "given_category_id": '
+                 f'{id_j[g]}, "given_name": {name_j[g]}, "suggested_category_id": {id_j[u]}, "suggested_name": '
+                 f'{name_j[u]}, "label_quality": {_json_float(q)}, "suggested_prob": {_json_float(p)}, '
+                 f'"background_prob": {_json_float(b)}, "is_issue": {f}')
+            line = (f"{rank[r]},{a[1]},{im[1]},{id_c[g]},{name_c[g]},{id_c[u]},{name_c[u]},{q!r},{p!r},{b!r},{f}")
+            if truth:
+                j += f', "clean_category_id": {id_j[c]}, "clean_name": {name_j[c]}, "is_wrong": {int(c != g)}'
+                line += f",{id_c[c]},{name_c[c]},{int(c != g)}"
+            json_rows.append(j + "}")
+            csv_rows.append(line)
+        emit_json((", " if start else "") + ", ".join(json_rows))
+        if csv_out is not None:
+            csv_out.write(("\n".join(csv_rows) + "\n").encode("utf-8"))
+    emit_json("]}")
+    return digest.hexdigest()[:16]
+
+
+def _plain_text(v: Any) -> tuple[str, str]:
+    """An id as (json text, csv text), as json.dumps and csv write the plain Python value."""
+    if type(v) is int:
+        return str(v), str(v)
+    return json.dumps(v), str(v)
 
 
 # ----------------------------------------------------------------------------------------------------

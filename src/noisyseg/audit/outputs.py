@@ -15,11 +15,12 @@ the same folder stops at once with one line instead of mixing its files with the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import atomic_write_json, ensure_output_dir, ensure_output_file
@@ -142,8 +143,65 @@ def check_folder_outputs(folder: Path, names: Iterable[str], owned_dirs: Iterabl
     return before
 
 
-def write_folder(folder: Path, files: dict[str, bytes], before: set[str], extra: Iterable[str] = ()) -> dict[str, Path]:
-    """Write ``files`` (relative path -> bytes) into ``folder``, then remove what the earlier audit wrote and
+class Spool:
+    """Output files kept on disk until :func:`write_folder` writes them: one temporary file without a name
+    (made in ``folder``, so on the same disk; the system removes it when it is closed or the process ends),
+    so an audit's large outputs (its table, thousands of crop sheets) do not stay in memory."""
+
+    def __init__(self, folder: Path) -> None:
+        import tempfile
+
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self._end = 0
+
+    def add(self, data: bytes | Iterable[bytes]) -> "SpooledFile":
+        """Append one file's bytes (or its chunks, in order); returns where they are."""
+        start = self._end
+        for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            self._file.write(chunk)
+            self._end += len(chunk)
+        return SpooledFile(self, start, self._end - start)
+
+    def writer(self) -> "_SpoolWriter":
+        """A file-like ``write`` target for one file; its ``.file`` is the spooled file once done."""
+        return _SpoolWriter(self)
+
+    def read(self, start: int, length: int) -> bytes:
+        self._file.flush()
+        return os.pread(self._file.fileno(), length, start)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _SpoolWriter:
+    def __init__(self, spool: Spool) -> None:
+        self.spool, self.start = spool, spool._end
+
+    def write(self, data: bytes) -> int:
+        self.spool._file.write(data)
+        self.spool._end += len(data)
+        return len(data)
+
+    @property
+    def file(self) -> "SpooledFile":
+        return SpooledFile(self.spool, self.start, self.spool._end - self.start)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpooledFile:
+    """One file's bytes in a :class:`Spool`."""
+
+    spool: Spool
+    start: int
+    length: int
+
+    def read(self) -> bytes:
+        return self.spool.read(self.start, self.length)
+
+
+def write_folder(folder: Path, files: dict[str, Any], before: set[str], extra: Iterable[str] = ()) -> dict[str, Path]:
+    """Write ``files`` (relative path -> bytes, or a :class:`SpooledFile`, read one at a time) into ``folder``, then remove what the earlier audit wrote and
     this one did not (so a folder never mixes two audits' files).
 
     The manifest is written first with the union of both sets (a crash mid-way leaves a folder the next
@@ -156,7 +214,7 @@ def write_folder(folder: Path, files: dict[str, bytes], before: set[str], extra:
     atomic_write_json(folder / MANIFEST, {"written_by": "noisyseg audit", "files": sorted({*before, *names})})
     written = {}
     for name, data in files.items():
-        written[name] = atomic_write_bytes(folder / name, data)
+        written[name] = atomic_write_bytes(folder / name, data.read() if isinstance(data, SpooledFile) else data)
     atomic_write_json(folder / MANIFEST, {"written_by": "noisyseg audit", "files": names})
     for name in sorted(before - set(names)):
         path = folder / name

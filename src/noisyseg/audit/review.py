@@ -13,12 +13,13 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from noisyseg.audit.decisions import FORMAT as DECISIONS_FORMAT
+from noisyseg.audit.flat import as_audit_data
 from noisyseg.audit.issues import LabelIssues
 from noisyseg.audit.score import read_image
 from noisyseg.data.coco import decode_mask
@@ -92,20 +93,22 @@ def crop_picture(image: np.ndarray, annotation: dict, tile: int = TILE, context:
     return out
 
 
-def collect_suspects(rows: list[dict[str, Any]], coco: dict, image_root: str | Path,
+def collect_suspects(rows: Sequence[dict[str, Any]], coco: Any, image_root: str | Path,
                      data_path: str | Path, top: int) -> list[Suspect]:
-    """Pictures of the ``top`` most suspicious annotations (``rows`` most suspicious first)."""
-    by_id = {a["id"]: a for a in coco["annotations"]}
-    images = {im["id"]: im for im in coco["images"]}
+    """Pictures of the ``top`` most suspicious annotations (``rows`` most suspicious first; ``coco`` the
+    audited file's :class:`~noisyseg.audit.flat.AuditData` or its parsed json)."""
+    data = as_audit_data(coco, data_path)
+    first = rows[:top]
+    row_of = {a: r for r, a in enumerate(data.ann_ids.tolist())} if first else {}
     cache: dict[Any, np.ndarray] = {}
     suspects = []
-    for row in rows[:top]:
-        ann = by_id[row["annotation_id"]]
-        im = images[ann["image_id"]]
+    for row in first:
+        r = row_of[row["annotation_id"]]
+        im = data.image(int(data.ann_image[r]))
         if im["id"] not in cache:
-            cache = {im["id"]: read_image(Path(image_root) / im["file_name"], int(im["height"]), int(im["width"]),
+            cache = {im["id"]: read_image(Path(image_root) / im["file_name"], im["height"], im["width"],
                                           data_path).permute(1, 2, 0).numpy()}
-        suspects.append(Suspect(row, crop_picture(cache[im["id"]], ann), str(im["file_name"])))
+        suspects.append(Suspect(row, crop_picture(cache[im["id"]], data.annotation(r)), str(im["file_name"])))
     return suspects
 
 
@@ -147,7 +150,7 @@ def page_indices(issues: LabelIssues, top: int | None) -> np.ndarray:
     return order[:top]
 
 
-def page_data(issues: LabelIssues, indices: np.ndarray, coco: dict, page_dir: str | Path, summary: dict[str, Any],
+def page_data(issues: LabelIssues, indices: np.ndarray, coco: Any, page_dir: str | Path, summary: dict[str, Any],
               audit_info: dict[str, Any], data_sha256: str) -> dict[str, Any]:
     """What review.html needs, as plain JSON (arrays kept short: 10,000 suspects are about 1.5 MB).
 
@@ -161,17 +164,16 @@ def page_data(issues: LabelIssues, indices: np.ndarray, coco: dict, page_dir: st
     """
     s = issues.scores
     lm = s.label_map
-    anns = {a["id"]: a for a in coco["annotations"]}
-    image_of = {im["id"]: im for im in coco["images"]}
+    data = as_audit_data(coco, summary.get("data", ""))
+    row_of = _rows_of(data, s.annotation_ids, indices)
     root = Path(s.image_root).resolve()
     here = Path(page_dir).resolve()
     image_index: dict[Any, int] = {}
     images: list[list[Any]] = []
     rows = []
     k_top = min(3, lm.num_classes)
-    for i in indices.tolist():
-        ann = anns[int(s.annotation_ids[i])]
-        im = image_of[ann["image_id"]]
+    for i, r in zip(indices.tolist(), row_of.tolist()):
+        im = data.image(int(data.ann_image[r]))
         if im["id"] not in image_index:
             image_index[im["id"]] = len(images)
             target = root / im["file_name"]
@@ -186,7 +188,7 @@ def page_data(issues: LabelIssues, indices: np.ndarray, coco: dict, page_dir: st
                      int(issues.suggested_labels[i]), round(float(issues.label_quality[i]), 4), top3,
                      round(float(s.background_prob[i]), 4),
                      int(s.clean_labels[i]) if s.clean_labels is not None else -1, int(issues.is_issue[i]),
-                     [round(float(v), 2) for v in ann["bbox"]]])
+                     [round(v, 2) for v in data.bbox[r].tolist()]])
     return {
         "decisions_format": DECISIONS_FORMAT, "data": summary.get("data", ""), "data_sha256": data_sha256,
         "audit": {**audit_info, "n_scored": int(len(issues.rank)), "n_flagged": int(issues.is_issue.sum()),
@@ -199,23 +201,21 @@ def page_data(issues: LabelIssues, indices: np.ndarray, coco: dict, page_dir: st
     }
 
 
-def page_pictures(issues: LabelIssues, indices: np.ndarray, coco: dict, data_path: str | Path,
+def page_pictures(issues: LabelIssues, indices: np.ndarray, coco: Any, data_path: str | Path,
                   tile: int = REVIEW_TILE) -> list[np.ndarray]:
     """The crop of each annotation of ``indices`` (page order), (tile, tile, 3) uint8; each image is read once."""
     s = issues.scores
-    anns = {a["id"]: a for a in coco["annotations"]}
-    image_of = {im["id"]: im for im in coco["images"]}
-    positions: dict[Any, list[tuple[int, dict]]] = {}
-    for pos, i in enumerate(indices.tolist()):
-        ann = anns[int(s.annotation_ids[i])]
-        positions.setdefault(ann["image_id"], []).append((pos, ann))
+    data = as_audit_data(coco, data_path)
+    positions: dict[int, list[tuple[int, int]]] = {}  # image index -> (page position, annotation row)
+    for pos, r in enumerate(_rows_of(data, s.annotation_ids, indices).tolist()):
+        positions.setdefault(int(data.ann_image[r]), []).append((pos, r))
     pictures: list[np.ndarray | None] = [None] * len(indices)
-    for image_id, items in positions.items():
-        im = image_of[image_id]
-        pixels = read_image(Path(s.image_root) / im["file_name"], int(im["height"]), int(im["width"]),
+    for m, items in positions.items():
+        im = data.image(m)
+        pixels = read_image(Path(s.image_root) / im["file_name"], im["height"], im["width"],
                             data_path).permute(1, 2, 0).numpy()
-        for pos, ann in items:
-            pictures[pos] = crop_picture(pixels, ann, tile=tile)
+        for pos, r in items:
+            pictures[pos] = crop_picture(pixels, data.annotation(r), tile=tile)
     return pictures  # type: ignore[return-value]
 
 
@@ -237,27 +237,48 @@ def sheet_files(pictures: list[np.ndarray], tile: int = REVIEW_TILE, first: int 
     return files
 
 
-def review_files(issues: LabelIssues, coco: dict, data_path: str | Path, page_dir: str | Path,
+def review_files(issues: LabelIssues, coco: Any, data_path: str | Path, page_dir: str | Path,
                  summary: dict[str, Any], audit_info: dict[str, Any], data_sha256: str,
-                 top: int | None = None) -> dict[str, bytes]:
+                 top: int | None = None, spool: Any = None) -> dict[str, Any]:
     """Every file of the review page: ``review.html`` and its crop sheets, relative path -> bytes.
 
-    Nothing is written here; the caller writes them into ``page_dir`` (which the image paths in the page
-    are made relative to).
+    ``coco``: the audited file's :class:`~noisyseg.audit.flat.AuditData` (or its parsed json). Nothing is
+    written here; the caller writes them into ``page_dir`` (which the image paths in the page are made
+    relative to). With ``spool`` (a :class:`noisyseg.audit.outputs.Spool`) each sheet goes there as it is
+    made and its value is the spooled file, so memory does not grow with the number of suspects (every
+    flagged one of a COCO-sized file is some 14,000 sheets, over 1 GB of JPEG).
     """
     from noisyseg.audit.review_page import render
 
+    coco = as_audit_data(coco, data_path)
     indices = page_indices(issues, top)
     data = page_data(issues, indices, coco, page_dir, summary, audit_info, data_sha256)
-    files: dict[str, bytes] = {}
+    html = render(data).encode("utf-8")
+    del data
+    files: dict[str, Any] = {}
     # crops in chunks of sheets: memory stays near SHEETS_AT_ONCE sheets of raw pixels (100 MB), whatever
     # the number of suspects; an image with suspects in several chunks is read once per chunk
     step = SHEETS_AT_ONCE * PAGE_SIZE
     for start in range(0, len(indices), step):
-        files.update(sheet_files(page_pictures(issues, indices[start:start + step], coco, data_path),
-                                 first=start // PAGE_SIZE))
-    files["review.html"] = render(data).encode("utf-8")
+        sheets = sheet_files(page_pictures(issues, indices[start:start + step], coco, data_path),
+                             first=start // PAGE_SIZE)
+        files.update({name: spool.add(data) for name, data in sheets.items()} if spool is not None else sheets)
+    files["review.html"] = html
     return files
+
+
+def _rows_of(data: Any, annotation_ids: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """(len(indices),) rows of ``data`` holding the annotations ``annotation_ids[indices]``."""
+    wanted = annotation_ids[indices]
+    if len(data) == len(annotation_ids) and np.array_equal(data.ann_ids, annotation_ids):
+        return np.asarray(indices, dtype=np.int64)  # the scores are in the file's order (as an audit makes them)
+    by_id = np.argsort(data.ann_ids, kind="stable")
+    pos = np.searchsorted(data.ann_ids, wanted, sorter=by_id).clip(0, max(len(data) - 1, 0))
+    rows = by_id[pos] if len(data) else pos
+    bad = np.flatnonzero(data.ann_ids[rows] != wanted) if len(data) else np.arange(len(wanted))
+    if len(bad):
+        raise KeyError(int(wanted[bad[0]]))
+    return rows
 
 
 def _font(size: int) -> ImageFont.ImageFont:

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from noisyseg.audit.flat import as_audit_data
 from noisyseg.data.coco import LabelMap
 from noisyseg.errors import NoisysegError
 
@@ -88,47 +89,41 @@ def scored_annotations(coco: dict, label_map: LabelMap, source: str | Path) -> l
     Raises :class:`NoisysegError` naming ``source`` for a missing or repeated annotation id, or a
     ``category_id`` outside ``label_map``.
     """
-    seen: set = set()
-    index = {cid: i for i, cid in enumerate(label_map.category_ids)}
-    out = []
-    for i, a in enumerate(coco["annotations"]):
-        if isinstance(a.get("id"), bool) or not isinstance(a.get("id"), int):
-            raise NoisysegError(f"{source}: annotations[{i}] has no integer 'id' (the audit names annotations by id)")
-        if a["id"] in seen:
-            raise NoisysegError(f"{source}: annotations[{i}] repeats annotation id {a['id']}")
-        seen.add(a["id"])
-        if a.get("iscrowd", 0):
-            continue
-        if a["category_id"] not in index:
-            raise NoisysegError(f"{source}: annotations[{i}] has category_id {a['category_id']}, "
-                                "not one of the model's classes")
-        out.append(a)
-    return out
+    from noisyseg.audit.flat import scored_positions
+
+    return scored_positions(coco, label_map, source)[1]
 
 
-def check_same_classes(coco: dict, label_map: LabelMap, data_path: str | Path, checkpoint: str | Path) -> None:
-    """Raise a one-line error unless the file's categories are exactly the checkpoint's classes."""
-    own = LabelMap.from_categories(coco["categories"])
+def check_same_classes(coco: Any, label_map: LabelMap, data_path: str | Path, checkpoint: str | Path) -> None:
+    """Raise a one-line error unless the file's categories (``coco``: a parsed file or an
+    :class:`~noisyseg.audit.flat.AuditData`) are exactly the checkpoint's classes."""
+    own = LabelMap.from_categories(coco["categories"] if isinstance(coco, dict) else coco.categories)
     if own.category_ids != label_map.category_ids:
         raise NoisysegError(f"{data_path}: categories {list(own.category_ids)} differ from the classes "
                             f"{list(label_map.category_ids)} of the model in {checkpoint}")
 
 
 class _ImagesWithBoxes(torch.utils.data.Dataset):
-    """Item i: (uint8 image (3, H, W), boxes (n_i, 4) float32 xyxy pixels, row indices (n_i,) int64)."""
+    """Item i: (uint8 image (3, H, W), boxes (n_i, 4) float32 xyxy pixels, row indices (n_i,) int64).
 
-    def __init__(self, images: list[dict], boxes: list[np.ndarray], rows: list[np.ndarray],
+    ``images``: (B,) indices into ``data``'s images; ``rows``: the annotation rows of all B images, grouped
+    by image, image i's being ``rows[ends[i-1]:ends[i]]``; ``boxes``: (len(rows), 4) in the same order.
+    """
+
+    def __init__(self, data: Any, images: np.ndarray, rows: np.ndarray, ends: np.ndarray, boxes: np.ndarray,
                  image_root: Path, data_path: str | Path) -> None:
-        self.images, self.boxes, self.rows = images, boxes, rows
+        self.data, self.images, self.rows, self.ends, self.boxes = data, images, rows, ends, boxes
         self.image_root, self.data_path = image_root, data_path
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
-        im = self.images[i]
-        image = read_image(self.image_root / im["file_name"], int(im["height"]), int(im["width"]), self.data_path)
-        return image, torch.from_numpy(self.boxes[i]), torch.from_numpy(self.rows[i])
+        m = int(self.images[i])
+        h, w = self.data.image_sizes[m].tolist()
+        image = read_image(self.image_root / self.data.file_names[m], h, w, self.data_path)
+        start, end = (int(self.ends[i - 1]) if i else 0), int(self.ends[i])
+        return image, torch.from_numpy(self.boxes[start:end].copy()), torch.from_numpy(self.rows[start:end].copy())
 
 
 def read_image(path: Path, height: int, width: int, data_path: str | Path) -> torch.Tensor:
@@ -180,7 +175,7 @@ def foreground_probabilities(probs: np.ndarray) -> np.ndarray:
 
 def score_annotations(
     checkpoints: Sequence[str | Path],
-    coco: dict,
+    coco: Any,
     data_path: str | Path,
     image_root: str | Path | None = None,
     device: str | torch.device = "cpu",
@@ -193,7 +188,8 @@ def score_annotations(
     Args:
         checkpoints: one or more noisyseg checkpoints with the same classes; their foreground
             probabilities are averaged.
-        coco: the parsed COCO json (checked with :func:`noisyseg.data.coco.load_coco`).
+        coco: the file's :class:`~noisyseg.audit.flat.AuditData`, or the parsed COCO json (checked with
+            :func:`noisyseg.data.coco.load_coco`).
         data_path: the file ``coco`` came from (for error messages).
         image_root: folder of the images' ``file_name``; default the first checkpoint's
             ``data.image_root``.
@@ -223,33 +219,21 @@ def score_annotations(
         raise NoisysegError(f"{data_path}: an audit of class labels needs at least 2 classes, "
                             f"the model has {label_map.num_classes}")
 
-    anns = scored_annotations(coco, label_map, data_path)
-    index = {cid: i for i, cid in enumerate(label_map.category_ids)}
-    n = len(anns)
-    given = np.fromiter((index[a["category_id"]] for a in anns), dtype=np.int64, count=n)
-    has_clean = any("clean_category_id" in a for a in anns)
+    data = as_audit_data(coco, data_path)
+    index = np.asarray(label_map.category_ids, dtype=np.int64)  # sorted ids: class i has id index[i]
+    n = len(data)
+    given = np.searchsorted(index, data.category_ids).astype(np.int64)
     clean = None
-    if has_clean:
-        clean = np.empty(n, dtype=np.int64)
-        for r, a in enumerate(anns):
-            cid = a.get("clean_category_id", a["category_id"])
-            if cid not in index:
-                raise NoisysegError(f"{data_path}: annotation {a['id']} has clean_category_id {cid}, "
-                                    "not one of the model's classes")
-            clean[r] = index[cid]
+    if data.clean_category_ids is not None:
+        clean = np.searchsorted(index, data.clean_category_ids).astype(np.int64)
 
-    rows_of_image: dict[Any, list[int]] = {}
-    for r, a in enumerate(anns):
-        rows_of_image.setdefault(a["image_id"], []).append(r)
-    images = [im for im in coco["images"] if im["id"] in rows_of_image]
-    rows = [np.asarray(rows_of_image[im["id"]], dtype=np.int64) for im in images]
-    boxes = []
-    for r_img in rows:
-        b = np.asarray([anns[r]["bbox"] for r in r_img], dtype=np.float32).reshape(-1, 4)
-        b[:, 2:] += b[:, :2]  # xywh -> xyxy
-        boxes.append(b)
+    # the annotations grouped by image (images in file order, annotations in file order within one)
+    rows = np.argsort(data.ann_image, kind="stable")
+    images, counts = np.unique(data.ann_image[rows], return_counts=True)
+    boxes = data.bbox[rows].astype(np.float32)
+    boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
 
-    dataset = _ImagesWithBoxes(images, boxes, rows, root, data_path)
+    dataset = _ImagesWithBoxes(data, images, rows, np.cumsum(counts), boxes, root, data_path)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=_transpose)
     fg_sum = np.zeros((n, label_map.num_classes), dtype=np.float64)
@@ -272,10 +256,11 @@ def score_annotations(
         bar.close()
     seconds = time.perf_counter() - t0
     m = len(models)
+    fg_sum /= m  # in place: at COCO size this (N, K) array is 550 MB
+    bg_sum /= m
     return AnnotationScores(
-        annotation_ids=np.asarray([a["id"] for a in anns], dtype=np.int64),
-        image_ids=np.asarray([a["image_id"] for a in anns]),
-        given_labels=given, clean_labels=clean, pred_probs=fg_sum / m, background_prob=bg_sum / m,
+        annotation_ids=data.ann_ids.copy(), image_ids=data.ann_image_ids,
+        given_labels=given, clean_labels=clean, pred_probs=fg_sum, background_prob=bg_sum,
         label_map=label_map, checkpoints=[Path(c) for c in checkpoints], image_root=root,
         seconds=seconds,
     )
@@ -283,7 +268,7 @@ def score_annotations(
 
 def score_folds(
     folds: Sequence[tuple[Sequence[str | Path], Sequence[Any]]],
-    coco: dict,
+    coco: Any,
     data_path: str | Path,
     **options: Any,
 ) -> AnnotationScores:
@@ -309,37 +294,41 @@ def score_folds(
             if image_id in fold_of:
                 raise NoisysegError(f"{data_path}: image {image_id!r} is in folds {fold_of[image_id]} and {f}")
             fold_of[image_id] = f
-    parts = []
-    for f, (checkpoints, image_ids) in enumerate(folds):
-        ids = set(image_ids)
-        part = {**coco, "images": [im for im in coco["images"] if im["id"] in ids],
-                "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
-        parts.append(score_annotations(checkpoints, part, data_path, **options))
+    data = as_audit_data(coco, data_path)
+    image_ids = data.ann_image_ids
+    parts, rows_of = [], []
+    for f, (checkpoints, ids) in enumerate(folds):
+        # image ids are int64 in a checked file: an id of another kind names no image of it
+        wanted = [i for i in ids if type(i) is int and -(2**63) <= i < 2**63]
+        rows = np.flatnonzero(np.isin(image_ids, np.asarray(wanted, dtype=np.int64)))
+        rows_of.append(rows)
+        parts.append(score_annotations(checkpoints, data.subset(rows), data_path, **options))
     label_map = parts[0].label_map
     for f, part in enumerate(parts[1:], 1):
         if part.label_map != label_map:
             raise NoisysegError(f"{part.checkpoints[0]}: the classes of fold {f} differ from those of fold 0")
-    anns = scored_annotations(coco, label_map, data_path)
-    where: dict[int, tuple[int, int]] = {}  # annotation id -> (fold, row in that fold's scores)
-    for f, part in enumerate(parts):
-        for r, ann_id in enumerate(part.annotation_ids.tolist()):
-            where[ann_id] = (f, r)
-    missing = [a for a in anns if a["id"] not in where]
-    if missing:
-        raise NoisysegError(f"{data_path}: image {missing[0]['image_id']!r} of annotation {missing[0]['id']} is in no "
-                            f"fold ({len(missing)} annotations unscored)")
-    picks = [where[a["id"]] for a in anns]
+    fold = np.full(len(data), -1, dtype=np.int64)  # scored annotation -> its fold, and its row there
+    row_in_fold = np.zeros(len(data), dtype=np.int64)
+    for f, rows in enumerate(rows_of):
+        fold[rows], row_in_fold[rows] = f, np.arange(len(rows))
+    missing = np.flatnonzero(fold < 0)
+    if len(missing):
+        first = int(missing[0])
+        raise NoisysegError(f"{data_path}: image {int(image_ids[first])!r} of annotation {int(data.ann_ids[first])} "
+                            f"is in no fold ({len(missing)} annotations unscored)")
 
     def gather(values: list[np.ndarray]) -> np.ndarray:
-        return np.stack([values[f][r] for f, r in picks]) if picks else values[0][:0]
+        out = np.empty((len(data), *values[0].shape[1:]), dtype=values[0].dtype)
+        for f, rows in enumerate(rows_of):
+            out[rows] = values[f]
+        return out
 
     has_clean = any(part.clean_labels is not None for part in parts)
     clean = None
     if has_clean:
         clean = gather([part.given_labels if part.clean_labels is None else part.clean_labels for part in parts])
     return AnnotationScores(
-        annotation_ids=np.asarray([a["id"] for a in anns], dtype=np.int64),
-        image_ids=np.asarray([a["image_id"] for a in anns]),
+        annotation_ids=data.ann_ids.copy(), image_ids=image_ids,
         given_labels=gather([part.given_labels for part in parts]), clean_labels=clean,
         pred_probs=gather([part.pred_probs for part in parts]),
         background_prob=gather([part.background_prob for part in parts]),
