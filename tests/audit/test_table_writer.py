@@ -116,3 +116,15 @@ def test_audit_data_keeps_what_the_audit_reads(tmp_path):
     assert part.ann_ids.tolist() == [anns[2]["id"], anns[0]["id"]]
     assert part.segmentation(0) == anns[2]["segmentation"] and part.segmentation(1) == anns[0]["segmentation"]
     assert AuditData.from_coco(coco, path).seg_buffer.tobytes() == flat.seg_buffer.tobytes()
+
+
+def test_repaired_text_refuses_a_file_changed_since_the_audit(tmp_path):
+    from noisyseg.audit.fix import repaired_text
+    from noisyseg.errors import NoisysegError
+
+    path = tmp_path / "d.json"
+    path.write_text("{}")
+    issues = find_issues(_scores(20, False))
+    with pytest.raises(NoisysegError) as e:
+        repaired_text(path, issues, "relabel", "0" * 64)
+    assert str(e.value) == f"{path}: the file changed during the audit; audit it again"

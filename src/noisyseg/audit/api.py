@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from noisyseg.audit import ACTIONS, FILTERS
-from noisyseg.audit.fix import repair
+from noisyseg.audit.fix import repaired_text
 from noisyseg.audit.issues import IssueRows, LabelIssues, find_issues, summary_data, summary_markdown, write_table
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import atomic_write_text
@@ -108,7 +108,6 @@ def audit(
     from noisyseg.audit.review import (REVIEW_FILES, collect_suspects, contact_sheet, png_bytes,
                                        review_files)
     from noisyseg.audit.score import resolve_checkpoints, score_annotations, score_folds
-    from noisyseg.utils.io import read_json
     from noisyseg.engine.distributed import select_device
     from noisyseg.engine.run_folder import RunFolder
 
@@ -186,13 +185,8 @@ def audit(
         fix_text, fix_report = None, None
         if fix is not None:
             # the one step that needs the whole json: read again (the same bytes as audited) now that the
-            # arrays of the audit are freed
-            if file_sha256(data) != data_sha256:
-                raise NoisysegError(f"{data}: the file changed during the audit; audit it again")
-            coco = read_json(data, "COCO annotation file")
-            repaired, fix_report = repair(coco, issues, action, data, {"data": str(data)})  # as fix_file records it
-            fix_text = json.dumps(repaired, separators=(",", ":"))
-            del repaired, coco
+            # audit's arrays of the file are freed
+            fix_text, fix_report = repaired_text(data, issues, action, data_sha256, {"data": str(data)})
 
         written: dict[str, Path] = {}
         if out is not None:

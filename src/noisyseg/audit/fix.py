@@ -101,6 +101,24 @@ def repair(coco: dict, issues: LabelIssues | str | Path, action: str, source: st
     return coco, report
 
 
+def repaired_text(data_json: str | Path, issues: LabelIssues, action: str, data_sha256: str | None = None,
+                  extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The text of the repaired file (compact json) and its ``info.audit`` block, for an audit that kept
+    only the arrays of ``data_json``: the file is read again here, and its parse freed before returning.
+
+    ``data_sha256``: the sha256 of the bytes audited; a file changed since is a one-line error.
+    """
+    from noisyseg.audit.api import file_sha256
+
+    if data_sha256 is not None and file_sha256(data_json) != data_sha256:
+        raise NoisysegError(f"{data_json}: the file changed during the audit; audit it again")
+    coco = read_json(data_json, "COCO annotation file")
+    coco, report = repair(coco, issues, action, data_json, extra)
+    text = json.dumps(coco, separators=(",", ":"))
+    del coco
+    return text, report
+
+
 def fix_file(data_json: str | Path, issues: LabelIssues | str | Path, out_json: str | Path, action: str,
              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``out_json``: ``data_json`` with ``action`` applied to the flagged annotations of ``issues``.
