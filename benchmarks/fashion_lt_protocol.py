@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 from collections import defaultdict
@@ -89,7 +90,7 @@ def main() -> None:
         tail = order[-args.tail:]
         print(f"\n## {group}: {len(runs)} finished run(s); classes by training instances: "
               + ", ".join(f"{n} {counts[n]}" for n in order))
-        head = f"| run | AP from | mask AP | " + " | ".join(order) + " | train s | CPU s |"
+        head = "| run | AP from | mask AP | " + " | ".join(order) + " | train s | CPU s |"
         print(head)
         print("|" + "---|" * (len(order) + 5))
         aps, per_class, times, tail_min = [], defaultdict(list), [], []
@@ -114,7 +115,8 @@ def main() -> None:
               + " | ".join(f"{statistics.fmean(per_class[n]):.1f}" for n in order) + " | | |")
         print(f"\nbars: tail ({', '.join(tail)}) min over seeds and tail classes {min(tail_min):.1f} AP "
               f"({'meets' if min(tail_min) >= args.min_tail_ap else 'below'} {args.min_tail_ap:g}); "
-              f"seed std {std:.2f} ({'meets' if std <= 1.5 else 'above' if std == std else 'needs 2+ seeds for'} 1.5); "
+              f"seed std {std:.2f} ("
+              + ("needs 2+ seeds for" if math.isnan(std) else "meets" if std <= 1.5 else "above") + " 1.5); "
               f"longest run {max(times):.0f} s ({'meets' if max(times) <= 900 else 'above'} 900 s)")
 
 

@@ -545,8 +545,8 @@ def test_realised_instance_counts_follow_the_requested_frequencies(tmp_path, poo
     assert params["train_ratio"] == 0.6 and params["class_order"] == list(F.DEFAULT_CLASS_ORDER)
     assert params["val_frequencies"] == "balanced"
     # with several items per image the counts still follow the frequencies, up to the draw
-    coco = json.loads(F.make_fashion_scenes(tmp_path / "many", train_ratio=0.6, **{**args, "n_train": 60,
-                                                                                    "items": (3, 3)}).train_json.read_text())
+    many = F.make_fashion_scenes(tmp_path / "many", train_ratio=0.6, **{**args, "n_train": 60, "items": (3, 3)})
+    coco = json.loads(many.train_json.read_text())
     counts = np.bincount([a["category_id"] - 1 for a in coco["annotations"]], minlength=10)
     n = counts.sum()
     assert n > 120 and np.all(np.abs(counts - n * p) < 4 * np.sqrt(n * p * (1 - p)) + 1)

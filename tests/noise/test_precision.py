@@ -147,8 +147,8 @@ def test_cli_predict_and_stats_print_each_class_lowest_first(make, tmp_path, cap
     for args, message in ((["--predict", str(src)], "needs --rate R"),
                           (["--predict", str(src), "--rate", "0.4", "-o", str(tmp_path / "x.json")],
                            "--predict FILE takes no other input or output"),
-                          (["--predict", str(tmp_path / "none.json"), "--rate", "0.4"], "none.json: COCO annotation file "
-                                                                                         "not found")):
+                          (["--predict", str(tmp_path / "none.json"), "--rate", "0.4"],
+                           "none.json: COCO annotation file not found")):
         assert main(["noise"] + args) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err

@@ -604,13 +604,6 @@ def _rasterise(poly: list[float], size: int) -> np.ndarray:
     return mask_utils.decode(rles)[:, :, 0].astype(bool)
 
 
-def mask_bbox(mask: np.ndarray) -> list[int]:
-    """[x, y, w, h] of the True pixels of a 2-D mask (pixel-edge convention, as pycocotools toBbox)."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
-
-
 def _outline(rng: np.random.Generator, family: str, size: int) -> list[float]:
     """A random polygon of ``family`` as a flat [x0, y0, ...] list rounded to 0.01 px."""
     r = rng.uniform(max(5.0, 0.085 * size), 0.2 * size) * _FAMILY_SCALE[family]

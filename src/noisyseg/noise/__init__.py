@@ -2,7 +2,8 @@
 
 ``inject(coco, kind, rate, seed, ...) -> (noisy_coco, report)`` is the entry point; see
 :mod:`noisyseg.noise.inject` for the exact semantics. ``predict_precision(coco, kind, rate, ...)`` says,
-before injecting, what share of each class's labels will still be right (label precision). This package never imports torch.
+before injecting, what share of each class's labels will still be right (label precision). This package
+never imports torch.
 """
 
 from noisyseg.noise.files import format_precision, format_prediction, format_stats, inject_file, predict_file

@@ -96,7 +96,7 @@ def format_stats(coco: dict, source: PathLike = "") -> str:
     block = (coco.get("info") or {}).get("noise") if isinstance(coco.get("info"), dict) else None
     if isinstance(block, dict):
         desc = ", ".join(f"{k} {block[k]}" for k in ("kind", "preset", "rate", "seed", "sampling") if k in block)
-        layers = len((coco["info"].get("noise_history") or [])) + 1
+        layers = len(coco["info"].get("noise_history") or []) + 1
         lines.append(f"{source}: {desc}" + (f" (latest of {layers} noise calls)" if layers > 1 else ""))
     lines.append(f"{corner:<{w}} " + " ".join(f"{n:>{cw}}" for n in names) + f" {'noise':>7}")
     for i, n in enumerate(names):

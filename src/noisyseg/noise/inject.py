@@ -569,7 +569,8 @@ def noise_stats(coco: dict) -> dict:
             moved = int(totals[i] - counts[i, i])
             per_class[name] = {"n": int(totals[i]), "changed": moved, "rate": moved / int(totals[i])}
     labelled = counts.sum(axis=0)
-    precision = {name: {"n": int(labelled[i]), "right": int(counts[i, i]), "precision": int(counts[i, i]) / int(labelled[i])}
+    precision = {name: {"n": int(labelled[i]), "right": int(counts[i, i]),
+                        "precision": int(counts[i, i]) / int(labelled[i])}
                  for i, name in enumerate(names) if labelled[i]}
     n, n_changed = int(counts.sum()), int(counts.sum() - np.trace(counts))
     return {"classes": names, "counts": counts, "per_class": per_class, "precision": precision, "n": n,
