@@ -605,3 +605,22 @@ def test_cli_on_an_unwritable_folder_is_one_line(tmp_path, source, capsys):
                        "1", "--size", "48", "--no-progress")
     assert rc == 2 and out == ""
     assert_one_line(err, "data", f"{locked / 'set'}: cannot write the output folder: {locked} is not writable")
+
+
+def _scene_digest(root: Path) -> str:
+    """sha256 over both splits' images, annotations and categories and every image's decoded pixels."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        coco = json.loads((root / f"{split}.json").read_text())
+        h.update(json.dumps([coco["images"], coco["annotations"], coco["categories"]]).encode())
+        for p in sorted((root / "images" / split).iterdir()):
+            h.update(p.name.encode())
+            h.update(np.asarray(Image.open(p)).tobytes())
+    return h.hexdigest()
+
+
+def test_a_balanced_set_is_the_one_made_before_class_frequencies_existed(scenes):
+    # recorded with the generator of commit 4e6d6f9 (before --train-ratio / --train-weights) on the test source
+    assert _scene_digest(scenes.train_json.parent) == "3fd57e2b8501a4655429527a08f2c36e15e23670ae4443aed57d766c8440831d"
