@@ -118,13 +118,84 @@ def test_audit_data_keeps_what_the_audit_reads(tmp_path):
     assert AuditData.from_coco(coco, path).seg_buffer.tobytes() == flat.seg_buffer.tobytes()
 
 
-def test_repaired_text_refuses_a_file_changed_since_the_audit(tmp_path):
-    from noisyseg.audit.fix import repaired_text
+def _issues_of(path: Path, seed: int = 0) -> LabelIssues:
+    """Random-probability issues over the file's scored annotations (as an audit of it would be laid out)."""
+    flat = AuditData.load(path)
+    lm = LabelMap.from_categories(flat.categories)
+    rng = np.random.default_rng(seed)
+    given = np.searchsorted(np.asarray(lm.category_ids), flat.category_ids)
+    probs = rng.dirichlet(np.ones(lm.num_classes), len(flat))
+    scores = AnnotationScores(flat.ann_ids.copy(), flat.ann_image_ids, given, None, probs, rng.random(len(flat)),
+                              lm, [Path("m.pt")], Path("."), 1.0)
+    return find_issues(scores, "low_self_confidence")
+
+
+@pytest.fixture
+def coco_file(tmp_path):
+    from helpers import write_tiny_coco
+
+    data = write_tiny_coco(tmp_path / "tiny", n_images=8)
+    return json.loads(Path(data["train_json"]).read_text())
+
+
+@pytest.mark.parametrize("action", ["relabel", "ignore", "drop"])
+@pytest.mark.parametrize("layout", ["compact", "indented", "earlier_audit", "no_info", "repeated_key"])
+def test_streamed_repair_equals_repair_then_dumps(coco_file, tmp_path, action, layout, monkeypatch):
+    from noisyseg.audit import fix as fix_mod
+    from noisyseg.audit.fix import repair, repaired_file
+
+    coco = {"info": {"description": "caf\u00e9 \u732b", "audit": {"action": "drop"}}} if layout == "earlier_audit" else {}
+    coco.update(coco_file)
+    if layout == "no_info":
+        coco.pop("info", None)
+    coco["annotations"][0]["note"] = "\u00e9\ud83d\ude00 \"quoted\""  # escapes and a character past the BMP
+    text = json.dumps(coco, indent=2) if layout == "indented" else json.dumps(coco)
+    if layout == "repeated_key":  # a file the one pass does not follow: parsed whole (same bytes)
+        text = text[:-1] + ', "annotations": ' + json.dumps(coco["annotations"]) + "}"
+    path = tmp_path / "d.json"
+    path.write_text(text)
+    issues = _issues_of(path)
+    assert issues.is_issue.any()
+    if layout != "repeated_key":  # the one pass, not the whole-file parse it falls back to
+        monkeypatch.setattr(fix_mod, "repair", None)
+    got, report = repaired_file(path, issues, action, extra={"data": str(path)})
+    monkeypatch.undo()
+    want, want_report = repair(json.loads(text), issues, action, path, {"data": str(path)})
+    assert got.read() == json.dumps(want, separators=(",", ":")).encode("utf-8")
+    assert report == want_report
+
+
+@pytest.mark.parametrize("change", ["category", "missing"])
+def test_streamed_repair_gives_repairs_errors(coco_file, tmp_path, change):
+    from noisyseg.audit.fix import repair, repaired_file
+    from noisyseg.errors import NoisysegError
+
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(coco_file))
+    issues = _issues_of(path)
+    flagged = IssueRows(issues).flagged()
+    changed = json.loads(json.dumps(coco_file))
+    for r in flagged[1:3]:  # the second and third flagged rows: the error names the second
+        a = next(a for a in changed["annotations"] if a["id"] == r["annotation_id"])
+        if change == "category":
+            a["category_id"] = next(c["id"] for c in changed["categories"] if c["id"] != a["category_id"])
+        else:
+            changed["annotations"].remove(a)
+    path.write_text(json.dumps(changed))
+    with pytest.raises(NoisysegError) as want:
+        repair(json.loads(path.read_text()), issues, "relabel", path)
+    with pytest.raises(NoisysegError) as got:
+        repaired_file(path, issues, "relabel")
+    assert str(got.value) == str(want.value) and str(flagged[1]["annotation_id"]) in str(got.value)
+
+
+def test_repaired_file_refuses_a_file_changed_since_the_audit(tmp_path):
+    from noisyseg.audit.fix import repaired_file
     from noisyseg.errors import NoisysegError
 
     path = tmp_path / "d.json"
     path.write_text("{}")
     issues = find_issues(_scores(20, False))
     with pytest.raises(NoisysegError) as e:
-        repaired_text(path, issues, "relabel", "0" * 64)
+        repaired_file(path, issues, "relabel", "0" * 64)
     assert str(e.value) == f"{path}: the file changed during the audit; audit it again"

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from noisyseg.audit import ACTIONS, FILTERS
-from noisyseg.audit.fix import repaired_text
+from noisyseg.audit.fix import repaired_file
 from noisyseg.audit.issues import IssueRows, LabelIssues, find_issues, summary_data, summary_markdown, write_table
 from noisyseg.errors import NoisysegError
-from noisyseg.utils.io import atomic_write_text
+from noisyseg.utils.io import atomic_write_bytes
 
 
 @dataclass
@@ -186,14 +186,15 @@ def audit(
         if fix is not None:
             # the one step that needs the whole json: read again (the same bytes as audited) now that the
             # audit's arrays of the file are freed
-            fix_text, fix_report = repaired_text(data, issues, action, data_sha256, {"data": str(data)})
+            spool = stack.enter_context(contextlib.closing(Spool(None)))
+            fix_text, fix_report = repaired_file(data, issues, action, data_sha256, {"data": str(data)}, spool)
 
         written: dict[str, Path] = {}
         if out is not None:
             written = write_folder(out, files, before)
         if fix_text is not None:
             check_not_an_input(fix, inputs, "--fix")  # unchanged since the check above, unless raced
-            written["fix"] = atomic_write_text(fix, fix_text)
+            written["fix"] = atomic_write_bytes(fix, fix_text.read())
     return AuditResult(issues, rows, summary, written, fix_report)
 
 

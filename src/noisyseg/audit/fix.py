@@ -16,6 +16,7 @@ Actions on the flagged annotations (nothing else in the file changes, key order 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -101,22 +102,148 @@ def repair(coco: dict, issues: LabelIssues | str | Path, action: str, source: st
     return coco, report
 
 
-def repaired_text(data_json: str | Path, issues: LabelIssues, action: str, data_sha256: str | None = None,
-                  extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """The text of the repaired file (compact json) and its ``info.audit`` block, for an audit that kept
-    only the arrays of ``data_json``: the file is read again here, and its parse freed before returning.
+def repaired_file(data_json: str | Path, issues: LabelIssues, action: str, data_sha256: str | None = None,
+                  extra: dict[str, Any] | None = None, spool: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The repaired file (compact json, the bytes :func:`fix_file` writes) and its ``info.audit`` block, for
+    an audit that kept only the arrays of ``data_json``: the file is read again here.
 
+    Made in one pass over the file's text, one annotation parsed, changed and encoded at a time, into
+    ``spool`` (a :class:`noisyseg.audit.outputs.Spool`; a new one in the system's temporary folder when
+    None): a COCO-sized file never exists as Python objects (2 GB) nor as one output string. A file the
+    one pass cannot follow (a repeated top-level ``annotations`` key) is parsed whole instead.
     ``data_sha256``: the sha256 of the bytes audited; a file changed since is a one-line error.
+    Returns ``(spooled file, report)``.
     """
     from noisyseg.audit.api import file_sha256
+    from noisyseg.audit.outputs import Spool
 
     if data_sha256 is not None and file_sha256(data_json) != data_sha256:
         raise NoisysegError(f"{data_json}: the file changed during the audit; audit it again")
-    coco = read_json(data_json, "COCO annotation file")
+    spool = spool if spool is not None else Spool(None)
+    rows, provenance = flagged_table(issues)
+    try:
+        raw = Path(data_json).read_bytes()
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes bytes
+    except FileNotFoundError:
+        raise NoisysegError(f"{data_json}: COCO annotation file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise NoisysegError(f"{data_json}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    del raw
+    try:
+        streamed = _stream_repair(text, rows, provenance, action, data_json, extra, spool)
+    except json.JSONDecodeError as e:
+        raise NoisysegError(f"{data_json}: not valid JSON ({e})") from None
+    if streamed is not None:
+        return streamed
+    coco = json.loads(text)
+    del text
     coco, report = repair(coco, issues, action, data_json, extra)
-    text = json.dumps(coco, separators=(",", ":"))
-    del coco
-    return text, report
+    out = spool.add(json.dumps(coco, separators=(",", ":")).encode("utf-8"))
+    return out, report
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _stream_repair(text: str, rows: list[dict[str, Any]], provenance: dict[str, Any], action: str,
+                   source: str | Path, extra: dict[str, Any] | None, spool: Any) -> tuple[Any, dict] | None:
+    """:func:`repair` + ``json.dumps(separators=(",", ":"))`` over the text of a COCO json object, one
+    annotation at a time (same bytes, same report, same errors); None when the text is not one object
+    with a single ``annotations`` list (the caller then parses it whole)."""
+    from noisyseg.audit.outputs import Spool
+
+    decoder, encoder = json.JSONDecoder(), json.JSONEncoder(separators=(",", ":"))
+    flagged = {r["annotation_id"]: r for r in rows}
+    seen: dict[Any, Any] = {}  # flagged annotation id -> its category_id in the file
+    transitions: Counter = Counter()
+    n_changed = 0
+    top: dict[str, Any] = {}  # the other members, in file order; "annotations" holds a placeholder
+    anns = Spool(None)
+    try:
+        ws = _WS.match
+        i = ws(text, 0).end()
+        if text[i:i + 1] != "{":
+            return None
+        i = ws(text, i + 1).end()
+        members = 0
+        while text[i:i + 1] != "}":
+            if members:
+                if text[i:i + 1] != ",":
+                    return None
+                i = ws(text, i + 1).end()
+            members += 1
+            if text[i:i + 1] != '"':
+                return None
+            key, i = decoder.raw_decode(text, i)
+            i = ws(text, i).end()
+            if text[i:i + 1] != ":":
+                return None
+            i = ws(text, i + 1).end()
+            if key != "annotations":
+                top[key], i = decoder.raw_decode(text, i)
+                i = ws(text, i).end()
+                continue
+            if key in top or text[i:i + 1] != "[":
+                return None
+            top[key] = None
+            i = ws(text, i + 1).end()
+            parsed = written = 0
+            anns.add(b"[")
+            while text[i:i + 1] != "]":
+                if parsed:
+                    if text[i:i + 1] != ",":
+                        return None
+                    i = ws(text, i + 1).end()
+                parsed += 1
+                a, i = decoder.raw_decode(text, i)
+                i = ws(text, i).end()
+                r = flagged.get(a.get("id")) if isinstance(a, dict) else None
+                if r is not None:
+                    seen[r["annotation_id"]] = a["category_id"]
+                    if a["category_id"] == r["given_category_id"]:
+                        if action == "relabel" and r["suggested_category_id"] != a["category_id"]:
+                            transitions[(a["category_id"], r["suggested_category_id"])] += 1
+                            n_changed += 1
+                            a["category_id"] = r["suggested_category_id"]
+                        elif action == "ignore":
+                            a["class_ignored"] = True
+                            n_changed += 1
+                        elif action == "drop":
+                            continue
+                anns.add((b"," if written else b"") + encoder.encode(a).encode("utf-8"))
+                written += 1
+            anns.add(b"]")
+            i = ws(text, i + 1).end()
+        if "annotations" not in top or ws(text, i + 1).end() != len(text):
+            return None
+        del text
+        for r in rows:  # the first problem in the order of the table, as repair finds it
+            if r["annotation_id"] not in seen:
+                raise NoisysegError(f"{source}: flagged annotation {r['annotation_id']} is not in this file")
+            if seen[r["annotation_id"]] != r["given_category_id"]:
+                raise NoisysegError(f"{source}: annotation {r['annotation_id']} has category_id "
+                                    f"{seen[r['annotation_id']]}, the audit saw {r['given_category_id']} (audit this "
+                                    "file again)")
+        if action == "drop":
+            n_changed = len(rows)
+        report = {"action": action, "n_flagged": len(rows), "n_changed": n_changed,
+                  "annotation_ids": [r["annotation_id"] for r in rows], **provenance, **(extra or {})}
+        if action == "relabel":
+            report["transitions"] = [[a, b, n] for (a, b), n in sorted(transitions.items())]
+        record_audit(top, report, source)
+        out = spool.writer()
+        out.write(b"{")
+        for k, (key, value) in enumerate(top.items()):
+            out.write(((b"," if k else b"") + encoder.encode(key).encode("utf-8") + b":"))
+            if key == "annotations":  # copied from the annotations' own spool, 16 MB at a time
+                for start in range(0, anns.size, 1 << 24):
+                    out.write(anns.read(start, min(1 << 24, anns.size - start)))
+            else:
+                out.write(encoder.encode(value).encode("utf-8"))
+        out.write(b"}")
+        return out.file, report
+    finally:
+        anns.close()
 
 
 def fix_file(data_json: str | Path, issues: LabelIssues | str | Path, out_json: str | Path, action: str,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,17 +104,17 @@ class AuditData:
         """Read and check the COCO file at ``path`` (:func:`noisyseg.data.coco.load_coco`'s checks), keep
         its arrays and free the parsed json before returning."""
         from noisyseg.data.validate import validate_coco
-        from noisyseg.utils.io import read_json
 
         with gc_paused():
-            coco = read_json(path, "COCO annotation file")
+            coco = _read_lean(path)
             try:
                 xywh = validate_coco(coco, dataset=True)
             except NoisysegError as e:
                 raise NoisysegError(f"{path}: {e}") from None
-            data = cls.from_coco(coco, path, xywh)
+            fields, blocks = cls._fields(coco, path, xywh)
             del coco, xywh  # freed here, while the collector sleeps
-        return data
+        # the segmentations joined only now: the parsed json and the joined buffer are never held together
+        return cls(**fields, seg_buffer=_join(blocks))
 
     @classmethod
     def from_coco(cls, coco: dict, source: str | Path, xywh: np.ndarray | None = None) -> "AuditData":
@@ -125,6 +124,13 @@ class AuditData:
         Raises :class:`NoisysegError` naming ``source`` for an annotation without an integer ``id``, a
         repeated id, or a ``category_id`` / ``clean_category_id`` that is not a listed category.
         """
+        fields, blocks = cls._fields(coco, source, xywh)
+        return cls(**fields, seg_buffer=_join(blocks))
+
+    @staticmethod
+    def _fields(coco: dict, source: str | Path, xywh: np.ndarray | None) -> tuple[dict[str, Any], list[bytes]]:
+        """Every field but ``seg_buffer``, and the pickled segmentations in blocks of SEG_BLOCK annotations
+        (joined by the caller)."""
         from noisyseg.data.coco import LabelMap
 
         label_map = LabelMap.from_categories(coco["categories"])
@@ -147,12 +153,13 @@ class AuditData:
             bbox = np.ascontiguousarray(xywh[np.asarray(positions, dtype=np.int64)]).reshape(-1, 4)
         else:
             bbox = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-        buf, ends = io.BytesIO(), np.empty(n, dtype=np.int64)
-        dumps, protocol, total = pickle.dumps, pickle.HIGHEST_PROTOCOL, 0
-        for r, a in enumerate(anns):
-            total += buf.write(dumps(a.get("segmentation"), protocol))
-            ends[r] = total
-        return cls(
+        dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
+        blocks, sizes = [], np.empty(n, dtype=np.int64)
+        for start in range(0, n, SEG_BLOCK):
+            chunks = [dumps(a.get("segmentation"), protocol) for a in anns[start:start + SEG_BLOCK]]
+            sizes[start:start + len(chunks)] = [len(c) for c in chunks]
+            blocks.append(b"".join(chunks))
+        return dict(
             source=str(source), categories=list(coco["categories"]),
             image_ids=np.fromiter((im["id"] for im in images), np.int64, len(images)),
             image_sizes=np.array([(im["height"], im["width"]) for im in images], dtype=np.int64).reshape(-1, 2),
@@ -160,9 +167,39 @@ class AuditData:
             ann_ids=np.fromiter((a["id"] for a in anns), np.int64, n),
             ann_image=np.fromiter((image_index[a["image_id"]] for a in anns), np.int64, n),
             category_ids=np.fromiter((a["category_id"] for a in anns), np.int64, n),
-            clean_category_ids=clean, bbox=bbox,
-            seg_buffer=np.frombuffer(buf.getbuffer(), dtype=np.uint8).copy(), seg_ends=ends,
-        )
+            clean_category_ids=clean, bbox=bbox, seg_ends=np.cumsum(sizes),
+        ), blocks
+
+
+def _read_lean(path: str | Path) -> Any:
+    """The parsed json at ``path``, its bytes freed before the parse (json.load keeps the file's bytes and
+    their decoded text both alive through it: 340 MB more at COCO size). Errors: read_json's one line."""
+    import json
+
+    from noisyseg.utils.io import read_json
+
+    try:
+        raw = Path(path).read_bytes()
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # what json.loads does with bytes
+        del raw
+        return json.loads(text)
+    except (OSError, ValueError):  # missing, a folder, unreadable, not JSON: read_json says which, in one line
+        return read_json(path, "COCO annotation file")
+
+
+SEG_BLOCK = 8192  # annotations pickled into one block (a few MB): no list of a million small bytes objects
+
+
+def _join(blocks: list[bytes]) -> np.ndarray:
+    """The blocks as one uint8 array, each block freed once copied (the list is emptied)."""
+    out = np.empty(sum(len(b) for b in blocks), dtype=np.uint8)
+    at = 0
+    blocks.reverse()
+    while blocks:
+        block = blocks.pop()
+        out[at:at + len(block)] = np.frombuffer(block, dtype=np.uint8)
+        at += len(block)
+    return out
 
 
 def scored_positions(coco: dict, label_map: Any, source: str | Path) -> tuple[list[int], list[dict]]:

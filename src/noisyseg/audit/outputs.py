@@ -148,11 +148,16 @@ class Spool:
     (made in ``folder``, so on the same disk; the system removes it when it is closed or the process ends),
     so an audit's large outputs (its table, thousands of crop sheets) do not stay in memory."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path | None) -> None:
         import tempfile
 
-        self._file = tempfile.TemporaryFile(dir=folder)
+        self._file = tempfile.TemporaryFile(dir=folder)  # None: the system's temporary folder
         self._end = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes spooled so far."""
+        return self._end
 
     def add(self, data: bytes | Iterable[bytes]) -> "SpooledFile":
         """Append one file's bytes (or its chunks, in order); returns where they are."""
