@@ -14,7 +14,9 @@ One command makes the inputs (deterministic: the same bytes for the same sizes a
      and a maskrcnn_tiny checkpoint: annotations/s, peak memory, and what that gives at 860k
   6. ``noisyseg noise --stats`` on the noisy file of step 1      vs  json.load of that file
   7. the audit's table, summary and review page data at the train file's size (860k rows, scores drawn
-     at random: cleanlab flags, ranks, writes rows; the page's crops for its first --page-crops suspects)
+     at random: cleanlab flags, ranks, writes rows; the page's crops for its first --page-crops suspects),
+     holding what the audit holds (the file's flat arrays); then ``--fix --action relabel`` in a second
+     process (the table, then the file read again and repaired as the audit does)
   8. the data set's check of every image's header before work (on the slice's real images), per image
 
 Every step runs as its own child process; "peak" is that child's maximum resident memory (its rusage),
@@ -431,6 +433,11 @@ def stage_audit(folder: str, n_annotations: str) -> None:
             "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
     data = f / f"slice_{n}.json"
     write_json(part, data)
+    n_images = len(part["images"])
+    del coco, part, per_image  # the audit reads its own copy: this process holds only what the audit holds
+    import gc
+
+    gc.collect()
     out = f / f"audit_{n}"
     t = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):
@@ -438,7 +445,7 @@ def stage_audit(folder: str, n_annotations: str) -> None:
                        progress=False)
     seconds = time.perf_counter() - t
     scored = len(result.issues.rank)
-    print(json.dumps({"seconds": seconds, "scored": scored, "images": len(part["images"]),
+    print(json.dumps({"seconds": seconds, "scored": scored, "images": n_images,
                       "scoring_seconds": result.issues.scores.seconds,
                       "flagged": int(result.issues.is_issue.sum())}))
 
@@ -455,66 +462,113 @@ def stage_noise_stats(noisy: str) -> None:
         sys.exit(code)
 
 
-def stage_review(noisy: str, folder: str, crops: str) -> None:
+def stage_review(noisy: str, folder: str, crops: str, mode: str = "page") -> None:
     """The audit's outputs after scoring, at the size of ``noisy``: cleanlab's flags and ranks, the table,
-    the summary and the review page, from random class probabilities (scoring is step 5's business)."""
-    from noisyseg.audit.issues import find_issues, issue_rows, rows_to_csv, summary_data, summary_markdown
-    from noisyseg.audit.review import page_data, page_indices, page_pictures, sheet_files
+    the summary and the review page, from random class probabilities (scoring is step 5's business).
+
+    Holds what :func:`noisyseg.audit.audit` holds: the file as :class:`noisyseg.audit.flat.AuditData` (the
+    parsed json freed), the (N, K) probabilities, the table and crop sheets spooled to disk as it does.
+    ``mode`` "fix": the table and summary, then ``--fix --action relabel`` as the audit makes it (the file
+    read again once the arrays are freed) instead of the page, so its own peak is measured."""
+    import gc
+
+    from noisyseg.audit.api import file_sha256
+    from noisyseg.audit.fix import repaired_file
+    from noisyseg.audit.flat import AuditData
+    from noisyseg.audit.issues import (
+        find_issues,
+        summary_data,
+        summary_markdown,
+        write_table,
+    )
+    from noisyseg.audit.outputs import Spool
+    from noisyseg.audit.review import (
+        page_data,
+        page_indices,
+        page_pictures,
+        sheet_files,
+    )
     from noisyseg.audit.review_page import render
     from noisyseg.audit.score import AnnotationScores
     from noisyseg.data.coco import LabelMap
 
-    with open(noisy, "rb") as f:
-        coco = json.load(f)
-    anns = [a for a in coco["annotations"] if not a.get("iscrowd", 0)]
-    lm = LabelMap.from_categories(coco["categories"])
-    label = {cid: i for i, cid in enumerate(lm.category_ids)}
+    t = time.perf_counter()
+    data = AuditData.load(noisy)
+    sha = file_sha256(noisy)
+    gc.collect()
+    load_seconds = time.perf_counter() - t
+    lm = LabelMap.from_categories(data.categories)
+    index = np.asarray(lm.category_ids, dtype=np.int64)
+    n = len(data)
     rng = np.random.default_rng(0)
-    given = np.array([label[a["category_id"]] for a in anns], dtype=np.int64)
-    clean = np.array([label[a.get("clean_category_id", a["category_id"])] for a in anns], dtype=np.int64)
-    probs = rng.normal(0, 1, (len(anns), lm.num_classes))  # logits, turned into probabilities in place
-    probs[np.arange(len(anns)), clean] += 3.0  # a model that mostly knows the clean class
+    given = np.searchsorted(index, data.category_ids).astype(np.int64)
+    clean = np.searchsorted(index, data.clean_category_ids if data.clean_category_ids is not None
+                            else data.category_ids).astype(np.int64)
+    probs = rng.normal(0, 1, (n, lm.num_classes))  # logits, turned into probabilities in place
+    probs[np.arange(n), clean] += 3.0  # a model that mostly knows the clean class
     probs -= probs.max(1, keepdims=True)
     np.exp(probs, out=probs)
     probs /= probs.sum(1, keepdims=True)
-    before = rss_mib()  # the parsed json and the (N, K) float64 probabilities
+    before = rss_mib()  # the file's arrays and the (N, K) float64 probabilities
     scores = AnnotationScores(
-        annotation_ids=np.array([a["id"] for a in anns], dtype=np.int64),
-        image_ids=np.array([a["image_id"] for a in anns], dtype=np.int64), given_labels=given,
-        clean_labels=clean, pred_probs=probs, background_prob=rng.random(len(anns)) * 0.1, label_map=lm,
+        annotation_ids=data.ann_ids.copy(), image_ids=data.ann_image_ids, given_labels=given,
+        clean_labels=clean, pred_probs=probs, background_prob=rng.random(n) * 0.1, label_map=lm,
         checkpoints=[], image_root=Path(folder) / "images", seconds=1.0)
-    times = {}
+    times = {"file -> flat arrays (json freed)": load_seconds}
     t = time.perf_counter()
     issues = find_issues(scores)
     times["cleanlab flags + ranks"] = time.perf_counter() - t
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    spools = [Spool(Path(folder)) for _ in range(3)]
     t = time.perf_counter()
-    rows = issue_rows(issues)
-    csv_text = rows_to_csv(rows)
-    times["table rows + csv"] = time.perf_counter() - t
+    csv_out, json_out = spools[0].writer(), spools[1].writer()
+    write_table(issues, {"data": noisy, "checkpoints": [], "rule": issues.rule}, csv_out, json_out)
+    times["table csv + json (streamed)"] = time.perf_counter() - t
     t = time.perf_counter()
     summary = summary_data(issues, {"data": noisy})
     summary_markdown(summary)
     times["summary"] = time.perf_counter() - t
+    if mode == "fix":
+        del data
+        gc.collect()
+        t = time.perf_counter()
+        fixed, report = repaired_file(noisy, issues, "relabel", sha, spool=Spool(Path(folder)))
+        times["--fix relabel: read again, repair, dump"] = time.perf_counter() - t
+        t = time.perf_counter()
+        fixed.read()  # what the audit holds while it writes the repaired file
+        times["--fix: read back from the spool"] = time.perf_counter() - t
+        print(json.dumps({"rows": n, "flagged": int(issues.is_issue.sum()), "times": times, "inputs_mib": before,
+                          "fix_mib": fixed.length / 2**20, "changed": report["n_changed"]}))
+        return
     t = time.perf_counter()
     indices = page_indices(issues, None)
-    page = render(page_data(issues, indices, coco, folder, summary, {"id": "bench"}, "0" * 64))
+    page = render(page_data(issues, indices, data, folder, summary, {"id": "bench"}, "0" * 64))
     times["review page data (every flagged row)"] = time.perf_counter() - t
     # crops need pixels: small flat images for the images of the first suspects only
     first = indices[: int(crops)]
     from PIL import Image
 
-    image_of = {im["id"]: im for im in coco["images"]}
     (Path(folder) / "images").mkdir(parents=True, exist_ok=True)
-    for image_id in {int(scores.image_ids[i]) for i in first.tolist()}:
-        im = image_of[image_id]
+    rss_before_crops = rss_mib()
+    for m in sorted({int(data.ann_image[i]) for i in first.tolist()}):
+        im = data.image(m)
         path = Path(folder) / "images" / im["file_name"]
         if not path.exists():
             Image.new("RGB", (im["width"], im["height"]), (90, 90, 90)).save(path, compress_level=1)
     t = time.perf_counter()
-    sheets = sheet_files(page_pictures(issues, first, coco, noisy))
+    from noisyseg.audit.review import PAGE_SIZE, SHEETS_AT_ONCE
+
+    sheets = 0
+    step = SHEETS_AT_ONCE * PAGE_SIZE  # in chunks, as review_files makes them
+    for start in range(0, len(first), step):
+        for jpeg in sheet_files(page_pictures(issues, first[start:start + step], data, noisy),
+                                first=start // PAGE_SIZE).values():
+            spools[2].add(jpeg)
+            sheets += 1
     times[f"crops + sheets for {len(first)} suspects"] = time.perf_counter() - t
-    print(json.dumps({"rows": len(rows), "flagged": int(issues.is_issue.sum()), "times": times, "inputs_mib": before,
-                      "csv_mib": len(csv_text) / 2**20, "page_mib": len(page) / 2**20, "sheets": len(sheets)}))
+    print(json.dumps({"rows": n, "flagged": int(issues.is_issue.sum()), "times": times, "inputs_mib": before,
+                      "rss_crops": [rss_before_crops, rss_mib()],
+                      "csv_mib": csv_out.file.length / 2**20, "page_mib": len(page) / 2**20, "sheets": sheets}))
 
 
 STAGES = {name[len("stage_"):]: fn for name, fn in globals().items() if name.startswith("stage_")}
@@ -710,6 +764,9 @@ def step_audit(pix: Path, slices: list[int], n_ann: int) -> None:
 
 
 
+SHEETS_AT_ONCE_TEXT = "a chunk of sheets at a time (review.SHEETS_AT_ONCE x PAGE_SIZE crops)"
+
+
 def step_review(args, noisy: Path, d: Path, n_ann: int) -> None:
     print(f"\n## 7. audit table, summary and review page at {n_ann} rows", flush=True)
     w, p, out = child("review", str(noisy), str(d / "review"), str(args.page_crops))
@@ -718,7 +775,17 @@ def step_review(args, noisy: Path, d: Path, n_ann: int) -> None:
         print(f"   {name:<40} {s:7.1f} s")
     print(f"   {r['rows']} rows, {r['flagged']} flagged; csv {r['csv_mib']:.0f} MiB, page {r['page_mib']:.0f} MiB, "
           f"{r['sheets']} crop sheets; peak RSS {p:.0f} MiB (goal <= 4096), of which {r['inputs_mib']:.0f} MiB "
-          f"before the audit's code ran (parsed json, probabilities: what an audit holds too); process {w:.0f} s",
+          f"held before flagging (the file's flat arrays, probabilities: what an audit holds too); process {w:.0f} s",
+          flush=True)
+    print(f"   RSS before the crops {r['rss_crops'][0]:.0f} MiB, after {r['rss_crops'][1]:.0f} MiB (crops made "
+          f"{SHEETS_AT_ONCE_TEXT}, sheets spooled to disk)", flush=True)
+    w, p, out = child("review", str(noisy), str(d / "review"), str(args.page_crops), "fix")
+    r = json.loads(out)
+    for name, s in r["times"].items():
+        if name.startswith("--fix"):
+            print(f"   {name:<40} {s:7.1f} s")
+    print(f"   --fix relabel at {r['rows']} rows ({r['changed']} changed, {r['fix_mib']:.0f} MiB written): peak RSS "
+          f"{p:.0f} MiB (goal <= 4096) in a process that also flagged and wrote the table; process {w:.0f} s",
           flush=True)
 
 
