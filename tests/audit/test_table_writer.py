@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,14 @@ import pytest
 
 from noisyseg.audit import issues as issues_mod
 from noisyseg.audit.flat import AuditData
-from noisyseg.audit.issues import IssueRows, LabelIssues, find_issues, issue_rows, rows_to_csv, write_table
+from noisyseg.audit.issues import (
+    IssueRows,
+    LabelIssues,
+    find_issues,
+    issue_rows,
+    rows_to_csv,
+    write_table,
+)
 from noisyseg.audit.score import AnnotationScores
 from noisyseg.data.coco import LabelMap
 

@@ -234,7 +234,7 @@ def _stream_repair(text: str, rows: list[dict[str, Any]], provenance: dict[str, 
         out = spool.writer()
         out.write(b"{")
         for k, (key, value) in enumerate(top.items()):
-            out.write(((b"," if k else b"") + encoder.encode(key).encode("utf-8") + b":"))
+            out.write((b"," if k else b"") + encoder.encode(key).encode("utf-8") + b":")
             if key == "annotations":  # copied from the annotations' own spool, 16 MB at a time
                 for start in range(0, anns.size, 1 << 24):
                     out.write(anns.read(start, min(1 << 24, anns.size - start)))

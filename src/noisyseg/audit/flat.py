@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class AuditData:
         h, w = self.image_sizes[m].tolist()
         return {"id": int(self.image_ids[m]), "file_name": self.file_names[m], "height": h, "width": w}
 
-    def subset(self, rows: np.ndarray) -> "AuditData":
+    def subset(self, rows: np.ndarray) -> AuditData:
         """The annotations ``rows`` (indices, in the order given) with every image."""
         segs = [self.seg_buffer[(int(self.seg_ends[r - 1]) if r else 0):int(self.seg_ends[r])] for r in rows.tolist()]
         buffer = np.concatenate(segs) if segs else np.zeros(0, dtype=np.uint8)
@@ -100,7 +101,7 @@ class AuditData:
                          self.bbox[rows], buffer, np.cumsum([len(s) for s in segs], dtype=np.int64))
 
     @classmethod
-    def load(cls, path: str | Path) -> "AuditData":
+    def load(cls, path: str | Path) -> AuditData:
         """Read and check the COCO file at ``path`` (:func:`noisyseg.data.coco.load_coco`'s checks), keep
         its arrays and free the parsed json before returning."""
         from noisyseg.data.validate import validate_coco
@@ -117,7 +118,7 @@ class AuditData:
         return cls(**fields, seg_buffer=_join(blocks))
 
     @classmethod
-    def from_coco(cls, coco: dict, source: str | Path, xywh: np.ndarray | None = None) -> "AuditData":
+    def from_coco(cls, coco: dict, source: str | Path, xywh: np.ndarray | None = None) -> AuditData:
         """The arrays of a parsed COCO file (checked by :func:`noisyseg.data.validate.validate_coco` or by
         hand). ``xywh``: validate_coco's (A, 4) boxes of every annotation, when at hand.
 
@@ -159,16 +160,16 @@ class AuditData:
             chunks = [dumps(a.get("segmentation"), protocol) for a in anns[start:start + SEG_BLOCK]]
             sizes[start:start + len(chunks)] = [len(c) for c in chunks]
             blocks.append(b"".join(chunks))
-        return dict(
-            source=str(source), categories=list(coco["categories"]),
-            image_ids=np.fromiter((im["id"] for im in images), np.int64, len(images)),
-            image_sizes=np.array([(im["height"], im["width"]) for im in images], dtype=np.int64).reshape(-1, 2),
-            file_names=[im["file_name"] for im in images],
-            ann_ids=np.fromiter((a["id"] for a in anns), np.int64, n),
-            ann_image=np.fromiter((image_index[a["image_id"]] for a in anns), np.int64, n),
-            category_ids=np.fromiter((a["category_id"] for a in anns), np.int64, n),
-            clean_category_ids=clean, bbox=bbox, seg_ends=np.cumsum(sizes),
-        ), blocks
+        return {
+            "source": str(source), "categories": list(coco["categories"]),
+            "image_ids": np.fromiter((im["id"] for im in images), np.int64, len(images)),
+            "image_sizes": np.array([(im["height"], im["width"]) for im in images], dtype=np.int64).reshape(-1, 2),
+            "file_names": [im["file_name"] for im in images],
+            "ann_ids": np.fromiter((a["id"] for a in anns), np.int64, n),
+            "ann_image": np.fromiter((image_index[a["image_id"]] for a in anns), np.int64, n),
+            "category_ids": np.fromiter((a["category_id"] for a in anns), np.int64, n),
+            "clean_category_ids": clean, "bbox": bbox, "seg_ends": np.cumsum(sizes),
+        }, blocks
 
 
 def _read_lean(path: str | Path) -> Any:
@@ -224,6 +225,6 @@ def scored_positions(coco: dict, label_map: Any, source: str | Path) -> tuple[li
     return positions, out
 
 
-def as_audit_data(coco: "dict | AuditData", source: str | Path) -> AuditData:
+def as_audit_data(coco: dict | AuditData, source: str | Path) -> AuditData:
     """``coco`` as :class:`AuditData` (a parsed COCO dict is converted; AuditData passes through)."""
     return coco if isinstance(coco, AuditData) else AuditData.from_coco(coco, source)

@@ -179,7 +179,9 @@ def table_columns(issues: LabelIssues) -> list[str]:
 
 def _json_float(v: float) -> str:
     """``v`` as :func:`json.dumps` writes it."""
-    return float.__repr__(v) if math.isfinite(v) else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+    if math.isfinite(v):
+        return float.__repr__(v)
+    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
 
 
 def _csv_field(text: str) -> str:

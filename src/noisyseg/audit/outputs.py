@@ -151,7 +151,8 @@ class Spool:
     def __init__(self, folder: Path | None) -> None:
         import tempfile
 
-        self._file = tempfile.TemporaryFile(dir=folder)  # None: the system's temporary folder
+        # kept open until close(): the spool outlives any one block
+        self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (None: the system's temporary folder)
         self._end = 0
 
     @property
@@ -159,7 +160,7 @@ class Spool:
         """Bytes spooled so far."""
         return self._end
 
-    def add(self, data: bytes | Iterable[bytes]) -> "SpooledFile":
+    def add(self, data: bytes | Iterable[bytes]) -> SpooledFile:
         """Append one file's bytes (or its chunks, in order); returns where they are."""
         start = self._end
         for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
@@ -167,7 +168,7 @@ class Spool:
             self._end += len(chunk)
         return SpooledFile(self, start, self._end - start)
 
-    def writer(self) -> "_SpoolWriter":
+    def writer(self) -> _SpoolWriter:
         """A file-like ``write`` target for one file; its ``.file`` is the spooled file once done."""
         return _SpoolWriter(self)
 
@@ -189,7 +190,7 @@ class _SpoolWriter:
         return len(data)
 
     @property
-    def file(self) -> "SpooledFile":
+    def file(self) -> SpooledFile:
         return SpooledFile(self.spool, self.start, self.spool._end - self.start)
 
 
