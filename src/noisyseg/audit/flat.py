@@ -3,7 +3,7 @@
 A COCO-train-sized file (118k images, 860k annotations) parses into 2.7 GB of Python dicts and lists; an
 audit needs only a few numbers per annotation (id, image, class, box) and, for the pictures of the
 suspects, its segmentation. :class:`AuditData` keeps those in numpy arrays and one buffer of pickled
-segmentations (about 0.5 KB per annotation), and the parsed json is freed as soon as they are made. The
+segmentations, and the parsed json is freed as soon as they are made. The
 repaired file (``--fix``) is the one step that needs the whole json again; it reads the file once more
 at the end (see :func:`noisyseg.audit.api.audit`).
 """

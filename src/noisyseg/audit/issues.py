@@ -130,7 +130,7 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
 
 class IssueRows(Sequence):
     """The issue table as a read-only sequence: the rows of :func:`issue_rows`, each dict made when it is
-    read, so a COCO-sized table (860k rows, about 1 GB as dicts) is never held as Python objects."""
+    read, so a COCO-sized table (860k rows) is never held as Python objects."""
 
     def __init__(self, issues: LabelIssues) -> None:
         self.issues = issues
