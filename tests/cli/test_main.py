@@ -91,3 +91,29 @@ def test_no_argparse_outside_the_cli_package():
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if "argparse" in p.read_text() and p.parent.name != "cli"]
     assert offenders == []
+
+
+def test_a_reader_that_closes_the_pipe_early_is_no_traceback(tiny_coco, tmp_path, monkeypatch, capsys):
+    """`noisyseg noise --stats FILE | head -1`: the command's next line meets a closed pipe; it ends quietly
+    with 0 and its stdout is pointed at /dev/null, so the interpreter's final flush cannot fail again."""
+    import sys
+
+    noisy = tmp_path / "noisy.json"
+    assert main(["noise", str(tiny_coco["train_json"]), "-o", str(noisy), "--kind", "symmetric", "--rate", "0.5"]) == 0
+    sink = open(tmp_path / "sink", "w")
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return sink.fileno()
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["noise", "--stats", str(noisy)]) == 0
+    assert capsys.readouterr().err == ""
+    sink.close()
