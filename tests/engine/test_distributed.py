@@ -125,6 +125,11 @@ _FAULTY_TRAIN = textwrap.dedent("""
             return loss
 
         trainer.build_stage_loss = build
+    if os.environ.get("BUG_ON_RANK") == os.environ["RANK"]:  # a bug (not a NoisysegError) while setting up
+        def broken(stage, cfg):
+            raise RuntimeError("planted bug")
+
+        trainer.build_stage_loss = broken
     from noisyseg.cli import main
 
     sys.exit(main(["train", *sys.argv[1:], "--no-progress"]))
@@ -190,3 +195,22 @@ def test_an_error_under_nproc_is_printed_once_and_leaves_no_run_folder(tiny_conf
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("noisyseg train: error: ") and "image not found" in err[0], err
     assert not (tmp_path / "new").exists()
+
+
+@needs_dist
+def test_a_bug_on_one_process_stops_the_other_instead_of_hanging(tiny_coco, tmp_path):
+    """Before, the other rank waited for the failed one in a collective until gloo's 30-minute timeout."""
+    import subprocess
+
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tiny_coco, threads=1)))
+    script = tmp_path / "faulty_train.py"
+    script.write_text(_FAULTY_TRAIN)
+    launch = (f"import sys; from noisyseg.engine.distributed import run_processes; "
+              f"sys.exit(run_processes(2, [sys.executable, {str(script)!r}, {str(cfg)!r}, '--out', "
+              f"{str(tmp_path / 'run')!r}], grace_seconds=120))")
+    proc = subprocess.run([sys.executable, "-c", launch], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "BUG_ON_RANK": "1"})
+    assert proc.returncode != 0
+    assert "noisyseg train: error: process 1 failed: RuntimeError: planted bug" in proc.stderr
+    assert "was killed by" not in proc.stderr  # both stopped by themselves, within the grace period

@@ -138,12 +138,20 @@ def raise_if_any_failed(error: NoisysegError | None, info: DistInfo) -> None:
 
 
 def on_every_rank(fn: Callable[[], T], info: DistInfo) -> T:
-    """``fn()``, with any :class:`NoisysegError` it raises on one rank raised on all (see above)."""
+    """``fn()``, with any :class:`NoisysegError` it raises on one rank raised on all (see above).
+
+    Any other exception (a bug) is still announced to the other ranks, which stop with a one-line error
+    naming it instead of waiting for this rank forever; this rank re-raises the original, traceback and all.
+    """
     try:
         result = fn()
     except NoisysegError as e:
         raise_if_any_failed(e, info)
         raise  # unreachable: raise_if_any_failed always raises when given an error
+    except Exception as e:
+        with contextlib.suppress(NoisysegError):
+            raise_if_any_failed(NoisysegError(f"process {info.rank} failed: {type(e).__name__}: {e}"), info)
+        raise
     raise_if_any_failed(None, info)
     return result
 
