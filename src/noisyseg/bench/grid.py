@@ -38,6 +38,7 @@ METHODS: dict[str, Method] = {
     # Xia et al. 2024 (GOOD): the CE stage, then CE / gradient ascent / clipped SCE by RoI set
     "good": Method("good", {}, True, {}),
     "forward": Method("forward", {}, False, {}),
+    "forward-warmup": Method("forward", {}, True, {}),
     "good-nowarmup": Method("good", {}, False, {}),
     # beyond the paper: one mask/box channel for all classes, so a wrong label cannot pick the wrong one
     "ce-agnostic": Method("ce", {}, False, {"class_agnostic": True}),
