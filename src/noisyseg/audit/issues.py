@@ -93,25 +93,7 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
 def issue_rows(issues: LabelIssues) -> list[dict[str, Any]]:
     """One dict per annotation, most suspicious first, with :data:`COLUMNS` (and :data:`TRUTH_COLUMNS`
     when the file has clean labels)."""
-    s = issues.scores
-    ids, names = s.label_map.category_ids, s.label_map.names
-    rows = []
-    for i in issues.order:
-        g, sug = int(s.given_labels[i]), int(issues.suggested_labels[i])
-        row = {
-            "rank": int(issues.rank[i]), "annotation_id": _plain(s.annotation_ids[i]),
-            "image_id": _plain(s.image_ids[i]), "given_category_id": ids[g], "given_name": names[g],
-            "suggested_category_id": ids[sug], "suggested_name": names[sug],
-            "label_quality": round(float(issues.label_quality[i]), 6),
-            "suggested_prob": round(float(s.pred_probs[i, sug]), 6),
-            "background_prob": round(float(s.background_prob[i]), 6),
-            "is_issue": int(issues.is_issue[i]),
-        }
-        if s.clean_labels is not None:
-            c = int(s.clean_labels[i])
-            row.update({"clean_category_id": ids[c], "clean_name": names[c], "is_wrong": int(c != g)})
-        rows.append(row)
-    return rows
+    return list(IssueRows(issues))
 
 
 def _plain(v: Any) -> Any:

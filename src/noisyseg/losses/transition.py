@@ -49,11 +49,9 @@ def transition_matrix(transition: str, train_json: str | Path, class_names: tupl
         totals = matrix.sum(axis=1, keepdims=True)
         matrix = np.where(totals > 0, matrix / np.maximum(totals, 1), np.eye(len(found)))
     else:
-        spec = read_json(transition, "transition matrix")
-        try:
-            found, matrix = check_matrix(spec)
-        except NoisysegError as e:
-            raise NoisysegError(f"{transition}: {e}") from None
+        from noisyseg.noise.files import read_matrix_file
+
+        found, matrix = check_matrix(read_matrix_file(transition))
     if sorted(found) != sorted(names):
         missing, extra = sorted(set(names) - set(found)), sorted(set(found) - set(names))
         raise NoisysegError(f"{train_json if transition == FROM_DATA else transition}: the matrix's classes differ "

@@ -34,7 +34,7 @@ def inject_file(input_path: PathLike, out_path: PathLike, *, kind: str, rate: fl
         the report of :func:`~noisyseg.noise.inject.inject` (``n_eligible``, ``n_changed``,
         ``realised_rate``, transitions, ...), the same dict as ``info.noise`` of the output.
     """
-    from noisyseg.noise.inject import check_matrix, inject, parse_pairs
+    from noisyseg.noise.inject import inject, parse_pairs
     from noisyseg.utils.io import atomic_write_text, check_not_overwriting_input, ensure_output_file, read_json
 
     inputs = [input_path] + ([matrix_path] if matrix_path else [])
@@ -47,13 +47,7 @@ def inject_file(input_path: PathLike, out_path: PathLike, *, kind: str, rate: fl
         ensure_output_file(report_path, "report file")
     if isinstance(pairs, str):
         pairs = parse_pairs(pairs)
-    matrix = None
-    if matrix_path:
-        matrix = read_json(matrix_path, "noise matrix file")
-        try:
-            check_matrix(matrix)
-        except NoisysegError as e:
-            raise NoisysegError(f"{matrix_path}: {e}") from None
+    matrix = read_matrix_file(matrix_path) if matrix_path else None
     coco = read_json(input_path, "COCO annotation file")
     try:
         noisy, report = inject(coco, kind=kind, rate=rate, seed=seed, preset=preset, pairs=pairs, matrix=matrix,
@@ -131,16 +125,10 @@ def predict_file(input_path: PathLike, *, kind: str, rate: float, preset: str | 
                  classes: list[str] | None = None, sampling: str = "exact", include_crowd: bool = False) -> dict:
     """:func:`~noisyseg.noise.inject.predict_precision` of a COCO file on disk (arguments as for
     :func:`inject_file`); errors name the file."""
-    from noisyseg.noise.inject import check_matrix, predict_precision
+    from noisyseg.noise.inject import predict_precision
     from noisyseg.utils.io import read_json
 
-    matrix = None
-    if matrix_path:
-        matrix = read_json(matrix_path, "noise matrix file")
-        try:
-            check_matrix(matrix)
-        except NoisysegError as e:
-            raise NoisysegError(f"{matrix_path}: {e}") from None
+    matrix = read_matrix_file(matrix_path) if matrix_path else None
     coco = read_json(input_path, "COCO annotation file")
     try:
         return predict_precision(coco, kind=kind, rate=rate, preset=preset, pairs=pairs, matrix=matrix,
@@ -155,3 +143,16 @@ def format_prediction(prediction: dict, source: PathLike, description: str) -> s
     header = (f"{source}: expected label precision after {description} (share of the annotations labelled k "
               f"whose clean class is k; mean over classes {prediction['mean_precision']:.1%}), lowest first:")
     return format_precision({k: (v["precision"], v["expected_n"]) for k, v in per.items()}, header)
+
+
+def read_matrix_file(path: PathLike) -> dict:
+    """A transition matrix file ``{"classes": [...], "matrix": K x K}``, validated; errors name the file."""
+    from noisyseg.noise.inject import check_matrix
+    from noisyseg.utils.io import read_json
+
+    matrix = read_json(path, "noise matrix file")
+    try:
+        check_matrix(matrix)
+    except NoisysegError as e:
+        raise NoisysegError(f"{path}: {e}") from None
+    return matrix
