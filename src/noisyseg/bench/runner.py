@@ -88,9 +88,13 @@ def run_bench(config: Any, methods: Sequence[str], noise: Sequence[NoiseSetting 
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(config, (str, Path)):
         record_command(out, command_text(config, methods, noise, seeds, asym_preset, overrides, out))
+    if not clean_json.is_file():
+        raise NoisysegError(f"{clean_json}: training file (data.train_json) not found")
+    clean_bytes = clean_json.read_bytes()
+    clean = read_json(clean_json, "training file")  # read once: the class counts and every noisy file come from it
     bench = BenchFolder(out, tuple(methods), tuple(noise), on_changed, write_tables, progress, tag,
-                        _class_counts(clean_json))
-    train_files = _train_files(clean_json, noise, seeds, asym_preset, bench)
+                        _class_counts(clean))
+    train_files = _train_files(clean_json, clean_bytes, clean, noise, seeds, asym_preset, bench)
 
     cells = [(m, n, s) for n in noise for m in methods for s in seeds]
     counts = {"trained": 0, "resumed": 0, "re-evaluated": 0, "already done": 0, "left to another process": 0}
@@ -162,9 +166,10 @@ def _check_cell_configs(base: dict, methods: list[str], seeds: list[int], train_
             config_from_dict(retrain, source=f"bench[{m}, seed {s}, retrain]")
 
 
-def _train_files(clean_json: Path, noise: list[NoiseSetting], seeds: list[int], asym_preset: str,
-                 bench: BenchFolder) -> dict[tuple[str, int], TrainFile]:
-    """(noise name, seed) -> the cell's :class:`~noisyseg.bench.cells.TrainFile`.
+def _train_files(clean_json: Path, clean_bytes: bytes, clean: dict, noise: list[NoiseSetting], seeds: list[int],
+                 asym_preset: str, bench: BenchFolder) -> dict[tuple[str, int], TrainFile]:
+    """(noise name, seed) -> the cell's :class:`~noisyseg.bench.cells.TrainFile`; ``clean_bytes`` and ``clean``
+    are the clean training file's bytes and its parsed tree.
 
     Noisy files are made in memory every call (noise injection is seeded) and written when missing; a
     file on disk that differs (the clean file or the preset changed) is refused or, with "retrain",
@@ -172,10 +177,6 @@ def _train_files(clean_json: Path, noise: list[NoiseSetting], seeds: list[int], 
     """
     from noisyseg.noise import inject
 
-    if not clean_json.is_file():
-        raise NoisysegError(f"{clean_json}: training file (data.train_json) not found")
-    clean_bytes = clean_json.read_bytes()
-    clean = read_json(clean_json, "training file") if any(n.kind != "clean" for n in noise) else None
     files = {}
     for setting in noise:
         for seed in seeds:
@@ -200,11 +201,9 @@ def _train_files(clean_json: Path, noise: list[NoiseSetting], seeds: list[int], 
     return files
 
 
-def _class_counts(clean_json: Path) -> tuple[tuple[str, int], ...]:
-    """(class name, non-crowd annotations) of the clean training file, in category-id order."""
-    if not clean_json.is_file():
-        raise NoisysegError(f"{clean_json}: training file (data.train_json) not found")
-    coco = read_json(clean_json, "training file")
+def _class_counts(coco: dict) -> tuple[tuple[str, int], ...]:
+    """(class name, non-crowd annotations) of the clean training file ``coco`` (the tables order classes by
+    these counts)."""
     counts: dict = {}
     for a in coco.get("annotations", []):
         if not a.get("iscrowd"):
