@@ -75,7 +75,7 @@ def test_the_clean_posterior_minimises_the_expected_loss_under_the_noise():
 
 def test_the_registered_loss_needs_its_matrix_and_checks_its_shape():
     loss_fn = build_loss("forward")
-    assert loss_fn.params == {"transition": "data"} and loss_fn.needs_transition_matrix
+    assert loss_fn.params == {"transition": "data", "balance": 0.0} and loss_fn.needs_transition_matrix
     z, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 1, 0])
     with pytest.raises(NoisysegError, match="^loss forward: no transition matrix was set"):
         loss_fn(z, y)
@@ -131,7 +131,7 @@ def test_training_with_the_forward_loss_end_to_end(tiny_coco, tmp_path, capsys):
     noisy = tmp_path / "noisy.json"
     assert cli(capsys, "noise", tiny_coco["train_json"], "-o", noisy, "--kind", "symmetric", "--rate", "0.4")[0] == 0
     tree = tiny_config(tiny_coco, epochs=1)
-    tree["loss"] = {"name": "forward"}
+    tree["loss"] = {"name": "forward", "params": {"balance": 1.0}}  # the prior is counted from the file too
     config = tmp_path / "forward.yaml"
     config.write_text(yaml.safe_dump(tree))
     rc, _, err = cli(capsys, "train", config, "-o", tmp_path / "clean_run", "--no-progress")
@@ -141,3 +141,86 @@ def test_training_with_the_forward_loss_end_to_end(tiny_coco, tmp_path, capsys):
     assert rc == 0
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["epoch"] == 1 and "segm" in record
+
+
+# balance: the rows of T divided by the true classes' training frequencies (prior-aware correction)
+
+
+def _posterior_target(p, label, matrix, prior, balance):
+    """r[c] ~ p[c] T[c, y] / prior[c]^b over the object classes, in float64 from Python lists."""
+    k = len(prior)
+    w = [p[1 + c] * float(matrix[c][label - 1]) / prior[c] ** balance for c in range(k)]
+    return [0.0] + [v / sum(w) for v in w]
+
+
+@pytest.mark.parametrize("balance", [0.0, 0.5, 1.0])
+def test_the_gradient_is_p_minus_the_prior_corrected_posterior_of_the_true_class(balance):
+    """d loss / d logits = p - r with r[c] ~ p[c] T[c, y] / prior[c]^balance (r[background] = 0), for
+    the matrix transition_matrix builds; the column scaling it applies changes no gradient."""
+    from noisyseg.losses.transition import balanced_matrix
+
+    g = torch.Generator().manual_seed(7)
+    k = 4
+    prior = np.array([0.6, 0.25, 0.1, 0.05])
+    matrix = _symmetric(k, 0.4).numpy()
+    used = torch.as_tensor(balanced_matrix(matrix, prior, balance) if balance else matrix)
+    logits = (torch.randn(6, k + 1, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    labels = torch.tensor([1, 2, 3, 4, 4, 3])
+    forward_corrected_cross_entropy(logits, labels, used, reduction="sum").backward()
+    p = torch.softmax(logits.detach(), dim=1).tolist()
+    want = [[pi - ri for pi, ri in zip(row, _posterior_target(row, int(y), matrix, prior, balance))]
+            for row, y in zip(p, labels.tolist())]
+    assert logits.grad.tolist() == [pytest.approx(w, abs=1e-12) for w in want]
+
+
+def test_a_rare_class_the_model_has_not_learned_keeps_its_right_label_only_when_balanced():
+    """The starving the balance fixes: an image of the rare class, rightly labelled, that the model puts
+    90% in the frequent class. Plain forward correction reads the label as noise (r[rare] 0.14: the
+    rare logit's gradient is almost 0); balanced by the prior, r[rare] is 0.76 and the push is CE-like."""
+    from noisyseg.losses.transition import balanced_matrix
+
+    matrix = np.array([[0.6, 0.4], [0.4, 0.6]])
+    prior = np.array([0.95, 0.05])
+    logits = torch.log(torch.tensor([[1e-9, 0.9, 0.1]], dtype=torch.float64))
+    pushes = {}
+    for balance in (0.0, 1.0):
+        z = logits.clone().requires_grad_()
+        used = torch.as_tensor(balanced_matrix(matrix, prior, balance))
+        forward_corrected_cross_entropy(z, torch.tensor([2]), used).backward()
+        pushes[balance] = -z.grad[0, 2].item()
+    assert pushes[0.0] == pytest.approx(0.06 / 0.42 - 0.1, rel=1e-6)  # r = 0.06 / (0.36 + 0.06)
+    assert pushes[1.0] == pytest.approx(1.2 / (1.2 + 0.36 / 0.95) - 0.1, rel=1e-6)
+    assert pushes[0.0] < 0.05 < 0.6 < pushes[1.0]
+
+
+def test_balancing_changes_nothing_on_balanced_classes_or_on_clean_labels():
+    from noisyseg.losses.transition import balanced_matrix
+
+    matrix = _symmetric(5, 0.4).numpy()
+    assert np.allclose(balanced_matrix(matrix, np.full(5, 0.2), 1.0), matrix)
+    # identity: every column has one entry, scaled back to 1, whatever the prior
+    assert np.allclose(balanced_matrix(np.eye(3), np.array([0.7, 0.2, 0.1]), 1.0), np.eye(3))
+    got = balanced_matrix(matrix, np.array([0.5, 0.2, 0.15, 0.1, 0.05]), 1.0)
+    assert np.allclose(got.max(axis=0), matrix.max(axis=0)) and (got <= 1).all()
+
+
+def test_the_prior_is_counted_from_the_data_or_solved_from_a_matrix_file(tmp_path):
+    from noisyseg.losses.transition import true_class_prior
+
+    path = _coco(tmp_path)  # true a: 4, b: 2, c: 0 (given: a 3, b 3)
+    names = ("a", "b", "c")
+    t = transition_matrix("data", path, names)
+    assert true_class_prior("data", path, names, t).tolist() == pytest.approx([4 / 6, 2 / 6, 0.0])
+    assert true_class_prior("identity", path, names, np.eye(3)).tolist() == pytest.approx([0.5, 0.5, 0.0])
+    # the given labels are exactly T^T of the true frequencies, so the solve recovers them
+    assert true_class_prior("m.json", path, names, t).tolist() == pytest.approx([4 / 6, 2 / 6, 0.0], abs=1e-9)
+    # rows / (2/3, 1/3, floor): column b's largest entry (3, true b) is scaled back to 1, a's 0.25 -> 0.125
+    balanced = transition_matrix("data", path, names, balance=1.0)
+    assert balanced.tolist() == [pytest.approx(r) for r in ([0.75, 0.125, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0])]
+
+
+def test_balance_outside_0_1_is_refused_in_one_line():
+    with pytest.raises(NoisysegError, match=r"^forward loss: balance must be in \[0, 1\]"):
+        forward_corrected_cross_entropy(torch.zeros(2, 3), torch.tensor([1, 2]), torch.eye(2), balance=1.5)
+    with pytest.raises(NoisysegError, match=r"balance must be in \[0, 1\]"):
+        build_loss("forward", balance=-0.1)

@@ -39,6 +39,8 @@ METHODS: dict[str, Method] = {
     "good": Method("good", {}, True, {}),
     "forward": Method("forward", {}, False, {}),
     "forward-warmup": Method("forward", {}, True, {}),
+    # beyond the paper: the CE stage, then forward correction through T with rows divided by the class prior
+    "forward-balanced": Method("forward", {"balance": 1.0}, True, {}),
     "good-nowarmup": Method("good", {}, False, {}),
     # beyond the paper: one mask/box channel for all classes, so a wrong label cannot pick the wrong one
     "ce-agnostic": Method("ce", {}, False, {"class_agnostic": True}),

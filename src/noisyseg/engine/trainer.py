@@ -380,7 +380,7 @@ def _build_run(cfg: Config, folder: RunFolder, info: DistInfo, device: torch.dev
     for loss in losses.values():  # a forward-corrected loss trains through the data's noise matrix
         if getattr(loss, "needs_transition_matrix", False):  # a plain callable (a test's stand-in) needs none
             loss.set_transition_matrix(transition_matrix(loss.params["transition"], cfg.data.train_json,
-                                                         label_map.names))
+                                                         label_map.names, loss.params["balance"]))
     model = model_from_config(cfg, label_map.num_classes, losses[stage_of(0, cfg)]).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     t = cfg.train

@@ -128,6 +128,10 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
         elif key == "ascent_min_prob":
             if not 0.0 < _real(where, key, value) < 1.0:
                 raise NoisysegError(f"{where}: ascent_min_prob must be in (0, 1), got {shown(value)}")
+        elif key == "balance":
+            if not 0.0 <= _real(where, key, value) <= 1.0:
+                raise NoisysegError(f"{where}: balance must be in [0, 1] (the power of the class prior that "
+                                    f"divides the transition matrix's rows), got {shown(value)}")
         elif key == "transition":
             if not isinstance(value, str) or not value.strip():
                 raise NoisysegError(f"{where}: transition must be 'data', 'identity' or the path of a matrix file, "
@@ -579,7 +583,7 @@ def gradient_optimization_loss(
 
 
 def _forward_terms(logits: Tensor, labels: Tensor, transition_matrix: Tensor,
-                   transition: str = "data") -> tuple[Tensor, dict[str, Tensor]]:
+                   transition: str = "data", balance: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
     """Forward-corrected CE per RoI, (N,): ``-log q_i[y_i]`` with q = (p_0, p_{1..K} T).
 
     ``transition_matrix`` (K, K): T[c, j] = P(given j | true c). The background probability is kept as it
@@ -596,7 +600,8 @@ def _forward_terms(logits: Tensor, labels: Tensor, transition_matrix: Tensor,
 
 
 def forward_corrected_cross_entropy(logits: Tensor, labels: Tensor, transition_matrix: Tensor,
-                                    transition: str = "data", reduction: str = "mean") -> Tensor:
+                                    transition: str = "data", balance: float = 0.0,
+                                    reduction: str = "mean") -> Tensor:
     """Cross-entropy of the noisy labels against the model's clean-class probabilities passed through the
     noise, ``-log q[y]`` with ``q = (p_0, p_{1..K} T)`` (forward loss correction, Patrini et al., CVPR 2017).
 
@@ -612,6 +617,9 @@ def forward_corrected_cross_entropy(logits: Tensor, labels: Tensor, transition_m
         transition_matrix: (K, K) float, rows summing to 1: T[c, j] = P(given class j+1 | true class c+1).
         transition: where the config took T from ("data" or a matrix file; see
             :mod:`noisyseg.losses.transition`); recorded, not used in the computation.
+        balance: b in [0, 1]: the trainer divides T's rows by the true classes' training frequencies to
+            the power b (:func:`noisyseg.losses.transition.balanced_matrix`), so a class the model has not
+            learned yet keeps its right labels; recorded here, applied to the matrix the trainer gives.
         reduction: "mean" | "sum" | "none".
     """
     _check_inputs(logits, labels, reduction)
@@ -619,8 +627,8 @@ def forward_corrected_cross_entropy(logits: Tensor, labels: Tensor, transition_m
     if not torch.is_tensor(transition_matrix) or tuple(transition_matrix.shape) != (k, k):
         raise NoisysegError(f"forward loss: transition_matrix must be a ({k}, {k}) tensor for {k} classes, got "
                             f"{tuple(transition_matrix.shape) if torch.is_tensor(transition_matrix) else shown(transition_matrix)}")
-    check_loss_params("forward loss", {"transition": transition})
-    return _reduce(_forward_terms(logits, labels, transition_matrix, transition)[0], reduction)
+    check_loss_params("forward loss", {"transition": transition, "balance": balance})
+    return _reduce(_forward_terms(logits, labels, transition_matrix, transition, balance)[0], reduction)
 
 
 # --------------------------------------------------------------------------------------------------
