@@ -80,7 +80,7 @@ def test_audit_writes_the_table_summary_and_review(tiny_data, untrained_run, tmp
     assert np.abs(sheet[:128, 128:256] - want).mean() < 6
     assert np.abs(sheet[:128, 256:384] - want).mean() > 6  # and not the next cell
     manifest = json.loads((out / "audit_manifest.json").read_text())
-    assert set(manifest["files"]) == {"label_issues.csv", "label_issues.json", "summary.json", "summary.md",
+    assert set(manifest["files"]) == {"label_issues.csv", "label_issues.json", "summary.json", "summary.md", "noise_matrix.json",
                                       "review.html", "contact_sheet.png", "review_files/sheet_00000.jpg"}
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.size[0] > 4 * 160

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,25 @@ def test_summary_counts_right_labels_flagged_per_class():
     no_truth = summary_data(find_issues(_scores(n=90, k=4, seed=3, with_truth=False), "predicted_neq_given"))
     assert "right" not in no_truth["per_class"][0]
     assert "right labels flagged" not in summary_markdown(no_truth)
+
+
+def test_the_estimated_noise_matrix_is_the_confident_joint_by_true_class_and_a_valid_matrix_file(tmp_path):
+    """noise_matrix.json: row c = how annotations whose estimated true class is c are labelled; it is what
+    the forward loss reads as loss.params.transition=FILE, reordered to the training data's classes."""
+    from noisyseg.audit.issues import estimated_noise_matrix
+    from noisyseg.losses.transition import transition_matrix
+    from noisyseg.noise.inject import check_matrix
+
+    s = _scores(n=90, k=4, seed=5)
+    issues = find_issues(s)
+    joint = np.asarray(summary_data(issues)["confident_joint"])  # row given, column true, rounded to 0.001
+    spec = estimated_noise_matrix(issues)
+    names, matrix = check_matrix(spec)  # rows sum to 1 within 1e-6
+    assert names == list(s.label_map.names)
+    for c in range(4):
+        np.testing.assert_allclose(matrix[c], joint[:, c] / joint[:, c].sum(), atol=1e-3)
+    path = tmp_path / "noise_matrix.json"
+    path.write_text(json.dumps(spec))
+    reordered = list(reversed(names))
+    got = transition_matrix(str(path), tmp_path / "train.json", reordered)
+    np.testing.assert_allclose(got, matrix[::-1, ::-1])

@@ -94,7 +94,8 @@ def test_a_second_audit_replaces_only_the_first_ones_files(tiny_data, untrained_
     assert code == 0, err
     # the first audit's contact sheet is gone, the user's file stays
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
-        "audit_manifest.json", "label_issues.csv", "label_issues.json", "notes.txt", "review.html", "review_files",
+        "audit_manifest.json", "label_issues.csv", "label_issues.json", "noise_matrix.json", "notes.txt", "review.html",
+        "review_files",
         "review_files/sheet_00000.jpg", "summary.json", "summary.md"]
     assert json.loads(fixed.read_text())["info"]["audit"]["action"] == "drop"
 

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 from noisyseg.audit import ACTIONS, FILTERS
 from noisyseg.audit.fix import repaired_file
-from noisyseg.audit.issues import IssueRows, LabelIssues, find_issues, summary_data, summary_markdown, write_table
+from noisyseg.audit.issues import (IssueRows, LabelIssues, estimated_noise_matrix, find_issues, summary_data,
+                                   summary_markdown, write_table)
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import atomic_write_bytes
 
@@ -87,7 +88,8 @@ def audit(
             exactly their annotations (``checkpoints`` names the checkpoints of each run); see
             :func:`noisyseg.audit.score.score_folds`.
         image_root: folder of the images; default the checkpoint's ``data.image_root``.
-        out_dir: where label_issues.csv/.json, summary.md/.json, review.html (with its crops in
+        out_dir: where label_issues.csv/.json, summary.md/.json, noise_matrix.json (the estimated transition
+            matrix, for ``loss.params.transition``), review.html (with its crops in
             review_files/), contact_sheet.png and audit_manifest.json go; None writes nothing (the result
             is still returned).
         device: auto | cpu | cuda | cuda:N (:func:`noisyseg.engine.distributed.select_device`).
@@ -136,7 +138,7 @@ def audit(
     runs += [r for r in map(RunFolder.of_checkpoint, [*paths, *(p for ps, _ in fold_paths for p in ps)]) if r]
     for folder in runs:
         inputs += [("run's config", folder.config_path), ("run's metrics", folder.record_path)]
-    names = ["label_issues.csv", "label_issues.json", "summary.json", "summary.md", "review.html"]
+    names = ["label_issues.csv", "label_issues.json", "summary.json", "summary.md", "noise_matrix.json", "review.html"]
     names += ["contact_sheet.png"] if sheet else []
     out = Path(out_dir) if out_dir is not None else None
     if fix is not None:
@@ -175,6 +177,7 @@ def audit(
             files["label_issues.json"] = json_out.file
             files["summary.json"] = json.dumps(summary, indent=2).encode("utf-8")
             files["summary.md"] = summary_markdown(summary).encode("utf-8")
+            files["noise_matrix.json"] = json.dumps(estimated_noise_matrix(issues), indent=1).encode("utf-8")
             info = {"id": audit_id, "folder": str(out.resolve()), "checkpoints": summary["checkpoints"],
                     "filter_by": filter_by}
             files.update(review_files(issues, flat, data, out, summary, info, data_sha256, top, spool=spools[2]))

@@ -353,19 +353,13 @@ def summary_data(issues: LabelIssues, extra: dict[str, Any] | None = None) -> di
     column = suggested. ``confident_joint``: cleanlab's calibrated confident joint, (K, K) estimated counts,
     row = given, column = estimated true class (rows sum to the given counts).
     """
-    from cleanlab.count import compute_confident_joint
-
     s = issues.scores
     k = s.label_map.num_classes
     given_counts = np.bincount(s.given_labels, minlength=k)
     flagged = issues.is_issue
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (s.given_labels[flagged], issues.suggested_labels[flagged]), 1)
-    joint = np.zeros((k, k))
-    if len(s.given_labels):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            joint = compute_confident_joint(s.given_labels, s.pred_probs, calibrate=True)
+    joint = confident_joint(issues)
     per_class = []
     for c in range(k):
         per_class.append({
@@ -389,6 +383,37 @@ def summary_data(issues: LabelIssues, extra: dict[str, Any] | None = None) -> di
         "flagged_confusion": confusion.tolist(), "confident_joint": np.round(joint, 3).tolist(),
         "truth": truth_metrics(issues), "notes": issues.notes, **(extra or {}),
     }
+
+
+def confident_joint(issues: LabelIssues) -> np.ndarray:
+    """cleanlab's calibrated confident joint of the audited annotations, (K, K) float64 estimated counts,
+    row = given class, column = estimated true class (zeros for an empty file)."""
+    from cleanlab.count import compute_confident_joint
+
+    s = issues.scores
+    k = s.label_map.num_classes
+    if not len(s.given_labels):
+        return np.zeros((k, k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(compute_confident_joint(s.given_labels, s.pred_probs, calibrate=True), dtype=np.float64)
+
+
+def estimated_noise_matrix(issues: LabelIssues) -> dict[str, Any]:
+    """noise_matrix.json: the noise transition matrix estimated from cleanlab's calibrated confident joint,
+    ``{"classes": [K names], "matrix": K x K}`` with ``matrix[c][j]`` = P(given j | true c), the format of
+    ``noise --kind matrix`` and of the forward loss's ``transition`` (``loss.params.transition=FILE``): the
+    way to train a forward-corrected loss on real noise, whose matrix nobody knows.
+
+    Unlike summary.json's rounded joint (row given, column true), it is the joint transposed and each row
+    normalised, unrounded, so every row sums to 1. A class no annotation is estimated to truly belong to
+    keeps an identity row (nothing is known about how its labels are confused).
+    """
+    k = issues.scores.label_map.num_classes
+    by_true = confident_joint(issues).T  # row = estimated true class, column = given
+    totals = by_true.sum(axis=1, keepdims=True)
+    matrix = np.where(totals > 0, by_true / np.where(totals > 0, totals, 1.0), np.eye(k))
+    return {"classes": list(issues.scores.label_map.names), "matrix": matrix.tolist()}
 
 
 def _fmt(v: Any) -> str:
