@@ -1,0 +1,72 @@
+"""Why forward correction erases a rare class, measured on a real model at the stage switch (issue 22).
+
+The forward loss's gradient is ``p - r`` with ``r[c] ~ p[c] T[c, y] / prior[c]^b`` (b = ``balance``): the
+loss trains every annotation toward ``r``, the posterior of its true class given the image and its label,
+computed from the model's own probabilities. An annotation whose label keeps ``r[y] >= 0.5`` is trained
+as right (toward its label); below, as noise (toward another class).
+
+This scores every annotation of a noisy training file with a checkpoint (by default the run's
+``ce_stage_end``: the model the forward loss starts from), takes T and the true-class prior from the file
+(``clean_category_id``, as ``loss.params.transition: data`` does), and prints per class, for each balance:
+how many of its *right* labels are trained as right (kept) and how many of its *wrong* labels are trained
+as right (kept wrong), classes most frequent first.
+
+    .venv/bin/python benchmarks/forward_posterior.py benchmarks/results/fashion_lt/runs/forward-warmup/sym0.4/seed0 \
+        benchmarks/results/fashion_lt/noisy/sym0.4_seed0.json --balance 0,0.5,1
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def posterior_at_label(probs: np.ndarray, given: np.ndarray, matrix: np.ndarray, prior: np.ndarray,
+                       balance: float) -> np.ndarray:
+    """``r[y]`` per annotation: ``p[y] T[y, y] / prior[y]^b`` over ``sum_c p[c] T[c, y] / prior[c]^b``."""
+    weights = probs * matrix[:, given].T / np.power(np.maximum(prior, 1e-6), balance)[None, :]
+    return weights[np.arange(len(given)), given] / weights.sum(axis=1)
+
+
+def main() -> None:
+    from noisyseg.audit.score import resolve_checkpoints, score_annotations
+    from noisyseg.losses.transition import transition_matrix, true_class_prior
+    from noisyseg.utils.io import read_json
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="run folder")
+    ap.add_argument("data", help="the noisy training file (with clean_category_id)")
+    ap.add_argument("--checkpoint", default="ce_stage_end")
+    ap.add_argument("--balance", default="0,1", help="comma-separated balance values")
+    args = ap.parse_args()
+
+    paths = resolve_checkpoints(args.run, [args.checkpoint])
+    coco = read_json(args.data, "training file")
+    scores = score_annotations(paths, coco, args.data, progress=False)
+    names = list(scores.label_map.names)
+    matrix = transition_matrix("data", args.data, names)
+    prior = true_class_prior("data", args.data, names, matrix)
+    given, clean = scores.given_labels, scores.clean_labels
+    right = given == clean
+    order = np.argsort(-np.bincount(clean, minlength=len(names)), kind="stable")
+    balances = [float(b) for b in args.balance.split(",")]
+    kept = {b: posterior_at_label(scores.pred_probs, given, matrix, prior, b) >= 0.5 for b in balances}
+    print(f"{paths[0]} on {args.data}: {len(given)} annotations, {int((~right).sum())} wrong; "
+          f"scoring {scores.seconds:.1f} s")
+    head = " | ".join(f"b={b:g} right kept | b={b:g} wrong kept" for b in balances)
+    print(f"| class (true count) | labels right / wrong | {head} |")
+    print("|---|---|" + "---|---|" * len(balances))
+    for c in order:
+        mine_right, mine_wrong = (given == c) & right, (given == c) & ~right
+        cells = " | ".join(f"{int((kept[b] & mine_right).sum())} / {int(mine_right.sum())} | "
+                           f"{int((kept[b] & mine_wrong).sum())} / {int(mine_wrong.sum())}" for b in balances)
+        print(f"| {names[c]} ({int((clean == c).sum())}) | {int(mine_right.sum())} / {int(mine_wrong.sum())} | {cells} |")
+    cells = " | ".join(f"{int((kept[b] & right).sum())} / {int(right.sum())} | "
+                       f"{int((kept[b] & ~right).sum())} / {int((~right).sum())}" for b in balances)
+    print(f"| all | {int(right.sum())} / {int((~right).sum())} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
