@@ -170,7 +170,7 @@ def test_the_estimated_noise_matrix_is_the_confident_joint_by_true_class_and_a_v
     s = _scores(n=90, k=4, seed=5)
     issues = find_issues(s)
     joint = np.asarray(summary_data(issues)["confident_joint"])  # row given, column true, rounded to 0.001
-    spec = estimated_noise_matrix(issues)
+    spec = estimated_noise_matrix(s)
     names, matrix = check_matrix(spec)  # rows sum to 1 within 1e-6
     assert names == list(s.label_map.names)
     for c in range(4):

@@ -177,7 +177,7 @@ def audit(
             files["label_issues.json"] = json_out.file
             files["summary.json"] = json.dumps(summary, indent=2).encode("utf-8")
             files["summary.md"] = summary_markdown(summary).encode("utf-8")
-            files["noise_matrix.json"] = json.dumps(estimated_noise_matrix(issues), indent=1).encode("utf-8")
+            files["noise_matrix.json"] = json.dumps(estimated_noise_matrix(scores), indent=1).encode("utf-8")
             info = {"id": audit_id, "folder": str(out.resolve()), "checkpoints": summary["checkpoints"],
                     "filter_by": filter_by}
             files.update(review_files(issues, flat, data, out, summary, info, data_sha256, top, spool=spools[2]))

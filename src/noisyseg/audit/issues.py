@@ -359,7 +359,7 @@ def summary_data(issues: LabelIssues, extra: dict[str, Any] | None = None) -> di
     flagged = issues.is_issue
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (s.given_labels[flagged], issues.suggested_labels[flagged]), 1)
-    joint = confident_joint(issues)
+    joint = confident_joint(s)
     per_class = []
     for c in range(k):
         per_class.append({
@@ -385,12 +385,11 @@ def summary_data(issues: LabelIssues, extra: dict[str, Any] | None = None) -> di
     }
 
 
-def confident_joint(issues: LabelIssues) -> np.ndarray:
-    """cleanlab's calibrated confident joint of the audited annotations, (K, K) float64 estimated counts,
+def confident_joint(s: AnnotationScores) -> np.ndarray:
+    """cleanlab's calibrated confident joint of the scored annotations, (K, K) float64 estimated counts,
     row = given class, column = estimated true class (zeros for an empty file)."""
     from cleanlab.count import compute_confident_joint
 
-    s = issues.scores
     k = s.label_map.num_classes
     if not len(s.given_labels):
         return np.zeros((k, k))
@@ -399,7 +398,7 @@ def confident_joint(issues: LabelIssues) -> np.ndarray:
         return np.asarray(compute_confident_joint(s.given_labels, s.pred_probs, calibrate=True), dtype=np.float64)
 
 
-def estimated_noise_matrix(issues: LabelIssues) -> dict[str, Any]:
+def estimated_noise_matrix(scores: AnnotationScores) -> dict[str, Any]:
     """noise_matrix.json: the noise transition matrix estimated from cleanlab's calibrated confident joint,
     ``{"classes": [K names], "matrix": K x K}`` with ``matrix[c][j]`` = P(given j | true c), the format of
     ``noise --kind matrix`` and of the forward loss's ``transition`` (``loss.params.transition=FILE``): the
@@ -409,11 +408,11 @@ def estimated_noise_matrix(issues: LabelIssues) -> dict[str, Any]:
     normalised, unrounded, so every row sums to 1. A class no annotation is estimated to truly belong to
     keeps an identity row (nothing is known about how its labels are confused).
     """
-    k = issues.scores.label_map.num_classes
-    by_true = confident_joint(issues).T  # row = estimated true class, column = given
+    k = scores.label_map.num_classes
+    by_true = confident_joint(scores).T  # row = estimated true class, column = given
     totals = by_true.sum(axis=1, keepdims=True)
     matrix = np.where(totals > 0, by_true / np.where(totals > 0, totals, 1.0), np.eye(k))
-    return {"classes": list(issues.scores.label_map.names), "matrix": matrix.tolist()}
+    return {"classes": list(scores.label_map.names), "matrix": matrix.tolist()}
 
 
 def _fmt(v: Any) -> str:

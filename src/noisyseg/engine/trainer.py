@@ -60,7 +60,7 @@ from noisyseg.engine.run_folder import MetricsLog, RunFolder, RunFolderLocked, R
 from noisyseg.engine.schedule import build_optimizer, build_scheduler
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss
-from noisyseg.losses.transition import transition_matrix
+from noisyseg.losses.transition import ESTIMATE, transition_matrix
 from noisyseg.utils.io import atomic_write_bytes, ensure_output_dir
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,7 @@ def train(cfg: Config, out_dir: str | Path | None = None, resume: bool = False, 
                 run.started_at = time.time()
                 metrics = _complete_interrupted_evaluation(run, progress)
                 for epoch in range(run.start_epoch, cfg.train.epochs):
+                    _set_estimated_transition(run, epoch)
                     train_one_epoch(run, epoch, progress)
                     save_epoch_checkpoints(run, epoch + 1)
                     if is_eval_epoch(epoch + 1, cfg):
@@ -378,9 +379,15 @@ def _build_run(cfg: Config, folder: RunFolder, info: DistInfo, device: torch.dev
         )
     label_map = train_set.label_map
     for loss in losses.values():  # a forward-corrected loss trains through the data's noise matrix
-        if getattr(loss, "needs_transition_matrix", False):  # a plain callable (a test's stand-in) needs none
-            loss.set_transition_matrix(transition_matrix(loss.params["transition"], cfg.data.train_json,
-                                                         label_map.names, loss.params["balance"]))
+        if not getattr(loss, "needs_transition_matrix", False):  # a plain callable (a test's stand-in) needs none
+            continue
+        if loss.params["transition"] == ESTIMATE:  # set at the stage switch (_set_estimated_transition)
+            if ce_stage_end_epoch(cfg) is None:
+                raise NoisysegError("loss.params.transition=estimate: the matrix is estimated by the model at the "
+                                    "end of the CE stage; set loss.warmup_epochs between 1 and train.epochs - 1")
+            continue
+        loss.set_transition_matrix(transition_matrix(loss.params["transition"], cfg.data.train_json,
+                                                     label_map.names, loss.params["balance"]))
     model = model_from_config(cfg, label_map.num_classes, losses[stage_of(0, cfg)]).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     t = cfg.train
@@ -421,6 +428,39 @@ def _first_difference(saved: LabelMap, now: LabelMap) -> str:
     return next(f"class {k + 1}: id {a} {n!r} in the checkpoint, id {b} {m!r} now"
                 for k, (a, n, b, m) in enumerate(zip(saved.category_ids, saved.names, now.category_ids, now.names))
                 if (a, n) != (b, m))
+
+
+# ------------------------------------------------------------------------------------------ estimated noise
+
+
+def _set_estimated_transition(run: Run, epoch: int) -> None:
+    """Before a robust-stage epoch of a forward loss with ``transition: estimate`` whose matrix is not set
+    yet (the first robust epoch, or the first after a resume): give it the run's ``noise_matrix.json``,
+    estimated first from ``ce_stage_end.pt`` by rank 0 when the file is not there yet."""
+    cfg, info = run.cfg, run.info
+    loss = run.losses.get(ROBUST_STAGE)
+    if (stage_of(epoch, cfg) != ROBUST_STAGE or not getattr(loss, "needs_transition_matrix", False)
+            or loss.params["transition"] != ESTIMATE or loss.transition_matrix is not None):
+        return
+    path = run.folder.noise_matrix_path
+
+    def estimate() -> None:
+        if not info.is_main or path.is_file():
+            return
+        from noisyseg.audit.issues import estimated_noise_matrix
+        from noisyseg.audit.score import score_annotations
+        from noisyseg.utils.io import atomic_write_json, read_json
+
+        checkpoint = run.folder.checkpoint(run_folder.CE_STAGE_END)
+        scores = score_annotations([checkpoint], read_json(cfg.data.train_json, "training file"), cfg.data.train_json,
+                                   image_root=cfg.data.image_root, device=run.device, progress=False)
+        atomic_write_json(path, estimated_noise_matrix(scores))
+        print(f"[train] noise matrix estimated from {checkpoint.name} ({len(scores.given_labels)} annotations scored "
+              f"in {scores.seconds:.1f} s): {path}", flush=True)
+
+    on_every_rank(estimate, info)  # also the rendezvous: every rank reads the file rank 0 wrote
+    loss.set_transition_matrix(transition_matrix(str(path), cfg.data.train_json, run.label_map.names,
+                                                 loss.params["balance"]))
 
 
 # ------------------------------------------------------------------------------------------ one epoch

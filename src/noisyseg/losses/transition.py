@@ -9,6 +9,10 @@ Where T comes from (``loss.params.transition``):
   by ``noisyseg noise``): the *known* matrix of injected noise. Only the class-level counts are used, never
   which annotation is wrong.
 - ``"identity"``: no noise (the loss is then plain cross-entropy); what the bench uses on clean labels;
+- ``"estimate"``: for real noise, whose matrix nobody knows: estimated by the run itself at the end of its
+  CE stage (``loss.warmup_epochs`` > 0): the ``ce_stage_end`` model scores every training annotation and
+  cleanlab's calibrated confident joint gives T (:func:`noisyseg.audit.issues.estimated_noise_matrix`); the
+  trainer writes it to the run folder's ``noise_matrix.json`` and trains the robust stage through it;
 - a path to a JSON file ``{"classes": [K names], "matrix": K x K}`` (the format of ``noise --kind matrix``):
   a matrix estimated for real noise (for instance from an audit's confident joint), or written by hand.
 
@@ -34,6 +38,7 @@ from noisyseg.utils.io import read_json
 
 FROM_DATA = "data"
 IDENTITY = "identity"
+ESTIMATE = "estimate"
 
 
 def transition_matrix(transition: str, train_json: str | Path, class_names: tuple[str, ...] | list[str],
@@ -96,6 +101,9 @@ def _noise_matrix(transition: str, train_json: str | Path, names: list[str]) -> 
     """T (K, K), row-stochastic, in the order of ``names``."""
     from noisyseg.noise.inject import check_matrix, realised_matrix
 
+    if transition == ESTIMATE:  # the trainer estimates it at the stage switch and passes the written file
+        raise NoisysegError("loss.params.transition=estimate: the matrix exists only once the run's CE stage "
+                            "has ended (read the run folder's noise_matrix.json)")
     if transition == IDENTITY:
         return np.eye(len(names))
     if transition == FROM_DATA:
