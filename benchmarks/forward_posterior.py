@@ -18,7 +18,6 @@ as right (kept wrong), classes most frequent first.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 

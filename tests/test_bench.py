@@ -367,13 +367,13 @@ def test_per_class_ap_is_kept_per_cell_with_head_tail_and_per_class_tables(bench
     shown = {name: "–" if ce_clean[name] == "" else f"{float(ce_clean[name]):.1f}" for name in (head, tail)}
     assert f"| ce | {shown[head]} / {shown[tail]} |" in table
     assert f"head / tail: mean mask AP of the 1 most frequent classes ({head})" in table
-    assert f"per class, sym0.5: mask AP mean ± std over seeds (minus ce, paired)" in table
+    assert "per class, sym0.5: mask AP mean ± std over seeds (minus ce, paired)" in table
     diffs = {r["class"]: float(r["mask_AP"]) for r in per_class if (r["method"], r["noise"]) == ("lncis", "sym0.5")
              and r["mask_AP"]}
     base = {r["class"]: float(r["mask_AP"]) for r in per_class if (r["method"], r["noise"]) == ("ce", "sym0.5")
             and r["mask_AP"]}
     worst = min((diffs[c] - base[c], c) for c in diffs if c in base)
-    assert f"| lncis | " in table and f"{worst[0]:+.1f} ({worst[1]})" in table
+    assert "| lncis | " in table and f"{worst[0]:+.1f} ({worst[1]})" in table
 
 
 def test_a_cell_another_process_is_training_is_left_to_it(tmp_path, capsys):

@@ -61,6 +61,7 @@ def test_relabel_changes_only_the_flagged_category_ids(case, tmp_path):
     assert [list(a) for a in fixed["annotations"]] == [list(a) for a in json.loads(before)["annotations"]]
     assert list(fixed) == [k for k in json.loads(before) if k != "info"]
     audit = info["audit"]
+    assert report == audit  # what fix_file returns is the block it wrote
     assert audit["action"] == "relabel" and audit["n_flagged"] == 3 and audit["n_changed"] == 2
     assert sorted(audit["annotation_ids"]) == [2, 5, 7]
     by_id = {a["id"]: a for a in original["annotations"]}

@@ -4,7 +4,6 @@ The model comes from a stand-in for ``load_trained_model`` (a randomly initialis
 these tests check what predict does with model output, whatever the checkpoint format.
 """
 
-import io
 import json
 import os
 
