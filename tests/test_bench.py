@@ -420,3 +420,10 @@ def test_the_forward_method_trains_through_the_identity_on_clean_labels_and_the_
     assert clean["loss"] == {"name": "forward", "params": {"transition": "identity"}, "warmup_epochs": 0}
     assert noisy["loss"] == {"name": "forward", "params": {}, "warmup_epochs": 0}  # the loss's default: "data"
     assert cell_config(base, "ce", "train.json", 0, clean=True)["loss"]["params"] == {}
+
+
+def test_the_posterior_method_keeps_the_ce_stage_and_is_ce_on_clean_labels(tiny_coco):
+    base = tiny_config(tiny_coco)  # loss.warmup_epochs: 1
+    assert cell_config(base, "posterior", "noisy.json", 0)["loss"] == {"name": "posterior", "params": {},
+                                                                       "warmup_epochs": 1}
+    assert cell_config(base, "posterior", "train.json", 0, clean=True)["loss"]["params"] == {"transition": "identity"}

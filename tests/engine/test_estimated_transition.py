@@ -32,7 +32,7 @@ def test_the_run_writes_the_matrix_its_ce_stage_model_gives_and_a_resume_keeps_i
     rc, out, err = cli(capsys, "train", config, "-o", run, "--no-progress")
     assert rc == 0, err
     written = json.loads((run / "noise_matrix.json").read_text())
-    assert "noise matrix estimated from ce_stage_end.pt" in out
+    assert "scored by ce_stage_end.pt" in out and "[train] noise matrix estimated" in out
     # the same estimate, made independently by the audit of the same checkpoint on the same file
     audit = tmp_path / "audit"
     rc, _, err = cli(capsys, "audit", run, "--checkpoint", "ce_stage_end", "--data", noisy, "-o", audit,
@@ -47,12 +47,12 @@ def test_the_run_writes_the_matrix_its_ce_stage_model_gives_and_a_resume_keeps_i
     shutil.copyfile(run / "checkpoints" / "epoch_2.pt", run / "checkpoints" / "last.pt")
     (run / "noise_matrix.json").write_text(json.dumps({"classes": written["classes"], "matrix": [[2.0]]}))
     rc, out, err = cli(capsys, "train", config, "-o", run, "--resume", "--no-progress")
-    assert rc == 2 and "estimated" not in out
+    assert rc == 2 and "scored" not in out
     assert_one_line(err, "train", f"{run / 'noise_matrix.json'}: matrix: must be")
     (run / "noise_matrix.json").write_text(json.dumps(written))
     rc, out, err = cli(capsys, "train", config, "-o", run, "--resume", "--no-progress")
     assert rc == 0, err
-    assert "[train] epoch 3/3 (forward)" in out and "estimated" not in out
+    assert "[train] epoch 3/3 (forward)" in out and "scored" not in out
     assert json.loads((run / "noise_matrix.json").read_text()) == written
 
 def test_without_a_ce_stage_or_over_a_user_s_file_it_refuses_before_anything_is_made(tiny_coco, tmp_path, capsys):
@@ -60,7 +60,7 @@ def test_without_a_ce_stage_or_over_a_user_s_file_it_refuses_before_anything_is_
     config = _config(tiny_coco, tmp_path, noisy, warmup_epochs=0)
     rc, _, err = cli(capsys, "train", config, "-o", tmp_path / "run", "--no-progress")
     assert rc == 2 and not (tmp_path / "run").exists()
-    assert_one_line(err, "train", "loss.params.transition=estimate: the matrix is estimated by the model at the end "
+    assert_one_line(err, "train", "loss.params.transition=estimate: the matrix is made by the model at the end "
                                   "of the CE stage; set loss.warmup_epochs between 1 and train.epochs - 1")
     mine = tmp_path / "mine"
     mine.mkdir()

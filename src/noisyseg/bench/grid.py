@@ -41,6 +41,8 @@ METHODS: dict[str, Method] = {
     "forward-warmup": Method("forward", {}, True, {}),
     # beyond the paper: the CE stage, then forward correction through T with rows divided by the class prior
     "forward-balanced": Method("forward", {"balance": 1.0}, True, {}),
+    # beyond the paper: the CE stage, then CE against each annotation's true-class posterior fixed at the switch
+    "posterior": Method("posterior", {}, True, {}),
     "good-nowarmup": Method("good", {}, False, {}),
     # beyond the paper: one mask/box channel for all classes, so a wrong label cannot pick the wrong one
     "ce-agnostic": Method("ce", {}, False, {"class_agnostic": True}),
@@ -299,13 +301,13 @@ def cell_config(base: dict, method: str, train_json: str | Path, seed: int, clea
     """The base config tree with this cell's loss, seed and (noisy) train file; ``base`` is not changed.
 
     The robust-stage loss starts after the base's ``loss.warmup_epochs`` for methods that keep the CE
-    warm-up, from the first epoch for the others. On clean labels (``clean``) a forward-corrected loss
-    trains through the identity matrix (the clean file records no noise), which makes it CE.
+    warm-up, from the first epoch for the others. On clean labels (``clean``) a forward-corrected or
+    posterior loss trains through the identity matrix (the clean file records no noise), which makes it CE.
     """
     tree = json.loads(json.dumps(base))
     name, _ = split_method(method)
     loss, params = method_loss(method)
-    if clean and loss == "forward":
+    if clean and loss in ("forward", "posterior"):
         params = {**params, "transition": "identity"}
     tree["seed"] = seed
     tree.setdefault("model", {}).update(METHODS[name].model)

@@ -170,7 +170,9 @@ class CocoInstances(torch.utils.data.Dataset):
       reads it;
     - ``class_ignored`` (G,) bool, when the file has ``class_ignored`` annotations (written by the audit's
       ``--fix --action ignore``): True where the class label is not to be trusted, so the RoI heads drop
-      that annotation's classification loss and keep its objectness, box and mask losses.
+      that annotation's classification loss and keep its objectness, box and mask losses;
+    - ``class_target`` (G, K) float32, once :meth:`set_class_targets` gave every annotation a soft class
+      target (the ``posterior`` loss's targets, set by the trainer at the end of the CE stage).
 
     For training (``train=True``): crowd annotations are excluded, degenerate boxes (width or height
     under 1 px) are dropped and counted in ``num_degenerate``, and images left without annotations are
@@ -293,6 +295,7 @@ class CocoInstances(torch.utils.data.Dataset):
         self._ann_pos = order
         self._ann_ids = np.fromiter((a.get("id", 0) for a in anns), np.int64, n_ann)[order]
         self._ann_has_id = np.fromiter(("id" in a for a in anns), bool, n_ann)[order]
+        self._class_targets: np.ndarray | None = None  # set_class_targets
 
         # the segmentations, each pickled on its own (None where an annotation has none), in image order
         if self.load_masks:
@@ -377,7 +380,36 @@ class CocoInstances(torch.utils.data.Dataset):
             target["clean_labels"] = torch.from_numpy(self._clean[start:end].copy())
         if self.has_class_ignored:
             target["class_ignored"] = torch.from_numpy(self._ignored[start:end].copy())
+        if self._class_targets is not None:
+            target["class_target"] = torch.from_numpy(self._class_targets[start:end].copy())
         return target
+
+    @property
+    def has_class_targets(self) -> bool:
+        """Whether :meth:`set_class_targets` gave the annotations soft class targets."""
+        return self._class_targets is not None
+
+    def set_class_targets(self, annotation_ids: np.ndarray, targets: np.ndarray) -> None:
+        """Give every annotation of the data set a soft class target: row i of ``targets`` (M, K), over the
+        label map's classes, for the annotation whose ``id`` is ``annotation_ids[i]`` (M >= the data set's
+        annotations; extra ones, e.g. dropped degenerate boxes, are not used). From then on each target
+        dict carries ``class_target``. Raises NoisysegError when an annotation has no row or ids repeat.
+        """
+        ids = np.asarray(annotation_ids, dtype=np.int64)
+        targets = np.asarray(targets, dtype=np.float32)
+        k = self.label_map.num_classes
+        if targets.shape != (len(ids), k):
+            raise NoisysegError(f"{self.json_path}: class targets must be ({len(ids)}, {k}), got {targets.shape}")
+        if len(np.unique(self._ann_ids)) != len(self._ann_ids) or not self._ann_has_id.all():
+            raise NoisysegError(f"{self.json_path}: per-annotation class targets need every annotation to have a "
+                                "unique id")
+        order = np.argsort(ids, kind="stable")
+        pos = np.searchsorted(ids[order], self._ann_ids).clip(0, max(len(ids) - 1, 0))
+        found = (ids[order][pos] == self._ann_ids) if len(ids) else np.zeros(len(self._ann_ids), bool)
+        if not found.all():
+            missing = int(np.flatnonzero(~found)[0])
+            raise NoisysegError(f"{self.json_path}: {self._where_annotation(missing)}: no class target given")
+        self._class_targets = np.ascontiguousarray(targets[order][pos])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image, target = self.load_image(index), self.target(index)

@@ -11,8 +11,11 @@ A run folder holds
   the trainer, or by ``eval`` of the final ``last.pt`` on the run's own val set;
 - ``checkpoints/``: ``last.pt`` after every epoch, ``ce_stage_end.pt`` after the last CE epoch when another
   loss follows, ``epoch_N.pt`` for each epoch kept;
-- ``noise_matrix.json``: the noise transition matrix a forward loss with ``transition: estimate`` estimated
-  from ``ce_stage_end.pt`` at its stage switch (written after that checkpoint, read again on resume);
+- ``noise_matrix.json``: the noise transition matrix a forward or posterior loss with ``transition:
+  estimate`` estimated from ``ce_stage_end.pt`` at its stage switch (written after that checkpoint, read
+  again on resume);
+- ``class_targets.npz``: the ``posterior`` loss's soft class target of every training annotation, computed
+  from ``ce_stage_end.pt`` at the stage switch (arrays ``annotation_ids`` and ``targets``; read on resume);
 - ``eval/<checkpoint>/``: what ``eval`` wrote for any other checkpoint or val set (never the record);
 - ``tensorboard/`` when TensorBoard is installed.
 
@@ -37,8 +40,9 @@ CONFIG_HEADER = "# noisyseg run config: written by `noisyseg train` when the run
 LAST = "last"
 CE_STAGE_END = "ce_stage_end"
 # the names this module writes in a run folder; any other file there is the user's and is left alone
-_CONFIG, _LOG, _RECORD, _CHECKPOINTS, _EVAL, _TENSORBOARD, _NOISE_MATRIX = (
-    "config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "eval", "tensorboard", "noise_matrix.json")
+_CONFIG, _LOG, _RECORD, _CHECKPOINTS, _EVAL, _TENSORBOARD, _NOISE_MATRIX, _CLASS_TARGETS = (
+    "config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "eval", "tensorboard", "noise_matrix.json",
+    "class_targets.npz")
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -84,6 +88,11 @@ class RunFolder:
     def noise_matrix_path(self) -> Path:
         """``noise_matrix.json``: the matrix a ``transition: estimate`` run estimated at its stage switch."""
         return self.path / _NOISE_MATRIX
+
+    @property
+    def class_targets_path(self) -> Path:
+        """``class_targets.npz``: the ``posterior`` loss's per-annotation targets, made at the stage switch."""
+        return self.path / _CLASS_TARGETS
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -236,10 +245,11 @@ class RunFolder:
             if given.exists() and any(given.resolve() == p.resolve() for p in ours if p.exists()):
                 raise NoisysegError(f"{given}: is an input of this run and would be written over as the run's "
                                     f"{given.name}; choose another --out")
-        if not resume and self.noise_matrix_path.exists():
-            # a run writes it only after a checkpoint, so a fresh start finding one found someone else's file
-            raise NoisysegError(f"{self.noise_matrix_path}: not made by this run, and a run estimating its noise "
-                                "matrix would write over it; choose another --out")
+        for made_at_switch in (self.noise_matrix_path, self.class_targets_path):
+            # a run writes these only after a checkpoint, so a fresh start finding one found someone else's file
+            if not resume and made_at_switch.exists():
+                raise NoisysegError(f"{made_at_switch}: not made by this run, and a run whose loss makes it at the "
+                                    "stage switch would write over it; choose another --out")
         if not resume and (self.config_path.exists() or self.record_path.exists() or self.log_path.exists()) \
                 and not self.written_config():
             name = next(p for p in (self.config_path, self.record_path, self.log_path) if p.exists())

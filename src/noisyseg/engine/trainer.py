@@ -33,6 +33,7 @@ What a run guarantees:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import random
@@ -222,7 +223,7 @@ def train(cfg: Config, out_dir: str | Path | None = None, resume: bool = False, 
                 run.started_at = time.time()
                 metrics = _complete_interrupted_evaluation(run, progress)
                 for epoch in range(run.start_epoch, cfg.train.epochs):
-                    _set_estimated_transition(run, epoch)
+                    _prepare_robust_stage(run, epoch)
                     train_one_epoch(run, epoch, progress)
                     save_epoch_checkpoints(run, epoch + 1)
                     if is_eval_epoch(epoch + 1, cfg):
@@ -379,15 +380,19 @@ def _build_run(cfg: Config, folder: RunFolder, info: DistInfo, device: torch.dev
         )
     label_map = train_set.label_map
     for loss in losses.values():  # a forward-corrected loss trains through the data's noise matrix
-        if not getattr(loss, "needs_transition_matrix", False):  # a plain callable (a test's stand-in) needs none
-            continue
-        if loss.params["transition"] == ESTIMATE:  # set at the stage switch (_set_estimated_transition)
-            if ce_stage_end_epoch(cfg) is None:
-                raise NoisysegError("loss.params.transition=estimate: the matrix is estimated by the model at the "
-                                    "end of the CE stage; set loss.warmup_epochs between 1 and train.epochs - 1")
-            continue
-        loss.set_transition_matrix(transition_matrix(loss.params["transition"], cfg.data.train_json,
-                                                     label_map.names, loss.params["balance"]))
+        # (a plain callable, a test's stand-in, needs nothing)
+        at_switch = getattr(loss, "needs_class_targets", False) or (
+            getattr(loss, "needs_transition_matrix", False) and loss.params["transition"] == ESTIMATE)
+        if at_switch and ce_stage_end_epoch(cfg) is None:
+            what = ("loss posterior: its targets are" if getattr(loss, "needs_class_targets", False)
+                    else "loss.params.transition=estimate: the matrix is")
+            raise NoisysegError(f"{what} made by the model at the end of the CE stage; set loss.warmup_epochs "
+                                "between 1 and train.epochs - 1")
+        if getattr(loss, "needs_transition_matrix", False) and not at_switch:
+            loss.set_transition_matrix(transition_matrix(loss.params["transition"], cfg.data.train_json,
+                                                         label_map.names, loss.params["balance"]))
+        elif getattr(loss, "needs_class_targets", False) and loss.params["transition"] != ESTIMATE:
+            transition_matrix(loss.params["transition"], cfg.data.train_json, label_map.names)  # checked now, used at the switch
     model = model_from_config(cfg, label_map.num_classes, losses[stage_of(0, cfg)]).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     t = cfg.train
@@ -430,37 +435,76 @@ def _first_difference(saved: LabelMap, now: LabelMap) -> str:
                 if (a, n) != (b, m))
 
 
-# ------------------------------------------------------------------------------------------ estimated noise
+# ------------------------------------------------------------------------------------------ the stage switch
 
 
-def _set_estimated_transition(run: Run, epoch: int) -> None:
-    """Before a robust-stage epoch of a forward loss with ``transition: estimate`` whose matrix is not set
-    yet (the first robust epoch, or the first after a resume): give it the run's ``noise_matrix.json``,
-    estimated first from ``ce_stage_end.pt`` by rank 0 when the file is not there yet."""
+def _prepare_robust_stage(run: Run, epoch: int) -> None:
+    """Before a robust-stage epoch, give the loss what only the CE stage's model can make, when it does not
+    have it yet (the first robust epoch, or the first after a resume): a forward or posterior loss with
+    ``transition: estimate`` its noise matrix (``noise_matrix.json``), the posterior loss every training
+    annotation's target (``class_targets.npz``). Rank 0 makes the files from ``ce_stage_end.pt`` when they
+    are not there yet (one scoring pass over the training annotations); every rank then reads them."""
     cfg, info = run.cfg, run.info
     loss = run.losses.get(ROBUST_STAGE)
-    if (stage_of(epoch, cfg) != ROBUST_STAGE or not getattr(loss, "needs_transition_matrix", False)
-            or loss.params["transition"] != ESTIMATE or loss.transition_matrix is not None):
+    if stage_of(epoch, cfg) != ROBUST_STAGE or loss is None:
         return
-    path = run.folder.noise_matrix_path
+    estimate = (getattr(loss, "needs_transition_matrix", False) or getattr(loss, "needs_class_targets", False)) \
+        and loss.params["transition"] == ESTIMATE
+    wants_matrix = getattr(loss, "needs_transition_matrix", False) and estimate and loss.transition_matrix is None
+    wants_targets = getattr(loss, "needs_class_targets", False) and not run.train_set.has_class_targets
+    if not (wants_matrix or wants_targets):
+        return
+    matrix_path, targets_path = run.folder.noise_matrix_path, run.folder.class_targets_path
 
-    def estimate() -> None:
-        if not info.is_main or path.is_file():
+    def make_files() -> None:
+        if not info.is_main or ((not estimate or matrix_path.is_file())
+                                and (not wants_targets or targets_path.is_file())):
             return
         from noisyseg.audit.issues import estimated_noise_matrix
         from noisyseg.audit.score import score_annotations
-        from noisyseg.utils.io import atomic_write_json, read_json
+        from noisyseg.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
         checkpoint = run.folder.checkpoint(run_folder.CE_STAGE_END)
         scores = score_annotations([checkpoint], read_json(cfg.data.train_json, "training file"), cfg.data.train_json,
                                    image_root=cfg.data.image_root, device=run.device, progress=False)
-        atomic_write_json(path, estimated_noise_matrix(scores))
-        print(f"[train] noise matrix estimated from {checkpoint.name} ({len(scores.given_labels)} annotations scored "
-              f"in {scores.seconds:.1f} s): {path}", flush=True)
+        print(f"[train] {len(scores.given_labels)} training annotations scored by {checkpoint.name} in "
+              f"{scores.seconds:.1f} s", flush=True)
+        if estimate and not matrix_path.is_file():
+            atomic_write_json(matrix_path, estimated_noise_matrix(scores))
+            print(f"[train] noise matrix estimated (cleanlab's confident joint): {matrix_path}", flush=True)
+        if wants_targets:
+            transition = str(matrix_path) if estimate else loss.params["transition"]
+            matrix = transition_matrix(transition, cfg.data.train_json, run.label_map.names)
+            targets = posterior_targets(scores.pred_probs, scores.given_labels, matrix)
+            buffer = io.BytesIO()
+            np.savez(buffer, annotation_ids=scores.annotation_ids, targets=targets)
+            atomic_write_bytes(targets_path, buffer.getvalue())
+            print(f"[train] class targets of the posterior loss: {targets_path}", flush=True)
 
-    on_every_rank(estimate, info)  # also the rendezvous: every rank reads the file rank 0 wrote
-    loss.set_transition_matrix(transition_matrix(str(path), cfg.data.train_json, run.label_map.names,
-                                                 loss.params["balance"]))
+    on_every_rank(make_files, info)  # also the rendezvous: every rank reads what rank 0 wrote
+    if wants_matrix:
+        loss.set_transition_matrix(transition_matrix(str(matrix_path), cfg.data.train_json, run.label_map.names,
+                                                     loss.params["balance"]))
+    if wants_targets:
+        def read_targets() -> None:
+            try:
+                with np.load(targets_path, allow_pickle=False) as saved:
+                    run.train_set.set_class_targets(saved["annotation_ids"], saved["targets"])
+            except (OSError, ValueError, KeyError) as e:
+                raise NoisysegError(f"{targets_path}: not readable class targets ({e}); remove it to make them "
+                                    "again from ce_stage_end.pt") from None
+
+        on_every_rank(read_targets, info)
+
+
+def posterior_targets(probs: np.ndarray, given: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(N, K) posterior of each annotation's true class given its image and its label: ``r[c] ~ probs[c]
+    T[c, given]`` (``probs`` (N, K) the CE-stage model's class probabilities, ``given`` (N,) label indices
+    0..K-1, ``matrix`` T (K, K)). A row the matrix gives no mass keeps its label (one-hot)."""
+    weights = np.asarray(probs, dtype=np.float64) * np.asarray(matrix, dtype=np.float64)[:, given].T
+    totals = weights.sum(axis=1, keepdims=True)
+    one_hot = np.eye(probs.shape[1])[given]
+    return np.where(totals > 0, weights / np.where(totals > 0, totals, 1.0), one_hot).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ one epoch

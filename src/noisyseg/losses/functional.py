@@ -631,13 +631,47 @@ def forward_corrected_cross_entropy(logits: Tensor, labels: Tensor, transition_m
     return _reduce(_forward_terms(logits, labels, transition_matrix, transition, balance)[0], reduction)
 
 
+def _posterior_terms(logits: Tensor, labels: Tensor, class_targets: Tensor,
+                     transition: str = "data") -> tuple[Tensor, dict[str, Tensor]]:
+    """Soft-target CE per RoI, (N,): ``-sum_k t_i[k] log p_i[k]`` with ``t = class_targets`` (N, K+1)."""
+    log_p = _log_probs(logits)
+    return -(class_targets.to(log_p.dtype) * log_p).sum(dim=1), {}
+
+
+def posterior_cross_entropy(logits: Tensor, labels: Tensor, class_targets: Tensor, transition: str = "data",
+                            reduction: str = "mean") -> Tensor:
+    """Cross-entropy against fixed soft targets: each annotation's posterior of its true class given its
+    image and its label, ``r[c] ~ p0[c] T[c, y]``, computed once, at the end of the CE stage, from that
+    stage's model ``p0`` (the ``posterior`` loss; the trainer computes the targets, the RoI head routes
+    each sampled RoI its annotation's).
+
+    Forward correction trains toward the same posterior, but from the model being trained: a class the
+    model is unlearning explains its own right labels away, which explains more away (measured on the
+    long-tailed Fashion bench: 11 of Shirt's 13 right labels trained as right at the switch, none at the
+    end). Fixing the targets at the switch cuts that loop.
+
+    Args:
+        logits: (N, K+1) raw class scores, column 0 = background.
+        labels: (N,) int64 class labels in 0..K (not used in the value: the targets hold them).
+        class_targets: (N, K+1) float, rows summing to 1: a background RoI's is one-hot on column 0.
+        transition: where the trainer takes T from (see :mod:`noisyseg.losses.transition`); recorded.
+        reduction: "mean" | "sum" | "none".
+    """
+    _check_inputs(logits, labels, reduction)
+    if not torch.is_tensor(class_targets) or tuple(class_targets.shape) != tuple(logits.shape):
+        raise NoisysegError(f"posterior loss: class_targets must be a tensor of the logits' shape {tuple(logits.shape)}, "
+                            f"got {tuple(class_targets.shape) if torch.is_tensor(class_targets) else shown(class_targets)}")
+    check_loss_params("posterior loss", {"transition": transition})
+    return _reduce(_posterior_terms(logits, labels, class_targets, transition)[0], reduction)
+
+
 # --------------------------------------------------------------------------------------------------
 # parameters: every loss declares its parameters in its signature (keyword arguments with defaults)
 
 
 #: Arguments the caller supplies per call (the RoI head, the trainer), never a config.
 PER_CALL_ARGUMENTS: tuple[str, ...] = ("logits", "labels", "reduction", "return_counts", "robust_epoch",
-                                        "transition_matrix")
+                                        "transition_matrix", "class_targets")
 
 #: The robust losses by name: a loss with a ``robust`` parameter also takes the chosen one's parameters.
 ROBUST_FUNCTIONS: dict[str, Any] = {

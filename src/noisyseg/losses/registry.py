@@ -35,11 +35,13 @@ _REGISTRY: dict[str, _Registered] = {
     "lncis": _Registered(F.task_specific_loss, F._task_specific_terms),
     "good": _Registered(F.gradient_optimization_loss, F._gradient_optimization_terms),
     "forward": _Registered(F.forward_corrected_cross_entropy, F._forward_terms),
+    "posterior": _Registered(F.posterior_cross_entropy, F._posterior_terms),
 }
 
 
 def available_losses() -> list[str]:
-    """Names accepted by :func:`build_loss`: ``["ce", "rce", "sce", "gce", "apl", "lncis", "good", "forward"]``."""
+    """Names accepted by :func:`build_loss`: ``["ce", "rce", "sce", "gce", "apl", "lncis", "good", "forward",
+    "posterior"]``."""
     return list(_REGISTRY)
 
 
@@ -57,6 +59,8 @@ class RoIClassificationLoss:
         robust_epoch: the 0-based robust-stage epoch last set (0 until set).
         needs_transition_matrix: whether the loss trains through a noise transition matrix ("forward"); the
             trainer gives it with :meth:`set_transition_matrix` once the training data is known.
+        needs_class_targets: whether the loss takes per-RoI soft targets ("posterior"): the RoI head passes
+            ``class_targets`` (N, K+1), its annotations' targets that the trainer set at the stage switch.
 
     Calling it with ``logits`` (N, K+1) and ``labels`` (N,) int64 returns ``(loss, stats)``: ``loss`` is
     the 0-dim mean over the N RoIs (float32 for half-precision logits) and ``stats`` a dict of 0-dim
@@ -71,6 +75,7 @@ class RoIClassificationLoss:
         self.uses_robust_epoch = "robust_epoch" in inspect.signature(self._terms).parameters
         self.robust_epoch = 0
         self.needs_transition_matrix = "transition_matrix" in inspect.signature(self._terms).parameters
+        self.needs_class_targets = "class_targets" in inspect.signature(self._terms).parameters
         self.transition_matrix: Tensor | None = None
 
     def set_transition_matrix(self, matrix) -> None:
@@ -87,9 +92,15 @@ class RoIClassificationLoss:
         """
         self.robust_epoch = F.check_robust_epoch(f"loss {self.name}", robust_epoch)
 
-    def __call__(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, logits: Tensor, labels: Tensor,
+                 class_targets: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         F._check_inputs(logits, labels, "mean")
-        if self.needs_transition_matrix:
+        if self.needs_class_targets:
+            if class_targets is None:
+                raise NoisysegError(f"loss {self.name}: the training targets carry no class_target (the trainer "
+                                    "sets them at the end of the CE stage)")
+            values, stats = self._terms(logits, labels, class_targets, **self.params)
+        elif self.needs_transition_matrix:
             if self.transition_matrix is None:
                 raise NoisysegError(f"loss {self.name}: no transition matrix was set (set_transition_matrix)")
             values, stats = self._terms(logits, labels, self.transition_matrix, **self.params)

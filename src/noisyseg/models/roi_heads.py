@@ -112,6 +112,28 @@ def _sampled_ignored(labels: list[Tensor], matched_idxs: list[Tensor], targets: 
     return torch.cat(flags)
 
 
+def _sampled_class_targets(labels: list[Tensor], matched_idxs: list[Tensor],
+                           targets: list[dict[str, Tensor]]) -> Tensor | None:
+    """(N, K+1) float32 soft class targets of the sampled RoIs: the matched instance's ``class_target``
+    (K,) in columns 1..K for a foreground RoI, one-hot on background (column 0) otherwise; None when no
+    target has the key (every target must then have it)."""
+    if not any("class_target" in t for t in targets):
+        return None
+    rows = []
+    for lab, idx, t in zip(labels, matched_idxs, targets):
+        given = t.get("class_target")
+        if given is None or given.ndim != 2 or given.shape[0] != t["labels"].shape[0]:
+            raise ValueError(f"target class_target must be a (G, K) tensor for the G = {t['labels'].shape[0]} labels "
+                             f"of every image, got {None if given is None else tuple(given.shape)}")
+        foreground = lab > 0
+        soft = torch.zeros(lab.shape[0], given.shape[1] + 1, dtype=torch.float32, device=lab.device)
+        soft[:, 0] = (~foreground).float()
+        if given.shape[0]:
+            soft[:, 1:] = given[idx].to(soft) * foreground[:, None]
+        rows.append(soft)
+    return torch.cat(rows)
+
+
 class NoisyLabelRoIHeads(RoIHeads):
     """torchvision ``RoIHeads`` whose box classification loss is the injected ``classification_loss``.
 
@@ -127,7 +149,7 @@ class NoisyLabelRoIHeads(RoIHeads):
     def _set_up(self, classification_loss: ClassificationLoss) -> None:
         self.classification_loss = classification_loss
         self.last_loss_stats: dict[str, Tensor] = {}
-        self._sampled: tuple[Tensor, Tensor | None] | None = None
+        self._sampled: tuple[Tensor, Tensor | None, Tensor | None] | None = None
 
     @classmethod
     def from_roi_heads(cls, heads: RoIHeads, classification_loss: ClassificationLoss) -> "NoisyLabelRoIHeads":
@@ -149,7 +171,8 @@ class NoisyLabelRoIHeads(RoIHeads):
 
     def select_training_samples(self, proposals, targets):
         proposals, matched_idxs, labels, regression_targets = super().select_training_samples(proposals, targets)
-        self._sampled = (torch.cat(labels), _sampled_ignored(labels, matched_idxs, targets))
+        self._sampled = (torch.cat(labels), _sampled_ignored(labels, matched_idxs, targets),
+                         _sampled_class_targets(labels, matched_idxs, targets))
         return proposals, matched_idxs, labels, regression_targets
 
     def forward(self, features, proposals, image_shapes, targets=None):
@@ -160,28 +183,36 @@ class NoisyLabelRoIHeads(RoIHeads):
         self._sampled = None
         try:
             result, losses = super().forward(features, proposals, image_shapes, targets)
-            labels, ignored = self._sampled
+            labels, ignored, soft = self._sampled
         finally:
             hook.remove()
             self._sampled = None
-        losses["loss_classifier"] = self._classification_term(logits[0], labels, ignored)
+        losses["loss_classifier"] = self._classification_term(logits[0], labels, ignored, soft)
         return result, losses
 
-    def _classification_term(self, logits: Tensor, labels: Tensor, ignored: Tensor | None) -> Tensor:
-        """The loss of the module docstring; logits (N, K+1), labels (N,), ignored (N,) bool or None."""
+    def _injected(self, logits: Tensor, labels: Tensor, soft: Tensor | None):
+        """The injected loss on these RoIs; a loss that takes soft targets ("posterior") gets theirs."""
+        if getattr(self.classification_loss, "needs_class_targets", False):
+            return self.classification_loss(logits, labels, class_targets=soft)
+        return self.classification_loss(logits, labels)
+
+    def _classification_term(self, logits: Tensor, labels: Tensor, ignored: Tensor | None,
+                             soft: Tensor | None = None) -> Tensor:
+        """The loss of the module docstring; logits (N, K+1), labels (N,), ignored (N,) bool or None, soft
+        (N, K+1) soft class targets or None."""
         if ignored is None:
-            loss, self.last_loss_stats = self.classification_loss(logits, labels)
+            loss, self.last_loss_stats = self._injected(logits, labels, soft)
             return loss
         n = labels.numel()
         n_ignored = int(ignored.sum())
         if n_ignored == 0:
-            loss, stats = self.classification_loss(logits, labels)
+            loss, stats = self._injected(logits, labels, soft)
         else:
             kept = ~ignored
             loss = foreground_loss_values(logits[ignored]).sum() / n
             stats = {}
             if n_ignored < n:
-                injected, stats = self.classification_loss(logits[kept], labels[kept])
+                injected, stats = self._injected(logits[kept], labels[kept], None if soft is None else soft[kept])
                 loss = injected * ((n - n_ignored) / n) + loss
         self.last_loss_stats = {**stats, "ignored": ignored.sum()}
         return loss

@@ -1,0 +1,143 @@
+"""The posterior loss: CE against each annotation's true-class posterior, fixed at the stage switch.
+
+Its pieces: the loss values, the targets the trainer computes (``posterior_targets``), the routing of an
+annotation's target to the RoIs sampled on it (the RoI head), the data set's ``class_target`` by annotation
+id, and a training run that makes ``class_targets.npz`` at the switch and reads it on resume."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from helpers import assert_one_line, cli, tiny_config
+from noisyseg.engine.trainer import posterior_targets
+from noisyseg.errors import NoisysegError
+from noisyseg.losses import build_loss, cross_entropy
+from noisyseg.losses.functional import posterior_cross_entropy
+from noisyseg.models.roi_heads import _sampled_class_targets
+
+
+def test_values_are_the_cross_entropy_of_the_soft_targets_and_ce_for_one_hot_targets():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 1, 0, 2])
+    targets = torch.rand(7, 4, generator=g, dtype=torch.float64)
+    targets /= targets.sum(dim=1, keepdim=True)
+    got = posterior_cross_entropy(logits, labels, targets, reduction="none")
+    for i in range(7):
+        z = logits[i].tolist()
+        log_z = max(z) + math.log(sum(math.exp(v - max(z)) for v in z))
+        assert got[i].item() == pytest.approx(-sum(t * (v - log_z) for t, v in zip(targets[i].tolist(), z)), rel=1e-12)
+    one_hot = torch.nn.functional.one_hot(labels, 4).double()
+    assert torch.allclose(posterior_cross_entropy(logits, labels, one_hot, reduction="none"),
+                          cross_entropy(logits, labels, reduction="none"))
+    with pytest.raises(NoisysegError, match=r"^posterior loss: class_targets must be a tensor of the logits' shape"):
+        posterior_cross_entropy(logits, labels, targets[:, :3])
+    with pytest.raises(NoisysegError, match="^loss posterior: the training targets carry no class_target"):
+        build_loss("posterior")(logits, labels)
+
+
+def test_the_targets_are_the_posterior_of_the_true_class_given_the_label():
+    """r[c] ~ p[c] T[c, y]: an image the model finds 90% frequent-class and 10% rare-class, labelled rare,
+    under 40% symmetric noise over 2 classes: r[rare] = 0.1 * 0.6 / (0.1 * 0.6 + 0.9 * 0.4)."""
+    matrix = np.array([[0.6, 0.4], [0.4, 0.6]])
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.3, 0.7]])
+    given = np.array([1, 0, 1])
+    got = posterior_targets(probs, given, matrix)
+    assert got[0].tolist() == pytest.approx([0.36 / 0.42, 0.06 / 0.42])
+    assert got[1].tolist() == pytest.approx([0.54 / 0.58, 0.04 / 0.58])
+    assert got[2].tolist() == pytest.approx([0.12 / 0.54, 0.42 / 0.54])
+    assert posterior_targets(probs, given, np.eye(2)).tolist() == [[0, 1], [1, 0], [0, 1]]  # clean: the label
+    zero_column = np.array([[1.0, 0.0], [1.0, 0.0]])  # nothing is ever labelled class 1: keep the label
+    assert posterior_targets(probs, given, zero_column)[0].tolist() == [0, 1]
+
+
+def test_each_sampled_roi_gets_its_matched_annotation_s_target_and_background_its_own():
+    targets = [{"labels": torch.tensor([2, 1]), "class_target": torch.tensor([[0.2, 0.8], [0.7, 0.3]])},
+               {"labels": torch.tensor([1]), "class_target": torch.tensor([[1.0, 0.0]])}]
+    labels = [torch.tensor([2, 0, 1, 2]), torch.tensor([1, 0])]
+    matched = [torch.tensor([0, 0, 1, 0]), torch.tensor([0, 0])]
+    got = _sampled_class_targets(labels, matched, targets)
+    want = [[0, 0.2, 0.8], [1, 0, 0], [0, 0.7, 0.3], [0, 0.2, 0.8], [0, 1, 0], [1, 0, 0]]
+    assert got.dtype == torch.float32 and torch.equal(got, torch.tensor(want))
+    assert _sampled_class_targets(labels, matched, [{"labels": t["labels"]} for t in targets]) is None
+    with pytest.raises(ValueError, match="class_target must be a"):
+        _sampled_class_targets(labels, matched, [targets[0], {"labels": torch.tensor([1])}])
+
+
+def test_the_data_set_gives_each_annotation_its_target_by_id(tiny_coco):
+    from noisyseg.data.coco import CocoInstances
+
+    ds = CocoInstances(tiny_coco["train_json"], tiny_coco["image_root"], train=True, load_masks=False)
+    coco = json.loads(open(tiny_coco["train_json"]).read())
+    k = ds.label_map.num_classes
+    ids = np.array([a["id"] for a in coco["annotations"]][::-1])  # any order
+    rows = np.stack([np.full(k, i, dtype=np.float32) for i in ids])  # row of id i is all i
+    assert not ds.has_class_targets and "class_target" not in ds.target(0)
+    ds.set_class_targets(ids, rows)
+    for index in range(len(ds)):
+        target = ds.target(index)
+        start = sum(len(ds.target(j)["labels"]) for j in range(index))
+        want = ds._ann_ids[start:start + len(target["labels"])]
+        assert target["class_target"].shape == (len(target["labels"]), k)
+        assert target["class_target"][:, 0].tolist() == want.astype(np.float32).tolist()
+    used = ids != ds._ann_ids[0]  # leave out one annotation the data set trains on
+    with pytest.raises(NoisysegError, match=rf"annotations\[\d+\] \(id {ds._ann_ids[0]}\): no class target given"):
+        ds.set_class_targets(ids[used], rows[used])
+
+
+def _posterior_config(tiny_coco, tmp_path, train_json, **loss):
+    tree = tiny_config(tiny_coco, epochs=3, keep_epochs=[2])
+    tree["data"]["train_json"] = str(train_json)
+    tree["loss"] = {"name": "posterior", "warmup_epochs": 1, **loss}
+    path = tmp_path / "posterior.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_training_makes_the_targets_at_the_switch_from_the_ce_stage_model_and_a_resume_reads_them(
+        tiny_coco, tmp_path, capsys):
+    from noisyseg.audit.score import score_annotations
+    from noisyseg.losses.transition import transition_matrix
+
+    noisy = tmp_path / "noisy.json"
+    assert cli(capsys, "noise", tiny_coco["train_json"], "-o", noisy, "--kind", "symmetric", "--rate", "0.4")[0] == 0
+    config = _posterior_config(tiny_coco, tmp_path, noisy)
+    run = tmp_path / "run"
+    rc, out, err = cli(capsys, "train", config, "-o", run, "--no-progress")
+    assert rc == 0, err
+    assert "scored by ce_stage_end.pt" in out and "[train] epoch 2/3 (posterior)" in out
+    with np.load(run / "class_targets.npz", allow_pickle=False) as saved:
+        ids, targets = saved["annotation_ids"], saved["targets"]
+    coco = json.loads(noisy.read_text())
+    scores = score_annotations([run / "checkpoints" / "ce_stage_end.pt"], coco, noisy, progress=False)
+    matrix = transition_matrix("data", noisy, scores.label_map.names)
+    assert ids.tolist() == scores.annotation_ids.tolist()
+    weights = scores.pred_probs * matrix[:, scores.given_labels].T
+    np.testing.assert_allclose(targets, weights / weights.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+    # stopped after epoch 2: the resume reads the file (a damaged one is a one-line error naming it)
+    shutil.copyfile(run / "checkpoints" / "epoch_2.pt", run / "checkpoints" / "last.pt")
+    (run / "class_targets.npz").write_bytes(b"not an npz")
+    rc, out, err = cli(capsys, "train", config, "-o", run, "--resume", "--no-progress")
+    assert rc == 2 and "scored" not in out
+    assert_one_line(err, "train", f"{run / 'class_targets.npz'}: not readable class targets")
+    np.savez(run / "class_targets.npz", annotation_ids=ids, targets=targets)
+    rc, out, err = cli(capsys, "train", config, "-o", run, "--resume", "--no-progress")
+    assert rc == 0, err
+    assert "[train] epoch 3/3 (posterior)" in out and "scored" not in out
+
+
+def test_without_a_ce_stage_or_a_matrix_it_refuses_before_anything_is_made(tiny_coco, tmp_path, capsys):
+    rc, _, err = cli(capsys, "train", _posterior_config(tiny_coco, tmp_path, tiny_coco["train_json"], warmup_epochs=0),
+                     "-o", tmp_path / "a", "--no-progress")
+    assert rc == 2 and not (tmp_path / "a").exists()
+    assert_one_line(err, "train", "loss posterior: its targets are made by the model at the end of the CE stage")
+    # transition: data on a file without clean_category_id: refused at the start, not at the switch
+    rc, _, err = cli(capsys, "train", _posterior_config(tiny_coco, tmp_path, tiny_coco["train_json"]),
+                     "-o", tmp_path / "b", "--no-progress")
+    assert rc == 2 and not (tmp_path / "b").exists()
+    assert_one_line(err, "train", "loss.params.transition=data needs the file's clean_category_id")
