@@ -207,3 +207,24 @@ def test_r50_imagenet_weights_offline_say_where_to_put_the_file(monkeypatch, tmp
     assert "\n" not in message
     assert message.startswith("backbone_weights=imagenet: resnet50-0676ba61.pth is not in ")
     assert f"copy that file to {tmp_path}/hub/checkpoints/resnet50-0676ba61.pth" in message
+
+
+def test_the_posterior_loss_routes_each_annotation_s_target_to_its_rois():
+    """With one-hot targets on the given labels the posterior loss is CE, to the last bit of the same step;
+    moving one annotation's target to another class changes the classification term and nothing else."""
+    def step(loss_name, shift_first=False):
+        torch.manual_seed(0)
+        model = maskrcnn_tiny(num_classes=3, classification_loss=build_loss(loss_name), **SMALL)
+        images, targets = _batch()
+        for t in targets:
+            t["class_target"] = torch.nn.functional.one_hot(t["labels"] - 1, 3).float()
+        if shift_first:
+            first = targets[0]["class_target"][0]
+            targets[0]["class_target"][0] = first.roll(1)
+        torch.manual_seed(1)
+        return model(images, targets)
+
+    ce, posterior, shifted = step("ce"), step("posterior"), step("posterior", shift_first=True)
+    assert {k: v.item() for k, v in posterior.items()} == {k: v.item() for k, v in ce.items()}
+    assert shifted["loss_classifier"].item() != ce["loss_classifier"].item()
+    assert all(shifted[k].item() == ce[k].item() for k in ce if k != "loss_classifier")
