@@ -13,6 +13,9 @@ as right (kept wrong), classes most frequent first.
 
     .venv/bin/python benchmarks/forward_posterior.py benchmarks/results/fashion_lt/runs/forward-warmup/sym0.4/seed0 \
         benchmarks/results/fashion_lt/noisy/sym0.4_seed0.json --balance 0,0.5,1
+
+With ``--balance 0`` the "kept" columns are also what the ``posterior`` loss's targets do at the switch (its
+``r`` is this posterior, fixed), and, read the other way, a noise-aware audit: flag a label when r[label] < 0.5.
 """
 
 from __future__ import annotations
@@ -39,20 +42,24 @@ def main() -> None:
     ap.add_argument("data", help="the noisy training file (with clean_category_id)")
     ap.add_argument("--checkpoint", default="ce_stage_end")
     ap.add_argument("--balance", default="0,1", help="comma-separated balance values")
+    ap.add_argument("--transition", default="data",
+                    help="the T the loss would use: data (the file's realised matrix) or a matrix file, e.g. the "
+                         "noise_matrix.json an audit or a transition: estimate run wrote (right / wrong is always "
+                         "judged by the file's clean_category_id)")
     args = ap.parse_args()
 
     paths = resolve_checkpoints(args.run, [args.checkpoint])
     coco = read_json(args.data, "training file")
     scores = score_annotations(paths, coco, args.data, progress=False)
     names = list(scores.label_map.names)
-    matrix = transition_matrix("data", args.data, names)
-    prior = true_class_prior("data", args.data, names, matrix)
+    matrix = transition_matrix(args.transition, args.data, names)
+    prior = true_class_prior(args.transition, args.data, names, matrix)
     given, clean = scores.given_labels, scores.clean_labels
     right = given == clean
     order = np.argsort(-np.bincount(clean, minlength=len(names)), kind="stable")
     balances = [float(b) for b in args.balance.split(",")]
     kept = {b: posterior_at_label(scores.pred_probs, given, matrix, prior, b) >= 0.5 for b in balances}
-    print(f"{paths[0]} on {args.data}: {len(given)} annotations, {int((~right).sum())} wrong; "
+    print(f"{paths[0]} on {args.data}: {len(given)} annotations, {int((~right).sum())} wrong; T: {args.transition}; "
           f"scoring {scores.seconds:.1f} s")
     head = " | ".join(f"b={b:g} right kept | b={b:g} wrong kept" for b in balances)
     print(f"| class (true count) | labels right / wrong | {head} |")
