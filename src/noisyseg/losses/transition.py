@@ -29,8 +29,8 @@ Fashion bench, sym 0.4, b = 1 after a CE stage): harmful. The loss is no longer 
 not the clean posterior): a rare label on a frequent class's image is half believed even when the model is
 90% sure of the frequent class, the rare class's probability on those images grows, which makes the next
 such label more believable, and the frequent classes' images end in the rare classes (Bag 44 -> 0 mask
-AP, -15.6 overall). Kept as a documented option for the record; the ``posterior`` loss is the fix that
-cuts that loop instead (targets fixed at the stage switch).
+AP, -15.6 overall). Kept as a documented option for the record; the ``posterior`` loss cuts the loop
+instead (targets fixed at the stage switch: Shirt +0.5 where forward after a CE stage lost 6.0).
 """
 
 from __future__ import annotations
