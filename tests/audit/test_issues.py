@@ -15,6 +15,7 @@ from noisyseg.audit.issues import (
 )
 from noisyseg.audit.score import AnnotationScores
 from noisyseg.data.coco import LabelMap
+from noisyseg.errors import NoisysegError
 
 
 def _scores(n: int = 60, k: int = 4, seed: int = 0, with_truth: bool = True) -> AnnotationScores:
@@ -180,3 +181,26 @@ def test_the_estimated_noise_matrix_is_the_confident_joint_by_true_class_and_a_v
     reordered = list(reversed(names))
     got = transition_matrix(str(path), tmp_path / "train.json", reordered)
     np.testing.assert_allclose(got, matrix[::-1, ::-1])
+
+
+def test_noise_posterior_flags_by_the_label_s_posterior_under_the_noise_matrix():
+    """label_quality = r[given], r[c] ~ p[c] T[c, given], computed here by hand; flagged below 0.5; the
+    suggestion is r's top class. Under a known symmetric T a label survives a model that doubts it as
+    long as T's likelihood ratio outweighs the doubt; cleanlab's rules see only p."""
+    s = _scores(n=50, k=4, seed=7)
+    t = np.full((4, 4), 0.1)
+    np.fill_diagonal(t, 0.7)
+    issues = find_issues(s, "noise_posterior", t)
+    for i in range(50):
+        w = [s.pred_probs[i, c] * t[c, s.given_labels[i]] for c in range(4)]
+        r = [v / sum(w) for v in w]
+        assert issues.label_quality[i] == pytest.approx(r[s.given_labels[i]], rel=1e-6)
+        assert issues.is_issue[i] == (r[s.given_labels[i]] < 0.5)
+        assert issues.suggested_labels[i] == int(np.argmax(r))
+    assert sorted(issues.rank.tolist()) == list(range(1, 51))
+    assert issues.label_quality[issues.order].tolist() == sorted(issues.label_quality.tolist())
+    assert "noise_posterior" in issues.rule and issues.is_issue.any() and not issues.is_issue.all()
+    with pytest.raises(NoisysegError, match="needs a noise matrix"):
+        find_issues(s, "noise_posterior")
+    with pytest.raises(NoisysegError, match="needs a noise matrix"):
+        find_issues(s, "prune_by_noise_rate", t)

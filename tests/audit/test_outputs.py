@@ -173,3 +173,38 @@ def test_fix_onto_the_audits_own_outputs_is_refused(tiny_data, untrained_run, tm
         code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", out, "--fix", target, "--action", "drop"], capsys)
         assert (code, err) == (2, f"noisyseg audit: error: {line}\n")
     assert not out.exists()
+
+
+def test_noise_posterior_through_the_cli_uses_the_file_s_matrix_and_checks_it_before_scoring(
+        tiny_data, untrained_run, tmp_path, capsys):
+    from noisyseg.audit.issues import find_issues
+    from noisyseg.audit.score import score_annotations
+    from noisyseg.losses.transition import transition_matrix
+
+    out = tmp_path / "a"
+    code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", out, "--sheet", 0, "--filter-by", "noise_posterior"],
+                        capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rule"].startswith("noise_posterior")
+    coco = json.loads(Path(tiny_data["noisy_json"]).read_text())
+    scores = score_annotations([untrained_run / "checkpoints" / "last.pt"], coco, tiny_data["noisy_json"],
+                               image_root=tiny_data["image_root"], progress=False)
+    want = find_issues(scores, "noise_posterior",
+                       transition_matrix("data", tiny_data["noisy_json"], scores.label_map.names))
+    assert summary["n_flagged"] == int(want.is_issue.sum())
+    rows = json.loads((out / "label_issues.json").read_text())["annotations"]
+    by_id = {int(r["annotation_id"]): r for r in rows}
+    for i, ann_id in enumerate(scores.annotation_ids.tolist()):
+        assert float(by_id[ann_id]["label_quality"]) == pytest.approx(want.label_quality[i], abs=1e-6)
+
+
+def test_noise_posterior_refusals_come_before_scoring(tiny_data, untrained_run, tmp_path, capsys, no_scoring):
+    base = _base(tiny_data, untrained_run) + ["-o", tmp_path / "a", "--sheet", 0]
+    code, _, err = _run(base + ["--transition", "data"], capsys)
+    assert code == 2 and err == "noisyseg audit: error: --transition is used only with --filter-by noise_posterior\n"
+    code, _, err = _run(_base(tiny_data, untrained_run)[:3] + [tiny_data["train_json"]]
+                        + _base(tiny_data, untrained_run)[4:] + ["-o", tmp_path / "b", "--sheet", 0,
+                                                                 "--filter-by", "noise_posterior"], capsys)
+    assert code == 2 and "transition=data needs the file's clean_category_id" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "summary.json").exists()

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from helpers import assert_one_line, cli, tiny_config
-from noisyseg.engine.trainer import posterior_targets
+from noisyseg.losses.transition import true_class_posterior as posterior_targets
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss, cross_entropy
 from noisyseg.losses.functional import posterior_cross_entropy

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-# what --fix can do to a flagged annotation, and cleanlab's find_label_issues rules (filter_by)
+# what --fix can do to a flagged annotation, and the flagging rules (filter_by): cleanlab's
+# find_label_issues rules, and noise_posterior (ours: the label's posterior under a noise matrix < 0.5)
 ACTIONS = ("relabel", "ignore", "drop")
+NOISE_POSTERIOR = "noise_posterior"
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
-           "low_normalized_margin", "low_self_confidence")
+           "low_normalized_margin", "low_self_confidence", NOISE_POSTERIOR)
 
 _EXPORTS = {
     "audit": "noisyseg.audit.api", "AuditResult": "noisyseg.audit.api",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from noisyseg.audit import ACTIONS, FILTERS
+from noisyseg.audit import ACTIONS, FILTERS, NOISE_POSTERIOR
 from noisyseg.audit.fix import repaired_file
 from noisyseg.audit.issues import (IssueRows, LabelIssues, estimated_noise_matrix, find_issues, summary_data,
                                    summary_markdown, write_table)
@@ -70,6 +70,7 @@ def audit(
     batch_size: int = 8,
     num_workers: int = 0,
     filter_by: str = "prune_by_noise_rate",
+    transition: str | None = None,
     top: int | None = None,
     sheet: int = 24,
     fix: str | Path | None = None,
@@ -94,7 +95,10 @@ def audit(
             is still returned).
         device: auto | cpu | cuda | cuda:N (:func:`noisyseg.engine.distributed.select_device`).
         num_workers: image-reading processes (0: read in this process).
-        filter_by: cleanlab's ``find_label_issues`` rule.
+        filter_by: cleanlab's ``find_label_issues`` rule, or ``noise_posterior`` (see
+            :func:`noisyseg.audit.issues.find_issues`).
+        transition: with ``noise_posterior``, where its noise matrix comes from (default ``"data"``: the
+            audited file's own, from ``clean_category_id``; or a matrix file, e.g. a ``noise_matrix.json``).
         top: None puts every flagged annotation on the review page; K puts the K most suspicious there,
             flagged or not. ``sheet``: suspects on the contact sheet.
         fix: write the repaired file here (needs ``action``, one of relabel | ignore | drop).
@@ -124,6 +128,10 @@ def audit(
     _check_count(num_workers, "--workers", 0)
     if filter_by not in FILTERS:
         raise NoisysegError(f"--filter-by {filter_by}: expected one of {', '.join(FILTERS)}")
+    if transition is not None and filter_by != NOISE_POSTERIOR:
+        raise NoisysegError(f"--transition is used only with --filter-by {NOISE_POSTERIOR}")
+    if filter_by == NOISE_POSTERIOR:
+        transition = transition or "data"
     if (source is None) == (folds is None):
         raise NoisysegError("audit: give either a run folder or checkpoint, or folds")
     torch_device = select_device(device, "--device")
@@ -155,13 +163,19 @@ def audit(
         # the file as flat arrays; its parsed json (2.7 GB at COCO size) is freed inside load
         flat = AuditData.load(data)
         data_sha256 = file_sha256(data)
+        noise_matrix = None
+        if transition is not None:  # checked before scoring; in the label map's (ascending id) order
+            from noisyseg.losses.transition import transition_matrix
+
+            names = [str(c["name"]) for c in sorted(flat.categories, key=lambda c: c["id"])]
+            noise_matrix = transition_matrix(transition, data, names)
         options = {"image_root": image_root, "device": torch_device, "batch_size": batch_size,
                    "num_workers": num_workers, "progress": progress}
         if folds is not None:
             scores = score_folds(fold_paths, flat, data, **options)
         else:
             scores = score_annotations(paths, flat, data, **options)
-        issues = find_issues(scores, filter_by)
+        issues = find_issues(scores, filter_by, noise_matrix)
         rows = IssueRows(issues)
         # the large outputs wait on disk (unnamed temporary files in the output folder), not in memory
         spools = [stack.enter_context(contextlib.closing(Spool(out))) for _ in range(3)] if out is not None else []

@@ -55,7 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: every flagged one)")
     p.add_argument("--sheet", type=int, default=24, metavar="N", help="suspects on contact_sheet.png (default 24)")
     p.add_argument("--filter-by", choices=FILTERS, default="prune_by_noise_rate",
-                   help="cleanlab find_label_issues rule (default prune_by_noise_rate)")
+                   help="cleanlab find_label_issues rule (default prune_by_noise_rate), or noise_posterior: flag "
+                        "a label whose posterior under the noise matrix --transition is below 0.5")
+    p.add_argument("--transition", metavar="T", default=None,
+                   help="with --filter-by noise_posterior: data (DATA's own matrix, from clean_category_id: "
+                        "injected noise) or a matrix file such as an earlier audit's noise_matrix.json "
+                        "(default data)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="images per forward pass (default 8)")
     p.add_argument("--workers", type=int, default=0, metavar="W", help="image-reading processes (default 0)")
@@ -105,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out_dir(args.source)
     result = audit(args.source, args.data, checkpoints=args.checkpoint, image_root=args.image_root, out_dir=out,
                    device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-                   filter_by=args.filter_by, top=args.top, sheet=args.sheet, fix=args.fix, action=args.action,
-                   progress=not args.no_progress)
+                   filter_by=args.filter_by, transition=args.transition, top=args.top, sheet=args.sheet,
+                   fix=args.fix, action=args.action, progress=not args.no_progress)
     s = result.summary
     print(f"{args.data}: {s['n_flagged']} of {s['n_annotations']} annotations flagged "
           f"({s['annotations_per_second']:.1f} annotations/s on {s['device']})")

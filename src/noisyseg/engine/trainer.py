@@ -61,7 +61,7 @@ from noisyseg.engine.run_folder import MetricsLog, RunFolder, RunFolderLocked, R
 from noisyseg.engine.schedule import build_optimizer, build_scheduler
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss
-from noisyseg.losses.transition import ESTIMATE, transition_matrix
+from noisyseg.losses.transition import ESTIMATE, transition_matrix, true_class_posterior
 from noisyseg.utils.io import atomic_write_bytes, ensure_output_dir
 
 log = logging.getLogger(__name__)
@@ -475,7 +475,7 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
         if wants_targets:
             transition = str(matrix_path) if estimate else loss.params["transition"]
             matrix = transition_matrix(transition, cfg.data.train_json, run.label_map.names)
-            targets = posterior_targets(scores.pred_probs, scores.given_labels, matrix)
+            targets = true_class_posterior(scores.pred_probs, scores.given_labels, matrix)
             buffer = io.BytesIO()
             np.savez(buffer, annotation_ids=scores.annotation_ids, targets=targets)
             atomic_write_bytes(targets_path, buffer.getvalue())
@@ -495,16 +495,6 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
                                     "again from ce_stage_end.pt") from None
 
         on_every_rank(read_targets, info)
-
-
-def posterior_targets(probs: np.ndarray, given: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """(N, K) posterior of each annotation's true class given its image and its label: ``r[c] ~ probs[c]
-    T[c, given]`` (``probs`` (N, K) the CE-stage model's class probabilities, ``given`` (N,) label indices
-    0..K-1, ``matrix`` T (K, K)). A row the matrix gives no mass keeps its label (one-hot)."""
-    weights = np.asarray(probs, dtype=np.float64) * np.asarray(matrix, dtype=np.float64)[:, given].T
-    totals = weights.sum(axis=1, keepdims=True)
-    one_hot = np.eye(probs.shape[1])[given]
-    return np.where(totals > 0, weights / np.where(totals > 0, totals, 1.0), one_hot).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ one epoch

@@ -133,3 +133,18 @@ def _noise_matrix(transition: str, train_json: str | Path, names: list[str]) -> 
                             f"{', '.join(extra) or 'none'})")
     order = [found.index(n) for n in names]
     return np.ascontiguousarray(matrix[np.ix_(order, order)])
+
+
+def true_class_posterior(probs: np.ndarray, given: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(N, K) float32 posterior of each annotation's true class given its image and its label:
+    ``r[c] ~ probs[c] T[c, given]`` (``probs`` (N, K) a model's class probabilities, ``given`` (N,) label
+    indices 0..K-1, ``matrix`` T (K, K)). A row T gives no mass keeps its label (one-hot).
+
+    The ``posterior`` loss's targets (from the CE-stage model) and the audit's ``noise_posterior`` rule
+    (``r[given]`` is the probability that the label is right).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    weights = probs * np.asarray(matrix, dtype=np.float64)[:, given].T
+    totals = weights.sum(axis=1, keepdims=True)
+    one_hot = np.eye(probs.shape[1])[given]
+    return np.where(totals > 0, weights / np.where(totals > 0, totals, 1.0), one_hot).astype(np.float32)

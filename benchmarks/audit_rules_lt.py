@@ -1,0 +1,67 @@
+"""cleanlab's flagging rule against the noise-aware one, per class, on the long-tailed bench (issue 22).
+
+For each seed, audits the bench's CE run (``runs/ce/<setting>/seed<S>``, final checkpoint) on its own noisy
+training file twice, with ``--filter-by prune_by_noise_rate`` (cleanlab's default) and with
+``--filter-by noise_posterior`` (the label's posterior under the file's own noise matrix, ``--transition
+data``: the injected noise is known), and prints per class, classes most frequent first, the right labels
+flagged (a repair would damage them) and the wrong labels flagged (found), summed over the seeds, then the
+totals and the flagged precision and recall. Nothing is written (the audit API without an output folder).
+
+    .venv/bin/python benchmarks/audit_rules_lt.py benchmarks/results/fashion_lt --setting sym0.4 --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    from noisyseg.audit.api import audit
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bench", help="the bench folder (runs/ and noisy/ inside)")
+    ap.add_argument("--setting", default="sym0.4")
+    ap.add_argument("--seeds", default="0,1,2")
+    args = ap.parse_args()
+
+    rules = ("prune_by_noise_rate", "noise_posterior")
+    counts: dict[str, dict[str, np.ndarray]] = {}
+    names: list[str] = []
+    true_counts = None
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        run = Path(args.bench) / "runs" / "ce" / args.setting / f"seed{seed}"
+        data = Path(args.bench) / "noisy" / f"{args.setting}_seed{seed}.json"
+        for rule in rules:
+            result = audit(run, data, filter_by=rule, progress=False, device="cpu", sheet=0)
+            s = result.issues.scores
+            names = list(s.label_map.names)
+            k = len(names)
+            given, clean, flagged = s.given_labels, s.clean_labels, result.issues.is_issue
+            right = given == clean
+            add = {"right": np.bincount(given[right], minlength=k), "wrong": np.bincount(given[~right], minlength=k),
+                   "right_flagged": np.bincount(given[right & flagged], minlength=k),
+                   "wrong_flagged": np.bincount(given[~right & flagged], minlength=k)}
+            c = counts.setdefault(rule, {key: np.zeros(k, dtype=np.int64) for key in add})
+            for key, value in add.items():
+                c[key] += value
+            true_counts = np.bincount(clean, minlength=k)
+    order = np.argsort(-true_counts, kind="stable")
+    print(f"CE runs of {args.bench}, {args.setting}, seeds {args.seeds}: right / wrong labels flagged, summed over seeds")
+    print("| class (given right / wrong) | " + " | ".join(f"{r}: right flagged | {r}: wrong flagged" for r in rules) + " |")
+    print("|---|" + "---|---|" * len(rules))
+    base = counts[rules[0]]
+    for c in order:
+        cells = " | ".join(f"{counts[r]['right_flagged'][c]} | {counts[r]['wrong_flagged'][c]}" for r in rules)
+        print(f"| {names[c]} ({base['right'][c]} / {base['wrong'][c]}) | {cells} |")
+    cells = " | ".join(f"{counts[r]['right_flagged'].sum()} | {counts[r]['wrong_flagged'].sum()}" for r in rules)
+    print(f"| all ({base['right'].sum()} / {base['wrong'].sum()}) | {cells} |")
+    for r in rules:
+        found, damaged = counts[r]["wrong_flagged"].sum(), counts[r]["right_flagged"].sum()
+        print(f"{r}: flagged precision {found / max(found + damaged, 1):.3f}, recall {found / max(base['wrong'].sum(), 1):.3f}")
+
+
+if __name__ == "__main__":
+    main()
