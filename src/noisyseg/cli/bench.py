@@ -54,7 +54,7 @@ def _methods_epilog() -> str:
     fix = grid.FIX_SUFFIX
     lines = [
         "methods:",
-        *textwrap.wrap(", ".join(grid.METHODS), 96, initial_indent="  ", subsequent_indent="  "),
+        *textwrap.wrap(", ".join(grid.METHODS), 96, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False),
         "",
         f"audit methods, METHOD{fix}[:KEY=VALUE...]: train METHOD, audit that run on its own training file,",
         "repair the file and retrain on it; any KEY that is not a fix option is a loss parameter of METHOD.",
@@ -65,8 +65,9 @@ def _methods_epilog() -> str:
         f"  snapshots=N  with checkpoint=epochs: how many last epochs are averaged (default "
         f"{grid.FIX_DEFAULTS['snapshots']})",
         "  retrain=METHOD  the method of the second run (default: METHOD again)",
-        *textwrap.wrap(f"filter_by=RULE  cleanlab's rule: {', '.join(FILTERS)} (default "
-                       f"{grid.FIX_DEFAULTS['filter_by']})", 96, initial_indent="  ", subsequent_indent="    "),
+        *textwrap.wrap(f"filter_by=RULE  the audit's flagging rule: {', '.join(FILTERS)} (default "
+                       f"{grid.FIX_DEFAULTS['filter_by']}; noise_posterior uses the noisy file's own matrix)", 96,
+                       initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False),
         "  folds=K  K >= 2: score each annotation with a model that did not train on it",
         "",
         "examples:",
