@@ -19,16 +19,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit", help="find likely wrong class labels with a trained model; review and repair them",
         description="Score every non-crowd annotation of DATA with the trained model's RoI box head (its\n"
-                    "ground-truth box as the proposal), flag likely wrong labels with cleanlab's\n"
-                    "find_label_issues, and write to -o DIR: label_issues.csv/.json (one row per annotation,\n"
-                    "rank 1 = most suspicious), summary.md/.json (with AUROC/AP and right labels flagged per\n"
-                    "class against clean_category_id when the file has it), noise_matrix.json (the estimated\n"
-                    "noise transition matrix, for the forward loss's loss.params.transition), review.html (an offline page to\n"
-                    "review every flagged annotation and export decisions; its crops in review_files/),\n"
-                    "contact_sheet.png and audit_manifest.json. --fix writes a repaired copy of DATA with one\n"
-                    "action on every flag; `noisyseg apply-decisions` applies a review's decisions instead.\n"
-                    "Outputs are checked before scoring: none may be an input or a file no audit wrote, and\n"
-                    "one audit at a time writes a folder.",
+                    "ground-truth box as the proposal), flag likely wrong labels (cleanlab's find_label_issues,\n"
+                    "or --filter-by noise_posterior with a noise matrix), and write to -o DIR: label_issues.csv/\n"
+                    ".json (one row per annotation, rank 1 = most suspicious), summary.md/.json (with AUROC/AP\n"
+                    "and right labels flagged per class against clean_category_id when the file has it),\n"
+                    "noise_matrix.json (the estimated noise transition matrix, for loss.params.transition),\n"
+                    "review.html (an offline page to review every flagged annotation and export decisions; its\n"
+                    "crops in review_files/), contact_sheet.png and audit_manifest.json. --fix writes a\n"
+                    "repaired copy of DATA with one action on every flag; `noisyseg apply-decisions` applies a\n"
+                    "review's decisions instead. Outputs are checked before scoring: none may be an input or a\n"
+                    "file no audit wrote, and one audit at a time writes a folder.",
         epilog="actions (on the flagged annotations only; nothing else in the file changes):\n"
                "  relabel  category_id := the suggested class\n"
                "  ignore   keep the annotation, add \"class_ignored\": true (trains objectness, box and mask,\n"
