@@ -27,9 +27,12 @@ import numpy as np
 
 def posterior_at_label(probs: np.ndarray, given: np.ndarray, matrix: np.ndarray, prior: np.ndarray,
                        balance: float) -> np.ndarray:
-    """``r[y]`` per annotation: ``p[y] T[y, y] / prior[y]^b`` over ``sum_c p[c] T[c, y] / prior[c]^b``."""
-    weights = probs * matrix[:, given].T / np.power(np.maximum(prior, 1e-6), balance)[None, :]
-    return weights[np.arange(len(given)), given] / weights.sum(axis=1)
+    """``r[y]`` per annotation, r the true-class posterior through T balanced by the prior (the matrix the
+    forward loss with this ``balance`` trains through; a column's scale cancels in r)."""
+    from noisyseg.losses.transition import balanced_matrix, true_class_posterior
+
+    used = balanced_matrix(matrix, prior, balance) if balance else matrix
+    return true_class_posterior(probs, given, used)[np.arange(len(given)), given]
 
 
 def main() -> None:

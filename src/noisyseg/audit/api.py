@@ -164,11 +164,11 @@ def audit(
         flat = AuditData.load(data)
         data_sha256 = file_sha256(data)
         noise_matrix = None
-        if transition is not None:  # checked before scoring; in the label map's (ascending id) order
+        if transition is not None:  # checked before scoring, in the label map's class order
+            from noisyseg.data.coco import LabelMap
             from noisyseg.losses.transition import transition_matrix
 
-            names = [str(c["name"]) for c in sorted(flat.categories, key=lambda c: c["id"])]
-            noise_matrix = transition_matrix(transition, data, names)
+            noise_matrix = transition_matrix(transition, data, LabelMap.from_categories(flat.categories).names)
         options = {"image_root": image_root, "device": torch_device, "batch_size": batch_size,
                    "num_workers": num_workers, "progress": progress}
         if folds is not None:

@@ -89,27 +89,27 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return LabelIssues(scores, np.zeros(0), empty, np.zeros(0, dtype=bool), empty, filter_by)
+    notes: list[str] = []
     if filter_by == NOISE_POSTERIOR:
         from noisyseg.losses.transition import true_class_posterior
 
         posterior = true_class_posterior(probs, labels, noise_matrix).astype(np.float64)
         quality = posterior[np.arange(n), labels]
-        order = np.argsort(quality, kind="stable")
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(1, n + 1)
-        return LabelIssues(scores, quality, posterior.argmax(axis=1).astype(np.int64), quality < 0.5, rank, filter_by)
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
+        suggested, is_issue = posterior.argmax(axis=1), quality < 0.5
+    else:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
 
-    quality = np.clip(get_label_quality_scores(labels, probs, method="self_confidence"), 0.0, 1.0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        is_issue = np.asarray(find_label_issues(labels, probs, filter_by=filter_by, n_jobs=1), dtype=bool)
-    notes = sorted({str(w.message) for w in caught})
+        quality = np.clip(get_label_quality_scores(labels, probs, method="self_confidence"), 0.0, 1.0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            is_issue = np.asarray(find_label_issues(labels, probs, filter_by=filter_by, n_jobs=1), dtype=bool)
+        notes = sorted({str(w.message) for w in caught})
+        suggested = probs.argmax(axis=1)
     order = np.argsort(quality, kind="stable")
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(1, n + 1)
-    return LabelIssues(scores, quality, probs.argmax(axis=1).astype(np.int64), is_issue, rank, filter_by, notes)
+    return LabelIssues(scores, quality, suggested.astype(np.int64), is_issue, rank, filter_by, notes)
 
 
 # ----------------------------------------------------------------------------------------------------

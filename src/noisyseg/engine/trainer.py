@@ -381,17 +381,17 @@ def _build_run(cfg: Config, folder: RunFolder, info: DistInfo, device: torch.dev
     label_map = train_set.label_map
     for loss in losses.values():  # a forward-corrected loss trains through the data's noise matrix
         # (a plain callable, a test's stand-in, needs nothing)
-        at_switch = getattr(loss, "needs_class_targets", False) or (
-            getattr(loss, "needs_transition_matrix", False) and loss.params["transition"] == ESTIMATE)
-        if at_switch and ce_stage_end_epoch(cfg) is None:
-            what = ("loss posterior: its targets are" if getattr(loss, "needs_class_targets", False)
-                    else "loss.params.transition=estimate: the matrix is")
+        needs_matrix = getattr(loss, "needs_transition_matrix", False)
+        needs_targets = getattr(loss, "needs_class_targets", False)
+        estimated = (needs_matrix or needs_targets) and loss.params["transition"] == ESTIMATE
+        if (needs_targets or estimated) and ce_stage_end_epoch(cfg) is None:
+            what = "loss posterior: its targets are" if needs_targets else "loss.params.transition=estimate: the matrix is"
             raise NoisysegError(f"{what} made by the model at the end of the CE stage; set loss.warmup_epochs "
                                 "between 1 and train.epochs - 1")
-        if getattr(loss, "needs_transition_matrix", False) and not at_switch:
+        if needs_matrix and not estimated:
             loss.set_transition_matrix(transition_matrix(loss.params["transition"], cfg.data.train_json,
                                                          label_map.names, loss.params["balance"]))
-        elif getattr(loss, "needs_class_targets", False) and loss.params["transition"] != ESTIMATE:
+        elif needs_targets and not estimated:
             transition_matrix(loss.params["transition"], cfg.data.train_json, label_map.names)  # checked now, used at the switch
     model = model_from_config(cfg, label_map.num_classes, losses[stage_of(0, cfg)]).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -465,7 +465,8 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
         from noisyseg.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
         checkpoint = run.folder.checkpoint(run_folder.CE_STAGE_END)
-        scores = score_annotations([checkpoint], read_json(cfg.data.train_json, "training file"), cfg.data.train_json,
+        coco = read_json(cfg.data.train_json, "training file")
+        scores = score_annotations([checkpoint], coco, cfg.data.train_json,
                                    image_root=cfg.data.image_root, device=run.device, progress=False)
         print(f"[train] {len(scores.given_labels)} training annotations scored by {checkpoint.name} in "
               f"{scores.seconds:.1f} s", flush=True)
@@ -474,7 +475,7 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
             print(f"[train] noise matrix estimated (cleanlab's confident joint): {matrix_path}", flush=True)
         if wants_targets:
             transition = str(matrix_path) if estimate else loss.params["transition"]
-            matrix = transition_matrix(transition, cfg.data.train_json, run.label_map.names)
+            matrix = transition_matrix(transition, cfg.data.train_json, run.label_map.names, coco=coco)
             targets = true_class_posterior(scores.pred_probs, scores.given_labels, matrix)
             buffer = io.BytesIO()
             np.savez(buffer, annotation_ids=scores.annotation_ids, targets=targets)

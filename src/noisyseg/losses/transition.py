@@ -48,18 +48,22 @@ ESTIMATE = "estimate"
 
 
 def transition_matrix(transition: str, train_json: str | Path, class_names: tuple[str, ...] | list[str],
-                      balance: float = 0.0) -> np.ndarray:
+                      balance: float = 0.0, coco: dict | None = None) -> np.ndarray:
     """(K, K) float64 matrix in the order of ``class_names`` (the label map's, labels 1..K): T, row-stochastic,
     for ``balance`` 0, else :func:`balanced_matrix` of T and the training file's true-class frequencies.
 
-    A true class without annotations in the file keeps an identity row. Raises a one-line
-    :class:`NoisysegError` naming the file for a file without ``clean_category_id`` (with ``"data"``), a
-    matrix file that does not validate or whose classes are not exactly ``class_names``.
+    The training file is read (once) only when T or the frequencies come from it; ``coco``, its parsed
+    tree when the caller has it already, saves that read. A true class without annotations in the file
+    keeps an identity row. Raises a one-line :class:`NoisysegError` naming the file for a file without
+    ``clean_category_id`` (with ``"data"``), a matrix file that does not validate or whose classes are not
+    exactly ``class_names``.
     """
-    matrix = _noise_matrix(transition, train_json, [str(n) for n in class_names])
+    if coco is None and (transition == FROM_DATA or balance != 0.0):
+        coco = read_json(train_json, "training file")
+    matrix = _noise_matrix(transition, train_json, [str(n) for n in class_names], coco)
     if balance == 0.0:
         return matrix
-    return balanced_matrix(matrix, true_class_prior(transition, train_json, class_names, matrix), balance)
+    return balanced_matrix(matrix, true_class_prior(transition, train_json, class_names, matrix, coco), balance)
 
 
 def balanced_matrix(matrix: np.ndarray, prior: np.ndarray, balance: float) -> np.ndarray:
@@ -74,8 +78,10 @@ def balanced_matrix(matrix: np.ndarray, prior: np.ndarray, balance: float) -> np
     return weights * np.where(top > 0, matrix.max(axis=0) / np.where(top > 0, top, 1.0), 0.0)[None, :]
 
 
-def true_class_prior(transition: str, train_json: str | Path, class_names, matrix: np.ndarray) -> np.ndarray:
-    """The training file's true-class frequencies (K,) in ``class_names`` order, summing to 1.
+def true_class_prior(transition: str, train_json: str | Path, class_names, matrix: np.ndarray,
+                     coco: dict | None = None) -> np.ndarray:
+    """The training file's true-class frequencies (K,) in ``class_names`` order, summing to 1 (``coco``: the
+    file's parsed tree, read from ``train_json`` when not given).
 
     ``"data"``: counted from ``clean_category_id``. Otherwise from the file's labels: ``identity`` takes them
     as they are; with a matrix file the label frequencies are ``T^T prior``, solved by least squares, clipped
@@ -84,18 +90,20 @@ def true_class_prior(transition: str, train_json: str | Path, class_names, matri
     from noisyseg.noise.inject import realised_matrix
 
     names = [str(n) for n in class_names]
-    coco = read_json(train_json, "training file")
+    if coco is None:
+        coco = read_json(train_json, "training file")
     if transition == FROM_DATA:
         found, counts = realised_matrix(coco)
         totals = counts.sum(axis=1).astype(np.float64)
         totals = totals[[found.index(n) for n in names]]
         return totals / max(totals.sum(), 1.0)
-    by_id = {c["id"]: str(c["name"]) for c in coco["categories"]}
+    position = {name: i for i, name in enumerate(names)}
+    column = {c["id"]: position.get(str(c["name"])) for c in coco["categories"]}
     labels = np.zeros(len(names))
     for a in coco["annotations"]:
-        name = by_id.get(a.get("category_id"))
-        if name in names:
-            labels[names.index(name)] += 1
+        i = column.get(a.get("category_id"))
+        if i is not None:
+            labels[i] += 1
     labels /= max(labels.sum(), 1.0)
     if transition == IDENTITY:
         return labels
@@ -103,8 +111,8 @@ def true_class_prior(transition: str, train_json: str | Path, class_names, matri
     return prior / prior.sum() if prior.sum() > 0 else labels
 
 
-def _noise_matrix(transition: str, train_json: str | Path, names: list[str]) -> np.ndarray:
-    """T (K, K), row-stochastic, in the order of ``names``."""
+def _noise_matrix(transition: str, train_json: str | Path, names: list[str], coco: dict | None) -> np.ndarray:
+    """T (K, K), row-stochastic, in the order of ``names`` (``coco``: the training file's tree, for "data")."""
     from noisyseg.noise.inject import check_matrix, realised_matrix
 
     if transition == ESTIMATE:  # the trainer estimates it at the stage switch and passes the written file
@@ -113,7 +121,6 @@ def _noise_matrix(transition: str, train_json: str | Path, names: list[str]) -> 
     if transition == IDENTITY:
         return np.eye(len(names))
     if transition == FROM_DATA:
-        coco = read_json(train_json, "training file")
         try:
             found, counts = realised_matrix(coco)
         except NoisysegError as e:
