@@ -185,7 +185,7 @@ def test_the_estimated_noise_matrix_is_the_confident_joint_by_true_class_and_a_v
 
 def test_noise_posterior_flags_by_the_label_s_posterior_under_the_noise_matrix():
     """label_quality = r[given], r[c] ~ p[c] T[c, given], computed here by hand; flagged below 0.5; the
-    suggestion is r's top class. Under a known symmetric T a label survives a model that doubts it as
+    suggestion is r's top class, for a flagged label its top class other than the label. Under a known symmetric T a label survives a model that doubts it as
     long as T's likelihood ratio outweighs the doubt; cleanlab's rules see only p."""
     s = _scores(n=50, k=4, seed=7)
     t = np.full((4, 4), 0.1)
@@ -196,10 +196,19 @@ def test_noise_posterior_flags_by_the_label_s_posterior_under_the_noise_matrix()
         r = [v / sum(w) for v in w]
         assert issues.label_quality[i] == pytest.approx(r[s.given_labels[i]], rel=1e-6)
         assert issues.is_issue[i] == (r[s.given_labels[i]] < 0.5)
-        assert issues.suggested_labels[i] == int(np.argmax(r))
+        others = [v if c != s.given_labels[i] else -1.0 for c, v in enumerate(r)]
+        assert issues.suggested_labels[i] == int(np.argmax(others if issues.is_issue[i] else r))
     assert sorted(issues.rank.tolist()) == list(range(1, 51))
     assert issues.label_quality[issues.order].tolist() == sorted(issues.label_quality.tolist())
     assert "noise_posterior" in issues.rule and issues.is_issue.any() and not issues.is_issue.all()
+    # a flagged label that is still r's single top class (r = 0.48 / 0.27 / 0.25 / 0): suggested the next one
+    s.pred_probs[0] = [0.04, 0.5, 0.46, 0.0]
+    s.given_labels[0] = 0
+    t_sym = np.full((4, 4), 0.04)
+    np.fill_diagonal(t_sym, 0.88)
+    one = find_issues(s, "noise_posterior", t_sym)
+    r0 = s.pred_probs[0] * t_sym[:, 0] / (s.pred_probs[0] * t_sym[:, 0]).sum()
+    assert r0.argmax() == 0 and r0[0] < 0.5 and one.is_issue[0] and one.suggested_labels[0] == 1
     with pytest.raises(NoisysegError, match="needs a noise matrix"):
         find_issues(s, "noise_posterior")
     with pytest.raises(NoisysegError, match="needs a noise matrix"):
