@@ -20,16 +20,14 @@ files to ``BENCH/oracle/<setting>_seed<S>.json``; each run takes as long as one 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
 
-def oracle_file(noisy: dict) -> tuple[dict, int]:
-    """The noisy COCO tree with every wrong label class-ignored, and how many were."""
-    tree = json.loads(json.dumps(noisy))
+def oracle_file(tree: dict) -> int:
+    """Class-ignore every wrong label of the noisy COCO ``tree`` (in place); return how many."""
     n = 0
     for ann in tree["annotations"]:
         if "clean_category_id" not in ann:
@@ -37,13 +35,15 @@ def oracle_file(noisy: dict) -> tuple[dict, int]:
         if ann["category_id"] != ann["clean_category_id"]:
             ann["class_ignored"] = True
             n += 1
-    return tree, n
+    return n
 
 
 def main() -> None:
     import yaml
 
+    from noisyseg.bench.cells import per_class_rows
     from noisyseg.bench.grid import cell_config
+    from noisyseg.bench.report import class_differences, class_order, paired_differences, read_rows, recovered_fraction
     from noisyseg.config import config_from_dict
     from noisyseg.engine.trainer import train_to_end
     from noisyseg.utils.io import atomic_write_text
@@ -58,61 +58,55 @@ def main() -> None:
     base = yaml.safe_load(Path(args.config).read_text())
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    ap_of, per_class = {}, {}
+    # the bench's own rows, the oracle's beside them under the method name "oracle", so that the bench's
+    # report functions pair them with CE
+    rows = [r for r in read_rows(bench / "results.csv") if r["method"] == "ce" and int(r["seed"]) in seeds]
+    per_class = [r for r in read_rows(bench / "per_class.csv")
+                 if r["method"] == "ce" and r["noise"] == args.setting and int(r["seed"]) in seeds]
+    counts = dict(class_order(per_class))
     for seed in seeds:
         noisy = bench / "noisy" / f"{args.setting}_seed{seed}.json"
-        tree, n_ignored = oracle_file(json.loads(noisy.read_text()))
+        tree = json.loads(noisy.read_text())
+        n_ignored = oracle_file(tree)
         out_json = bench / "oracle" / f"{args.setting}_seed{seed}.json"
         text = json.dumps(tree)
         if not out_json.is_file() or out_json.read_text() != text:
-            out_json.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out_json, text)
-        print(f"{out_json}: {n_ignored} of {len(tree['annotations'])} labels class-ignored (the wrong ones)", flush=True)
+        print(f"{out_json}: {n_ignored} of {len(tree['annotations'])} labels class-ignored (the wrong ones)",
+              flush=True)
         cfg = config_from_dict(cell_config(base, "ce", out_json, seed), source=f"oracle {args.setting} seed {seed}")
         run_dir = bench / "oracle" / "runs" / args.setting / f"seed{seed}"
         outcome = train_to_end(cfg, run_dir, progress=False, label=f"[oracle] {args.setting} seed {seed}")
-        ap_of[("oracle", args.setting, seed)] = outcome.metrics["segm"]["AP"]
-        per_class[("oracle", seed)] = outcome.metrics["segm"]["per_class"]
+        row = {"method": "oracle", "noise": args.setting, "seed": seed, "mask_AP": outcome.metrics["segm"]["AP"]}
+        rows.append(row)
+        per_class += per_class_rows(row, outcome.metrics, counts)
 
-    with open(bench / "results.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["method"] == "ce" and row["noise"] in ("clean", args.setting):
-                ap_of[("ce", row["noise"], int(row["seed"]))] = float(row["mask_AP"])
-    counts: dict[str, int] = {}
-    with open(bench / "per_class.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["method"] == "ce" and row["noise"] == args.setting and int(row["seed"]) in seeds:
-                per_class[("ce", int(row["seed"]))] = {**per_class.get(("ce", int(row["seed"])), {}),
-                                                       row["class"]: float(row["mask_AP"] or "nan")}
-                counts[row["class"]] = int(row["train_count"])
-
-    missing = [(m, n, s) for s in seeds for m, n in (("ce", args.setting), ("ce", "clean"))
-               if (m, n, s) not in ap_of]
+    ap_of = {(r["method"], r["noise"], int(r["seed"])): float(r["mask_AP"]) for r in rows}
+    missing = [("ce", n, s) for s in seeds for n in (args.setting, "clean") if ("ce", n, s) not in ap_of]
     if missing:
         raise SystemExit(f"results.csv lacks the bench cells {missing}: run them with noisyseg bench first")
+    diffs = paired_differences(rows, "oracle", args.setting)
     print(f"\n{args.setting}, mask AP per seed (CE from {bench / 'results.csv'})")
     print("| seed | CE clean | CE noisy | oracle filter | minus CE | recovered |")
     print("|---|---|---|---|---|---|")
-    diffs, costs = [], []
     for s in seeds:
-        clean, noisy, oracle = ap_of[("ce", "clean", s)], ap_of[("ce", args.setting, s)], ap_of[("oracle", args.setting, s)]
-        diffs.append(oracle - noisy)
-        costs.append(clean - noisy)
-        print(f"| {s} | {clean:.1f} | {noisy:.1f} | {oracle:.1f} | {oracle - noisy:+.1f} | "
-              f"{100 * (oracle - noisy) / (clean - noisy):.0f}% |")
+        clean, noisy = ap_of[("ce", "clean", s)], ap_of[("ce", args.setting, s)]
+        print(f"| {s} | {clean:.1f} | {noisy:.1f} | {ap_of[('oracle', args.setting, s)]:.1f} | {diffs[s]:+.1f} | "
+              f"{100 * diffs[s] / (clean - noisy):.0f}% |")
     oracle_all = [ap_of[("oracle", args.setting, s)] for s in seeds]
     print(f"| mean | {np.mean([ap_of[('ce', 'clean', s)] for s in seeds]):.1f} | "
           f"{np.mean([ap_of[('ce', args.setting, s)] for s in seeds]):.1f} | {np.mean(oracle_all):.1f} ± "
-          f"{np.std(oracle_all, ddof=1) if len(seeds) > 1 else 0:.1f} | {np.mean(diffs):+.1f} | "
-          f"{100 * np.mean(diffs) / np.mean(costs):.0f}% (of the mean cost) |")
+          f"{np.std(oracle_all, ddof=1) if len(seeds) > 1 else 0:.1f} | {np.mean(list(diffs.values())):+.1f} | "
+          f"{100 * recovered_fraction(rows, 'oracle', args.setting):.0f}% (of the mean cost) |")
 
     print("\nper class, mean over seeds (training annotations in the clean file)")
     print("| class | CE noisy | oracle filter | minus CE |")
     print("|---|---|---|---|")
-    for name in sorted(counts, key=lambda c: -counts[c]):
-        ce = np.mean([per_class[("ce", s)][name] for s in seeds])
-        oracle = np.mean([per_class[("oracle", s)][name] for s in seeds])
-        print(f"| {name} ({counts[name]}) | {ce:.1f} | {oracle:.1f} | {oracle - ce:+.1f} |")
+    difference = class_differences(per_class, "oracle", args.setting)
+    for name, count in class_order(per_class):
+        mean = {m: np.mean([float(r["mask_AP"]) for r in per_class
+                            if r["method"] == m and r["class"] == name and r["mask_AP"] != ""]) for m in ("ce", "oracle")}
+        print(f"| {name} ({count}) | {mean['ce']:.1f} | {mean['oracle']:.1f} | {difference[name]:+.1f} |")
 
 
 if __name__ == "__main__":

@@ -185,8 +185,9 @@ def test_the_estimated_noise_matrix_is_the_confident_joint_by_true_class_and_a_v
 
 def test_noise_posterior_flags_by_the_label_s_posterior_under_the_noise_matrix():
     """label_quality = r[given], r[c] ~ p[c] T[c, given], computed here by hand; flagged below 0.5; the
-    suggestion is r's top class, for a flagged label its top class other than the label. Under a known symmetric T a label survives a model that doubts it as
-    long as T's likelihood ratio outweighs the doubt; cleanlab's rules see only p."""
+    suggestion is r's top class, for a flagged label its top class other than the label. Under a known
+    symmetric T a label survives a model that doubts it as long as T's likelihood ratio outweighs the
+    doubt; cleanlab's rules see only p."""
     s = _scores(n=50, k=4, seed=7)
     t = np.full((4, 4), 0.1)
     np.fill_diagonal(t, 0.7)
