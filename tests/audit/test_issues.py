@@ -83,6 +83,7 @@ def test_flags_are_cleanlabs_and_ranks_follow_label_quality():
     in_rank_order = issues.label_quality[issues.order]
     assert np.all(np.diff(in_rank_order) >= 0)
     np.testing.assert_array_equal(issues.suggested_labels, s.pred_probs.argmax(1))
+    np.testing.assert_allclose(issues.suggested_prob, s.pred_probs.max(1), rtol=1e-6)
     other = find_issues(s, "predicted_neq_given")
     np.testing.assert_array_equal(other.is_issue, s.pred_probs.argmax(1) != s.given_labels)
 
@@ -199,6 +200,13 @@ def test_noise_posterior_flags_by_the_label_s_posterior_under_the_noise_matrix()
         assert issues.is_issue[i] == (r[s.given_labels[i]] < 0.5)
         others = [v if c != s.given_labels[i] else -1.0 for c, v in enumerate(r)]
         assert issues.suggested_labels[i] == int(np.argmax(others if issues.is_issue[i] else r))
+        # the suggestion's probability on the label quality's scale: r, not the model's p
+        assert issues.suggested_prob[i] == pytest.approx(r[issues.suggested_labels[i]], rel=1e-6)
+    rows = {row["annotation_id"]: row for row in issue_rows(issues)}
+    for i in range(50):
+        row = rows[s.annotation_ids[i].item()]
+        assert row["suggested_prob"] == round(float(issues.suggested_prob[i]), 6)
+    assert not np.allclose(issues.suggested_prob, s.pred_probs[np.arange(50), issues.suggested_labels])
     assert sorted(issues.rank.tolist()) == list(range(1, 51))
     assert issues.label_quality[issues.order].tolist() == sorted(issues.label_quality.tolist())
     assert "noise_posterior" in issues.rule and issues.is_issue.any() and not issues.is_issue.all()

@@ -44,6 +44,10 @@ class LabelIssues:
         rank: (N,) int64, a permutation of 1..N: 1 = lowest label quality (ties in file order).
         filter_by: the cleanlab ``filter_by`` rule used.
         notes: warnings cleanlab gave (e.g. classes too small to flag in).
+        suggested_prob: (N,) float64, the probability of the suggestion under the distribution it was
+            chosen from: the model's ``pred_probs``, or with ``noise_posterior`` the posterior r (so
+            ``label_quality`` and ``suggested_prob`` are read on one scale). Taken from ``pred_probs``
+            when not given.
     """
 
     scores: AnnotationScores
@@ -53,6 +57,12 @@ class LabelIssues:
     rank: np.ndarray
     filter_by: str
     notes: list[str] = field(default_factory=list)
+    suggested_prob: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.suggested_prob is None:
+            n = len(self.suggested_labels)
+            self.suggested_prob = self.scores.pred_probs[np.arange(n), self.suggested_labels].astype(np.float64)
 
     @property
     def order(self) -> np.ndarray:
@@ -104,6 +114,7 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
         others = posterior.copy()
         others[np.arange(n), labels] = -1.0
         suggested = np.where(is_issue, others.argmax(axis=1), posterior.argmax(axis=1))
+        suggested_prob = posterior[np.arange(n), suggested]
     else:
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
@@ -114,10 +125,12 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
             is_issue = np.asarray(find_label_issues(labels, probs, filter_by=filter_by, n_jobs=1), dtype=bool)
         notes = sorted({str(w.message) for w in caught})
         suggested = probs.argmax(axis=1)
+        suggested_prob = None
     order = np.argsort(quality, kind="stable")
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(1, n + 1)
-    return LabelIssues(scores, quality, suggested.astype(np.int64), is_issue, rank, filter_by, notes)
+    return LabelIssues(scores, quality, suggested.astype(np.int64), is_issue, rank, filter_by, notes,
+                       suggested_prob)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -175,7 +188,7 @@ class IssueRows(Sequence):
             "image_id": _plain(s.image_ids[i]), "given_category_id": ids[g], "given_name": names[g],
             "suggested_category_id": ids[sug], "suggested_name": names[sug],
             "label_quality": round(float(issues.label_quality[i]), 6),
-            "suggested_prob": round(float(s.pred_probs[i, sug]), 6),
+            "suggested_prob": round(float(issues.suggested_prob[i]), 6),
             "background_prob": round(float(s.background_prob[i]), 6),
             "is_issue": int(issues.is_issue[i]),
         }
@@ -249,7 +262,7 @@ def write_table(issues: LabelIssues, header: dict[str, Any], csv_out: BinaryIO |
         ann = [_plain_text(v) for v in s.annotation_ids[rows].tolist()]
         img = [_plain_text(v) for v in s.image_ids[rows].tolist()]
         quality = [round(v, 6) for v in issues.label_quality[rows].tolist()]
-        prob = [round(v, 6) for v in s.pred_probs[rows, issues.suggested_labels[rows]].tolist()]
+        prob = [round(v, 6) for v in issues.suggested_prob[rows].tolist()]
         bg = [round(v, 6) for v in s.background_prob[rows].tolist()]
         flag = issues.is_issue[rows].astype(np.int64).tolist()
         clean = s.clean_labels[rows].tolist() if truth else [0] * len(rows)
