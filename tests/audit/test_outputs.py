@@ -199,6 +199,30 @@ def test_noise_posterior_through_the_cli_uses_the_file_s_matrix_and_checks_it_be
         assert float(by_id[ann_id]["label_quality"]) == pytest.approx(want.label_quality[i], abs=1e-6)
 
 
+def test_noise_posterior_reads_the_audited_file_once(tiny_data, untrained_run, tmp_path, capsys, monkeypatch):
+    """The noise matrix comes from the json the audit parsed anyway (a COCO-sized file is 2.7 GB of it):
+    the reader the matrix would use on its own is never called, and the flags are those of the matrix
+    read on its own."""
+    import noisyseg.losses.transition as transition
+
+    from noisyseg.data.coco import LabelMap
+
+    names = LabelMap.from_categories(json.loads(Path(tiny_data["noisy_json"]).read_text())["categories"]).names
+    want = transition.transition_matrix("data", tiny_data["noisy_json"], names)
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("the audited file was read a second time")
+
+    monkeypatch.setattr(transition, "read_json", no_second_read)
+    got = {}
+    real = transition.transition_matrix
+    monkeypatch.setattr(transition, "transition_matrix", lambda *a, **k: got.setdefault("m", real(*a, **k)))
+    code, _, err = _run(_base(tiny_data, untrained_run) + ["-o", tmp_path / "a", "--sheet", 0, "--filter-by",
+                                                           "noise_posterior"], capsys)
+    assert code == 0, err
+    assert got["m"].tolist() == want.tolist() and got["m"].shape == (len(names), len(names))
+
+
 def test_noise_posterior_refusals_come_before_scoring(tiny_data, untrained_run, tmp_path, capsys, no_scoring):
     base = _base(tiny_data, untrained_run) + ["-o", tmp_path / "a", "--sheet", 0]
     code, _, err = _run(base + ["--transition", "data"], capsys)

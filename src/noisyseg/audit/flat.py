@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,9 +101,11 @@ class AuditData:
                          self.bbox[rows], buffer, np.cumsum([len(s) for s in segs], dtype=np.int64))
 
     @classmethod
-    def load(cls, path: str | Path) -> AuditData:
+    def load(cls, path: str | Path, with_parsed: Callable[[dict], Any] | None = None) -> AuditData:
         """Read and check the COCO file at ``path`` (:func:`noisyseg.data.coco.load_coco`'s checks), keep
-        its arrays and free the parsed json before returning."""
+        its arrays and free the parsed json before returning. ``with_parsed`` is called with the checked,
+        parsed json before it is freed, for whatever else needs the whole file (the audit's noise matrix
+        from ``clean_category_id``): a COCO-sized file is then read once."""
         from noisyseg.data.validate import validate_coco
 
         with gc_paused():
@@ -112,6 +114,8 @@ class AuditData:
                 xywh = validate_coco(coco, dataset=True)
             except NoisysegError as e:
                 raise NoisysegError(f"{path}: {e}") from None
+            if with_parsed is not None:
+                with_parsed(coco)
             fields, blocks = cls._fields(coco, path, xywh)
             del coco, xywh  # freed here, while the collector sleeps
         # the segmentations joined only now: the parsed json and the joined buffer are never held together
