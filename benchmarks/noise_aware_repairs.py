@@ -50,50 +50,59 @@ def main() -> None:
     thresholds = [float(t) for t in args.thresholds.split(",") if t]
 
     reads = [False, True] if args.denoise else [False]
-    for scorer, denoise in [(s, d) for s in args.scorers.split(",") for d in reads]:
+    for scorer in args.scorers.split(","):
         run_name, checkpoint = scorer.split(":")
-        truth: dict[str, list[float]] = {}
-        counts = None
-        swept = {t: np.zeros(4, dtype=np.int64) for t in thresholds}
+        truth: dict[bool, dict[str, list[float]]] = {d: {} for d in reads}
+        counts: dict[bool, np.ndarray] = {}
+        swept = {d: {t: np.zeros(4, dtype=np.int64) for t in thresholds} for d in reads}
         for seed in seeds:
-            result = audit(bench / "runs" / run_name / args.setting / f"seed{seed}",
-                           bench / "noisy" / f"{args.setting}_seed{seed}.json", checkpoints=[checkpoint],
-                           filter_by="noise_posterior", progress=False, device="cpu", sheet=0)
-            issues = result.issues
-            if denoise:
-                issues = denoised_issues(issues, bench / "noisy" / f"{args.setting}_seed{seed}.json")
-            for key, value in truth_metrics(issues).items():
-                truth.setdefault(key, []).append(value)
-            s = issues.scores
-            names, k = list(s.label_map.names), len(s.label_map.names)
-            given, clean, flagged = s.given_labels, s.clean_labels, issues.is_issue
-            relabelled = np.where(flagged, issues.suggested_labels, given)
-            right = given == clean
-            add = np.stack([np.bincount(clean, minlength=k), np.bincount(given[right], minlength=k),
-                            np.bincount(given, minlength=k),
-                            np.bincount(relabelled[relabelled == clean], minlength=k),
-                            np.bincount(relabelled, minlength=k), np.bincount(given[right & ~flagged], minlength=k)])
-            counts = add if counts is None else counts + add
-            for t in thresholds:
-                low = issues.label_quality < t
-                swept[t] += [int((low & right).sum()), int(right.sum()), int((low & ~right).sum()), int((~right).sum())]
+            noisy_json = bench / "noisy" / f"{args.setting}_seed{seed}.json"
+            result = audit(bench / "runs" / run_name / args.setting / f"seed{seed}", noisy_json,
+                           checkpoints=[checkpoint], filter_by="noise_posterior", progress=False, device="cpu",
+                           sheet=0)
+            for denoise in reads:  # the model scores once; the denoised read re-audits its probabilities
+                issues = denoised_issues(result.issues, noisy_json) if denoise else result.issues
+                for key, value in truth_metrics(issues).items():
+                    truth[denoise].setdefault(key, []).append(value)
+                s = issues.scores
+                names, k = list(s.label_map.names), len(s.label_map.names)
+                given, clean, flagged = s.given_labels, s.clean_labels, issues.is_issue
+                relabelled = np.where(flagged, issues.suggested_labels, given)
+                right = given == clean
+                add = np.stack([np.bincount(clean, minlength=k), np.bincount(given[right], minlength=k),
+                                np.bincount(given, minlength=k),
+                                np.bincount(relabelled[relabelled == clean], minlength=k),
+                                np.bincount(relabelled, minlength=k),
+                                np.bincount(given[right & ~flagged], minlength=k)])
+                counts[denoise] = add if denoise not in counts else counts[denoise] + add
+                for t in thresholds:
+                    low = issues.label_quality < t
+                    swept[denoise][t] += [int((low & right).sum()), int(right.sum()), int((low & ~right).sum()),
+                                          int((~right).sum())]
+        for denoise in reads:
+            print_read(f"{scorer}{' denoised by T' if denoise else ''} on {args.setting}, seeds {args.seeds}",
+                       truth[denoise], counts[denoise], names, swept[denoise])
 
-        mean = {key: float(np.mean(v)) for key, v in truth.items()}
-        print(f"\n{scorer}{' denoised by T' if denoise else ''} on {args.setting}, seeds {args.seeds}: AUROC {mean['auroc']:.3f}, flagged precision "
-              f"{mean['flagged_precision']:.3f}, recall {mean['flagged_recall']:.3f}, suggestion right on the "
-              f"flagged wrong {mean['suggestion_accuracy_flagged_wrong']:.3f}, right labels "
-              f"{mean['label_accuracy_given']:.3f} given -> {mean['label_accuracy_relabelled']:.3f} relabelled "
-              f"(means over seeds; per seed recall {' / '.join(f'{v:.3f}' for v in truth['flagged_recall'])})")
-        print("| class (true count) | right labels: given | relabel | ignore | label precision: given | relabel |")
-        print("|---|---|---|---|---|---|")
-        for c in np.argsort(-counts[0], kind="stable"):
-            print(f"| {names[c]} ({counts[0][c]}) | {counts[1][c]} | {counts[3][c]} | {counts[5][c]} | "
-                  f"{counts[1][c] / max(counts[2][c], 1):.2f} | {counts[3][c] / max(counts[4][c], 1):.2f} |")
-        if thresholds:
-            print("| flag below | right labels flagged | wrong labels found | precision |")
-            print("|---|---|---|---|")
-            for t, (rf, r, wf, w) in swept.items():
-                print(f"| {t:g} | {rf} of {r} | {wf} of {w} ({wf / w:.2f}) | {wf / max(rf + wf, 1):.3f} |")
+
+def print_read(title: str, truth: dict[str, list[float]], counts: np.ndarray, names: list[str],
+               swept: dict[float, np.ndarray]) -> None:
+    """One read's tables: the audit against the truth, per class, and the threshold sweep."""
+    mean = {key: float(np.mean(v)) for key, v in truth.items()}
+    print(f"\n{title}: AUROC {mean['auroc']:.3f}, flagged precision "
+          f"{mean['flagged_precision']:.3f}, recall {mean['flagged_recall']:.3f}, suggestion right on the "
+          f"flagged wrong {mean['suggestion_accuracy_flagged_wrong']:.3f}, right labels "
+          f"{mean['label_accuracy_given']:.3f} given -> {mean['label_accuracy_relabelled']:.3f} relabelled "
+          f"(means over seeds; per seed recall {' / '.join(f'{v:.3f}' for v in truth['flagged_recall'])})")
+    print("| class (true count) | right labels: given | relabel | ignore | label precision: given | relabel |")
+    print("|---|---|---|---|---|---|")
+    for c in np.argsort(-counts[0], kind="stable"):
+        print(f"| {names[c]} ({counts[0][c]}) | {counts[1][c]} | {counts[3][c]} | {counts[5][c]} | "
+              f"{counts[1][c] / max(counts[2][c], 1):.2f} | {counts[3][c] / max(counts[4][c], 1):.2f} |")
+    if swept:
+        print("| flag below | right labels flagged | wrong labels found | precision |")
+        print("|---|---|---|---|")
+        for t, (rf, r, wf, w) in swept.items():
+            print(f"| {t:g} | {rf} of {r} | {wf} of {w} ({wf / w:.2f}) | {wf / max(rf + wf, 1):.3f} |")
 
 
 def denoised_issues(issues, noisy_json: Path):

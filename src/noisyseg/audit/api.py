@@ -160,20 +160,21 @@ def audit(
         if out is not None:
             stack.enter_context(locked_folder(out))
         before = check_folder_outputs(out, names, [REVIEW_FILES], inputs) if out is not None else set()
-        # the file as flat arrays; its parsed json (2.7 GB at COCO size) is freed inside load, after the noise
-        # matrix (checked before scoring, in the label map's class order) is taken from it
-        found: dict[str, Any] = {}
-        if transition is not None:
+        noise_matrix = None
+
+        def read_matrix(coco: dict) -> None:
+            """The noise matrix (checked before scoring, in the label map's class order) from the parsed json."""
+            nonlocal noise_matrix
             from noisyseg.data.coco import LabelMap
             from noisyseg.losses.transition import transition_matrix
 
-            def matrix_of(coco: dict) -> None:
-                names = LabelMap.from_categories(coco["categories"]).names
-                found["matrix"] = transition_matrix(transition, data, names, coco=coco)
+            names = LabelMap.from_categories(coco["categories"]).names
+            noise_matrix = transition_matrix(transition, data, names, coco=coco)
 
-        flat = AuditData.load(data, matrix_of if transition is not None else None)
+        # the file as flat arrays; its parsed json (2.7 GB at COCO size) is freed inside load, after the noise
+        # matrix is taken from it
+        flat = AuditData.load(data, read_matrix if transition is not None else None)
         data_sha256 = file_sha256(data)
-        noise_matrix = found.get("matrix")
         options = {"image_root": image_root, "device": torch_device, "batch_size": batch_size,
                    "num_workers": num_workers, "progress": progress}
         if folds is not None:
