@@ -25,6 +25,7 @@ from noisyseg.bench import (
     run_bench,
     run_dir_of,
 )
+from noisyseg.bench.grid import fix_cell_configs, fix_plan
 from noisyseg.bench.report import paired_differences, peak_minus_final, read_curve, recovered_fraction
 from noisyseg.cli import main
 from noisyseg.engine.run_folder import RunFolder
@@ -93,6 +94,30 @@ def test_cell_config_sets_the_method_loss_and_warmup():
                             "good"}
     agnostic = cell_config(base, "lncis-agnostic", "n.json", 0)
     assert agnostic["model"] == {"class_agnostic": True} and agnostic["loss"]["warmup_epochs"] == 6
+
+
+def test_a_method_s_warmup_epochs_sets_its_ce_stage_not_a_loss_parameter():
+    base = {"seed": 0, "data": {"train_json": "clean.json"}, "loss": {"name": "ce", "warmup_epochs": 6},
+            "train": {"epochs": 12}}
+    assert cell_config(base, "lncis:warmup_epochs=9", "n.json", 0)["loss"] == {
+        "name": "lncis", "params": {}, "warmup_epochs": 9}
+    assert cell_config(base, "sce:warmup_epochs=3:alpha=0.5", "n.json", 0)["loss"] == {
+        "name": "sce", "params": {"alpha": 0.5}, "warmup_epochs": 3}  # a method without a CE stage gets one
+    for retrain_spec, retrain_warmup in [("", 9), (":retrain=lncis", 6)]:  # the retrain is the base unless told
+        plan = fix_plan(f"lncis+fix:warmup_epochs=9:checkpoint=ce_stage_end{retrain_spec}")
+        first, retrain = fix_cell_configs(base, plan, "n.json", "f.json", 0)
+        assert (first["loss"]["warmup_epochs"], retrain["loss"]["warmup_epochs"]) == (9, retrain_warmup)
+    # another CE stage is another method; the same one written twice is refused
+    assert parse_methods("lncis,lncis:warmup_epochs=9") == ["lncis", "lncis:warmup_epochs=9"]
+    with pytest.raises(NoisysegError, match=r"^--methods: 'lncis:warmup_epochs=6' is given twice$"):
+        parse_methods("lncis,lncis:warmup_epochs=6,lncis:warmup_epochs=6")
+    for bad, msg in [("lncis:warmup_epochs=0", r"^--methods: 'lncis:warmup_epochs=0': warmup_epochs must be an "
+                                               r"integer >= 1, got 0$"),
+                     ("lncis:warmup_epochs=x", "warmup_epochs must be an integer >= 1, got 'x'"),
+                     ("ce:warmup_epochs=4", r"^--methods: 'ce:warmup_epochs=4': warmup_epochs needs a method whose "
+                                            r"loss is not ce")]:
+        with pytest.raises(NoisysegError, match=msg):
+            parse_methods(bad)
 
 
 # ---- the tables ----------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ METHODS: dict[str, Method] = {
     "lncis-agnostic": Method("lncis", {}, True, {"class_agnostic": True}),
 }
 DEFAULT_METHODS = "ce,sce,gce,lncis"
+#: The method key that sets the CE stage's length instead of a loss parameter (:func:`method_warmup`).
+WARMUP_KEY = "warmup_epochs"
 
 #: A method name followed by this trains, audits its own training file, repairs it and retrains
 #: (``lncis+fix:action=ignore``; see :class:`FixPlan`).
@@ -216,7 +218,8 @@ def split_method(method: str) -> tuple[str, dict[str, Any]]:
     """``lncis:log_zero=-4:robust=sce`` -> ("lncis", {"log_zero": -4, "robust": "sce"}).
 
     Parameters after the name are loss parameters added to the method's own (values read as YAML), so one
-    bench can compare settings of a loss, e.g. its ``log_zero`` constant.
+    bench can compare settings of a loss, e.g. its ``log_zero`` constant; the key ``warmup_epochs`` is the
+    exception: it sets the cell's CE stage (:func:`method_warmup`), not a loss parameter.
     """
     if not isinstance(method, str):
         raise NoisysegError(f"--methods: expected a method name, got {shown(method)}")
@@ -236,7 +239,26 @@ def split_method(method: str) -> tuple[str, dict[str, Any]]:
 def method_loss(method: str) -> tuple[str, dict[str, Any]]:
     """The robust-stage loss name and its parameters (the method's own, then those after the name)."""
     name, extra = split_method(method)
+    extra.pop(WARMUP_KEY, None)
     return METHODS[name].loss, {**METHODS[name].params, **extra}
+
+def method_warmup(method: str, base_warmup: int) -> int:
+    """Epochs of CE before the method's loss: ``warmup_epochs=N`` after the name, else the config's
+    ``loss.warmup_epochs`` for a method that keeps the CE warm-up and 0 for the others.
+
+    ``lncis:warmup_epochs=18`` switches to lncis after 18 epochs instead of the config's 12, so a bench can
+    measure a longer CE stage. CE itself takes no warm-up (there is nothing to switch to).
+    """
+    name, extra = split_method(method)
+    if WARMUP_KEY not in extra:
+        return base_warmup if METHODS[name].warm_up else 0
+    warmup = extra[WARMUP_KEY]
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+        raise NoisysegError(f"--methods: {shown(method)}: {WARMUP_KEY} must be an integer >= 1, got {shown(warmup)}")
+    if METHODS[name].loss == "ce":
+        raise NoisysegError(f"--methods: {shown(method)}: {WARMUP_KEY} needs a method whose loss is not ce "
+                            f"(the CE stage switches to that loss)")
+    return warmup
 
 def check_methods(methods: Sequence[str]) -> None:
     """Every method known, its loss parameters valid (the loss is built once), none given twice."""
@@ -245,10 +267,11 @@ def check_methods(methods: Sequence[str]) -> None:
     if not methods:
         raise NoisysegError("--methods: no method given")
     def resolved(spec: str, where: str) -> tuple[str, dict[str, Any]]:
-        name, _ = split_method(spec)
+        name, extra = split_method(spec)
         loss, params = method_loss(spec)
+        method_warmup(spec, 0)  # a bad warmup_epochs fails here; its value is part of the method's identity
         try:
-            return name, build_loss(loss, **params).params
+            return name, {**build_loss(loss, **params).params, WARMUP_KEY: extra.get(WARMUP_KEY)}
         except NoisysegError as e:
             raise NoisysegError(f"--methods: {where!r}: {e}") from None
 
@@ -313,7 +336,7 @@ def cell_config(base: dict, method: str, train_json: str | Path, seed: int, clea
     tree.setdefault("model", {}).update(METHODS[name].model)
     tree["data"]["train_json"] = str(train_json)
     tree.setdefault("loss", {})
-    warmup = tree["loss"].get("warmup_epochs", 0) if METHODS[name].warm_up else 0
+    warmup = method_warmup(method, tree["loss"].get("warmup_epochs", 0))
     tree["loss"] = {"name": loss, "params": params, "warmup_epochs": warmup}
     tree.pop("out_dir", None)
     return tree

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=_methods_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="base YAML config (its train set is the clean one that noise is added to)")
     p.add_argument("--methods", default=grid.DEFAULT_METHODS,
-                   help=f"comma-separated: METHOD, METHOD:KEY=VALUE (loss parameters, e.g. lncis:log_zero=-4) or "
+                   help=f"comma-separated: METHOD, METHOD:KEY=VALUE (loss parameters, e.g. lncis:log_zero=-4, or "
+                        f"{grid.WARMUP_KEY}=N: N epochs of CE before the method's loss) or "
                         f"METHOD{grid.FIX_SUFFIX}[:KEY=VALUE...] (train, audit the run's own training file, repair "
                         f"it, retrain; e.g. ce{grid.FIX_SUFFIX}:retrain=ce); the methods and the fix options are "
                         f"listed below (default {grid.DEFAULT_METHODS})")
