@@ -93,15 +93,15 @@ def test_every_registered_loss_handles_half_precision_and_no_rois(name):
     ("gce", {}, {"q": 0.3}),
     ("apl", {}, {"alpha": 1.0, "beta": 1.0, "log_zero": A}),
     ("lncis", {}, {"robust": "rce", "ce_weight": 1.0, "robust_weight": 1.0, "pon_threshold": None,
-                   "log_zero": A, "ignore_confident": None}),
+                   "log_zero": A, "ignore_confident": None, "learned_at": None}),
     ("lncis", {"robust": "sce", "pon_threshold": 6.0},
      {"robust": "sce", "ce_weight": 1.0, "robust_weight": 1.0, "pon_threshold": 6.0, "log_zero": A,
-      "ignore_confident": None, "alpha": 1.0, "beta": 0.1}),
+      "ignore_confident": None, "learned_at": None, "alpha": 1.0, "beta": 0.1}),
     ("lncis", {"robust": "gce", "q": 0.7}, {"robust": "gce", "ce_weight": 1.0, "robust_weight": 1.0,
-                                            "pon_threshold": None, "log_zero": A, "ignore_confident": None,
+                                            "pon_threshold": None, "log_zero": A, "ignore_confident": None, "learned_at": None,
                                             "q": 0.7}),
     ("lncis", {"robust": "apl", "alpha": 10.0}, {"robust": "apl", "ce_weight": 1.0, "robust_weight": 1.0,
-                                                 "pon_threshold": None, "log_zero": A, "ignore_confident": None,
+                                                 "pon_threshold": None, "log_zero": A, "ignore_confident": None, "learned_at": None,
                                                  "alpha": 10.0, "beta": 1.0}),
     ("good", {}, {"pon_threshold": 6.0, "ascent_weights": (0.0, -0.001, -0.005, -0.01, -0.05, -0.1), "tau": 10.0,
                   "clipped_ce_weight": 0.01, "log_zero": A, "ascent_min_prob": 1e-7}),
@@ -192,9 +192,9 @@ def test_params_are_copied():
     ("sce", {"gamma": 1, "delta": 2}, r"^loss sce: unknown parameter\(s\) delta, gamma; valid: alpha, beta, log_zero$"),
     ("gce", {"reduction": "sum"}, r"unknown parameter\(s\) reduction; valid: q$"),
     ("lncis", {"gamma": 6.0}, r"^loss lncis: unknown parameter\(s\) gamma with robust='rce'; "
-                              r"valid: ce_weight, ignore_confident, log_zero, pon_threshold, robust, robust_weight$"),
+                              r"valid: ce_weight, ignore_confident, learned_at, log_zero, pon_threshold, robust, robust_weight$"),
     ("lncis", {"robust": "gce", "beta": 0.1}, r"unknown parameter\(s\) beta with robust='gce'; "
-                                              r"valid: ce_weight, ignore_confident, log_zero, pon_threshold, robust, "
+                                              r"valid: ce_weight, ignore_confident, learned_at, log_zero, pon_threshold, robust, "
                                               r"robust_weight, q$"),
     ("lncis", {"robust": "mae"}, r"^loss lncis: robust must be one of rce, sce, gce, apl, got 'mae'$"),
     ("lncis", {"robust": 3}, "robust must be one of rce, sce, gce, apl, got 3"),

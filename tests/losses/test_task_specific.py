@@ -196,7 +196,7 @@ def test_no_rois():
 @pytest.mark.parametrize("kwargs, message", [
     ({"robust": "mae"}, "robust must be one of rce, sce, gce, apl, got 'mae'"),
     ({"robust": "rce", "q": 0.5}, r"^task_specific_loss: unknown parameter\(s\) q with robust='rce'; valid: "
-                                  r"ce_weight, ignore_confident, log_zero, pon_threshold, robust, robust_weight$"),
+                                  r"ce_weight, ignore_confident, learned_at, log_zero, pon_threshold, robust, robust_weight$"),
     ({"robust": "gce", "alpha": 0.5}, r"unknown parameter\(s\) alpha with robust='gce'; valid: .*robust_weight, q$"),
     ({"robust": "sce", "gamma": 1.0}, r"unknown parameter\(s\) gamma with robust='sce'; valid: .*, alpha, beta$"),
     ({"robust": "gce", "q": 0.0}, r"q must be in \(0, 1\]"),

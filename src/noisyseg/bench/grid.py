@@ -35,6 +35,9 @@ METHODS: dict[str, Method] = {
     "lncis-gce": Method("lncis", {"robust": "gce"}, True, {}),
     # beyond the paper: the audit's "ignore" repair inside one run (noisyseg.losses.task_specific_loss)
     "lncis-online": Method("lncis", {"ignore_confident": 0.9}, True, {}),
+    # beyond the paper: the CE stage, then lncis, except that the classes the CE-stage model has not learned
+    # (mean p[label] of their labels below chance, 1/K) keep CE, so the robust term cannot starve them
+    "lncis-learned": Method("lncis", {"learned_at": 1.0}, True, {}),
     # Xia et al. 2024 (GOOD): the CE stage, then CE / gradient ascent / clipped SCE by RoI set
     "good": Method("good", {}, True, {}),
     "forward": Method("forward", {}, False, {}),

@@ -16,6 +16,8 @@ A run folder holds
   again on resume);
 - ``class_targets.npz``: the ``posterior`` loss's soft class target of every training annotation, computed
   from ``ce_stage_end.pt`` at the stage switch (arrays ``annotation_ids`` and ``targets``; read on resume);
+- ``ce_classes.json``: for ``lncis`` with ``learned_at``, each class's mean p[label] under ``ce_stage_end.pt``
+  and whether the class keeps CE after the switch (made at the switch, read on resume);
 - ``eval/<checkpoint>/``: what ``eval`` wrote for any other checkpoint or val set (never the record);
 - ``tensorboard/`` when TensorBoard is installed.
 
@@ -40,9 +42,9 @@ CONFIG_HEADER = "# noisyseg run config: written by `noisyseg train` when the run
 LAST = "last"
 CE_STAGE_END = "ce_stage_end"
 # the names this module writes in a run folder; any other file there is the user's and is left alone
-_CONFIG, _LOG, _RECORD, _CHECKPOINTS, _EVAL, _TENSORBOARD, _NOISE_MATRIX, _CLASS_TARGETS = (
+_CONFIG, _LOG, _RECORD, _CHECKPOINTS, _EVAL, _TENSORBOARD, _NOISE_MATRIX, _CLASS_TARGETS, _CE_CLASSES = (
     "config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "eval", "tensorboard", "noise_matrix.json",
-    "class_targets.npz")
+    "class_targets.npz", "ce_classes.json")
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -93,6 +95,11 @@ class RunFolder:
     def class_targets_path(self) -> Path:
         """``class_targets.npz``: the ``posterior`` loss's per-annotation targets, made at the stage switch."""
         return self.path / _CLASS_TARGETS
+
+    @property
+    def ce_classes_path(self) -> Path:
+        """``ce_classes.json``: the classes an ``lncis`` loss with ``learned_at`` keeps on CE, made at the switch."""
+        return self.path / _CE_CLASSES
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -245,7 +252,7 @@ class RunFolder:
             if given.exists() and any(given.resolve() == p.resolve() for p in ours if p.exists()):
                 raise NoisysegError(f"{given}: is an input of this run and would be written over as the run's "
                                     f"{given.name}; choose another --out")
-        for made_at_switch in (self.noise_matrix_path, self.class_targets_path):
+        for made_at_switch in (self.noise_matrix_path, self.class_targets_path, self.ce_classes_path):
             # a run writes these only after a checkpoint, so a fresh start finding one found someone else's file
             if not resume and made_at_switch.exists():
                 raise NoisysegError(f"{made_at_switch}: not made by this run, and a run whose loss makes it at the "

@@ -61,8 +61,8 @@ from noisyseg.engine.run_folder import MetricsLog, RunFolder, RunFolderLocked, R
 from noisyseg.engine.schedule import build_optimizer, build_scheduler
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss
-from noisyseg.losses.transition import ESTIMATE, transition_matrix, true_class_posterior
-from noisyseg.utils.io import atomic_write_bytes, ensure_output_dir
+from noisyseg.losses.transition import ESTIMATE, transition_matrix, true_class_posterior, unlearned_classes
+from noisyseg.utils.io import atomic_write_bytes, atomic_write_json, ensure_output_dir, read_json
 
 log = logging.getLogger(__name__)
 
@@ -384,8 +384,10 @@ def _build_run(cfg: Config, folder: RunFolder, info: DistInfo, device: torch.dev
         needs_matrix = getattr(loss, "needs_transition_matrix", False)
         needs_targets = getattr(loss, "needs_class_targets", False)
         estimated = (needs_matrix or needs_targets) and loss.params["transition"] == ESTIMATE
-        if (needs_targets or estimated) and ce_stage_end_epoch(cfg) is None:
-            what = "loss posterior: its targets are" if needs_targets else "loss.params.transition=estimate: the matrix is"
+        if (needs_targets or estimated or getattr(loss, "needs_ce_classes", False)) and ce_stage_end_epoch(cfg) is None:
+            what = ("loss posterior: its targets are" if needs_targets
+                    else "loss.params.transition=estimate: the matrix is" if estimated
+                    else "loss.params.learned_at: the classes that keep CE are")
             raise NoisysegError(f"{what} made by the model at the end of the CE stage; set loss.warmup_epochs "
                                 "between 1 and train.epochs - 1")
         if needs_matrix and not estimated:
@@ -442,8 +444,9 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
     """Before a robust-stage epoch, give the loss what only the CE stage's model can make, when it does not
     have it yet (the first robust epoch, or the first after a resume): a forward or posterior loss with
     ``transition: estimate`` its noise matrix (``noise_matrix.json``), the posterior loss every training
-    annotation's target (``class_targets.npz``). Rank 0 makes the files from ``ce_stage_end.pt`` when they
-    are not there yet (one scoring pass over the training annotations); every rank then reads them."""
+    annotation's target (``class_targets.npz``), lncis with ``learned_at`` the classes it keeps on CE
+    (``ce_classes.json``). Rank 0 makes the files from ``ce_stage_end.pt`` when they are not there yet (one
+    scoring pass over the training annotations); every rank then reads them."""
     cfg, info = run.cfg, run.info
     loss = run.losses.get(ROBUST_STAGE)
     if stage_of(epoch, cfg) != ROBUST_STAGE or loss is None:
@@ -452,17 +455,19 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
         and loss.params["transition"] == ESTIMATE
     wants_matrix = getattr(loss, "needs_transition_matrix", False) and estimate and loss.transition_matrix is None
     wants_targets = getattr(loss, "needs_class_targets", False) and not run.train_set.has_class_targets
-    if not (wants_matrix or wants_targets):
+    wants_classes = getattr(loss, "needs_ce_classes", False) and loss.ce_classes is None
+    if not (wants_matrix or wants_targets or wants_classes):
         return
     matrix_path, targets_path = run.folder.noise_matrix_path, run.folder.class_targets_path
+    classes_path = run.folder.ce_classes_path
 
     def make_files() -> None:
         if not info.is_main or ((not estimate or matrix_path.is_file())
-                                and (not wants_targets or targets_path.is_file())):
+                                and (not wants_targets or targets_path.is_file())
+                                and (not wants_classes or classes_path.is_file())):
             return
         from noisyseg.audit.issues import estimated_noise_matrix
         from noisyseg.audit.score import score_annotations
-        from noisyseg.utils.io import atomic_write_bytes, atomic_write_json, read_json
 
         checkpoint = run.folder.checkpoint(run_folder.CE_STAGE_END)
         coco = read_json(cfg.data.train_json, "training file")
@@ -481,6 +486,18 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
             np.savez(buffer, annotation_ids=scores.annotation_ids, targets=targets)
             atomic_write_bytes(targets_path, buffer.getvalue())
             print(f"[train] class targets of the posterior loss: {targets_path}", flush=True)
+        if wants_classes and not classes_path.is_file():
+            learned_at = loss.params["learned_at"]
+            mean, keeps_ce = unlearned_classes(scores.pred_probs, scores.given_labels, learned_at)
+            names = list(run.label_map.names)
+            atomic_write_json(classes_path, {
+                "learned_at": learned_at, "threshold": learned_at / len(names), "checkpoint": checkpoint.name,
+                "classes": [{"name": n, "labels": int((scores.given_labels == i).sum()),
+                             "mean_label_prob": None if np.isnan(mean[i]) else round(float(mean[i]), 6),
+                             "keeps_ce": bool(keeps_ce[i])} for i, n in enumerate(names)]})
+            kept = [n for n, k in zip(names, keeps_ce) if k]
+            print(f"[train] classes kept on CE (mean p[label] below {learned_at / len(names):.3g}): "
+                  f"{', '.join(kept) or 'none'}: {classes_path}", flush=True)
 
     on_every_rank(make_files, info)  # also the rendezvous: every rank reads what rank 0 wrote
     if wants_matrix:
@@ -496,6 +513,18 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
                                     "again from ce_stage_end.pt") from None
 
         on_every_rank(read_targets, info)
+    if wants_classes:
+        def read_classes() -> None:
+            try:
+                saved = read_json(classes_path, "the classes kept on CE")
+                by_name = {c["name"]: bool(c["keeps_ce"]) for c in saved["classes"]}
+                keeps_ce = [False] + [by_name[n] for n in run.label_map.names]  # background first
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise NoisysegError(f"{classes_path}: not a readable list of the classes kept on CE ({e}); remove "
+                                    "it to make it again from ce_stage_end.pt") from None
+            loss.set_ce_classes(keeps_ce)
+
+        on_every_rank(read_classes, info)
 
 
 # ------------------------------------------------------------------------------------------ one epoch

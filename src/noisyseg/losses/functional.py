@@ -99,7 +99,8 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
 
     Known names and their domains: ``alpha``, ``beta``, ``ce_weight``, ``robust_weight``,
     ``clipped_ce_weight`` >= 0; ``q`` in (0, 1]; ``log_zero`` < 0 (it replaces log 0);
-    ``pon_threshold`` None or > 0; ``ignore_confident`` None or in (0, 1); ``robust`` one of
+    ``pon_threshold`` None or > 0; ``ignore_confident`` None or in (0, 1); ``learned_at`` None or > 0;
+    ``robust`` one of
     :data:`ROBUST_LOSSES`; ``tau`` >= 1; ``ascent_min_prob`` in (0, 1); ``ascent_weights`` a non-empty
     list of numbers <= 0. Other names are not checked here.
     """
@@ -119,6 +120,10 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
         elif key == "ignore_confident":
             if value is not None and not 0.0 < _real(where, key, value) < 1.0:
                 raise NoisysegError(f"{where}: ignore_confident must be in (0, 1) or None, got {shown(value)}")
+        elif key == "learned_at":
+            if value is not None and _real(where, key, value) <= 0:
+                raise NoisysegError(f"{where}: learned_at must be > 0 (a multiple of chance, 1/K) or None, "
+                                    f"got {shown(value)}")
         elif key == "robust":
             if not isinstance(value, str) or value not in ROBUST_LOSSES:
                 raise NoisysegError(f"{where}: robust must be one of {', '.join(ROBUST_LOSSES)}, got {shown(value)}")
@@ -288,11 +293,21 @@ def _apl_terms(logits: Tensor, labels: Tensor, alpha: float, beta: float,
 
 def _task_specific_terms(logits: Tensor, labels: Tensor, robust: str, ce_weight: float, robust_weight: float,
                          pon_threshold: float | None, log_zero: float, ignore_confident: float | None = None,
+                         learned_at: float | None = None, ce_classes: Tensor | None = None,
                          **robust_params: float) -> tuple[Tensor, dict[str, Tensor]]:
+    # learned_at is the trainer's rule for ce_classes (noisyseg.losses.transition.unlearned_classes)
     log_p = _log_probs(logits)  # (N, K+1), the single pass over the full score matrix
     log_p_y = _at_label(log_p, labels)  # (N,)
     ce = _ce_values(log_p_y)
     foreground, psn, use_ce, pon = _partition(logits, labels, ce, pon_threshold)
+    kept_ce = None
+    if ce_classes is not None:
+        # an object RoI labelled with a class the CE stage has not learned keeps CE: the robust term's pull
+        # on it would be proportional to a p[label] near 0 (it would starve the class)
+        kept_ce = ~use_ce & ce_classes[labels]
+        use_ce = use_ce | kept_ce
+        if pon is not None:
+            pon = pon & ~kept_ce
 
     ce_term = ce if ce_weight == 1.0 else ce_weight * ce
     robust_term = _robust_values(robust, log_p, log_p_y, log_zero, robust_params)
@@ -302,6 +317,9 @@ def _task_specific_terms(logits: Tensor, labels: Tensor, robust: str, ce_weight:
     if pon is not None:
         robust_term = torch.where(pon, 0.0, robust_term)
     counts = _partition_counts(labels, foreground, psn, pon)
+    if kept_ce is not None:
+        counts["os_ce"] = kept_ce.sum()
+        counts["os"] = counts["os"] - counts["os_ce"]
     if ignore_confident is not None:
         # the online audit: an OS RoI the model confidently puts in another class keeps only "this is an
         # object", -log(1 - p[0]) = -logsumexp(log p[1:]), the term of a class_ignored annotation
@@ -462,6 +480,8 @@ def task_specific_loss(
     pon_threshold: float | None = None,
     log_zero: float = DEFAULT_LOG_ZERO,
     ignore_confident: float | None = None,
+    learned_at: float | None = None,
+    ce_classes: Tensor | None = None,
     reduction: str = "mean",
     return_counts: bool = False,
     **robust_kwargs: float,
@@ -480,7 +500,9 @@ def task_specific_loss(
       with ``ignore_confident`` = t (an extension beyond the paper, the audit's ``ignore`` repair done
       online), an OS RoI whose most probable class c (K+1-way softmax) differs from its label and has
       ``p_i[c] > t`` gets only the object-vs-background term ``F_i = -log(1 - p_i[0])`` instead (the
-      term a ``class_ignored`` annotation gets; :func:`foreground_loss_values`).
+      term a ``class_ignored`` annotation gets; :func:`foreground_loss_values`);
+    - with ``ce_classes`` (an extension beyond the paper), an OS RoI whose label is one of those classes
+      gets ``ce_weight * CE_i`` instead (counted as "os_ce", not "os").
 
     Background-vs-object is thus learned with CE (a wrong class label is still a right "object"), the
     object class with a symmetric loss that wrong labels cannot pull hard. Both sums are divided by
@@ -496,9 +518,15 @@ def task_specific_loss(
         log_zero: A, the value used for log 0 by the RCE part of rce/sce/apl; default ln(1e-4).
         ignore_confident: None (default: the paper's loss), or a probability in (0, 1) above which a
             confidently contradicted OS RoI loses its class supervision (see OS above).
+        learned_at: None (default: the paper's loss), or r > 0: at the stage switch the trainer keeps CE for
+            the classes whose training labels the CE-stage model gives a mean p[label] below r / K
+            (:func:`noisyseg.losses.transition.unlearned_classes`) and passes them as ``ce_classes``;
+            not used by this function itself.
+        ce_classes: None, or a (K+1,) bool tensor on the logits' device: the classes whose OS RoIs keep CE
+            (index 0, background, is never OS).
         reduction: "mean" (divide the sum by N), "sum" or "none" ((N,) per-RoI values).
         return_counts: also return the set sizes (and "os_ignored", the OS RoIs ignore_confident
-            relieved of their class, when it is set).
+            relieved of their class, when it is set; "os_ce", the RoIs ce_classes kept on CE, when given).
         **robust_kwargs: parameters of the robust loss: ``alpha``/``beta`` for sce and apl, ``q`` for
             gce; missing ones take that loss's defaults. A parameter the chosen loss does not take
             raises NoisysegError.
@@ -513,8 +541,10 @@ def task_specific_loss(
     params = resolve_params("task_specific_loss", task_specific_loss, {
         "robust": robust, "ce_weight": ce_weight, "robust_weight": robust_weight,
         "pon_threshold": pon_threshold, "log_zero": log_zero, "ignore_confident": ignore_confident,
-        **robust_kwargs})
-    values, counts = _task_specific_terms(logits, labels, **params)
+        "learned_at": learned_at, **robust_kwargs})
+    if ce_classes is not None:
+        ce_classes = check_ce_classes("task_specific_loss", ce_classes, logits)
+    values, counts = _task_specific_terms(logits, labels, ce_classes=ce_classes, **params)
     loss = _reduce(values, reduction)
     return (loss, counts) if return_counts else loss
 
@@ -671,7 +701,7 @@ def posterior_cross_entropy(logits: Tensor, labels: Tensor, class_targets: Tenso
 
 #: Arguments the caller supplies per call (the RoI head, the trainer), never a config.
 PER_CALL_ARGUMENTS: tuple[str, ...] = ("logits", "labels", "reduction", "return_counts", "robust_epoch",
-                                        "transition_matrix", "class_targets")
+                                        "transition_matrix", "class_targets", "ce_classes")
 
 #: The robust losses by name: a loss with a ``robust`` parameter also takes the chosen one's parameters.
 ROBUST_FUNCTIONS: dict[str, Any] = {
@@ -689,6 +719,16 @@ def loss_parameters(fn) -> dict[str, Any]:
         for k, p in inspect.signature(fn).parameters.items()
         if k not in PER_CALL_ARGUMENTS and p.kind is not inspect.Parameter.VAR_KEYWORD
     }
+
+
+def check_ce_classes(where: str, ce_classes: Any, logits: Tensor) -> Tensor:
+    """``ce_classes`` as a (K+1,) bool tensor on the logits' device, else a one-line NoisysegError."""
+    if not isinstance(ce_classes, Tensor) or ce_classes.dtype != torch.bool or ce_classes.dim() != 1:
+        raise NoisysegError(f"{where}: ce_classes must be a 1-D bool tensor, got {shown(ce_classes)}")
+    if ce_classes.shape[0] != logits.shape[1]:
+        raise NoisysegError(f"{where}: ce_classes has {ce_classes.shape[0]} entries for {logits.shape[1]} logit "
+                            "columns (K+1, background first)")
+    return ce_classes.to(logits.device)
 
 
 def check_robust_epoch(where: str, robust_epoch: Any) -> int:

@@ -61,11 +61,14 @@ class RoIClassificationLoss:
             trainer gives it with :meth:`set_transition_matrix` once the training data is known.
         needs_class_targets: whether the loss takes per-RoI soft targets ("posterior"): the RoI head passes
             ``class_targets`` (N, K+1), its annotations' targets that the trainer set at the stage switch.
+        needs_ce_classes: whether the loss keeps CE for the classes the CE stage has not learned ("lncis"
+            with ``learned_at``): the trainer sets them at the stage switch with :meth:`set_ce_classes`.
 
     Calling it with ``logits`` (N, K+1) and ``labels`` (N,) int64 returns ``(loss, stats)``: ``loss`` is
     the 0-dim mean over the N RoIs (float32 for half-precision logits) and ``stats`` a dict of 0-dim
     tensors to log, the NEG/PSN/OS/PON partition sizes ("neg", "psn", "os", "pon") for "lncis" and
-    "good" (plus "os_ignored" for "lncis" with ``ignore_confident``), empty for the other losses.
+    "good" (plus "os_ignored" for "lncis" with ``ignore_confident``, "os_ce" with ``learned_at``), empty for
+    the other losses.
     """
 
     def __init__(self, name: str, params: dict[str, Any]) -> None:
@@ -77,12 +80,21 @@ class RoIClassificationLoss:
         self.needs_transition_matrix = "transition_matrix" in inspect.signature(self._terms).parameters
         self.needs_class_targets = "class_targets" in inspect.signature(self._terms).parameters
         self.transition_matrix: Tensor | None = None
+        self.needs_ce_classes = self.params.get("learned_at") is not None
+        self.ce_classes: Tensor | None = None
 
     def set_transition_matrix(self, matrix) -> None:
         """Give a "forward" loss its (K, K) transition matrix (rows = true class, summing to 1)."""
         import torch
 
         self.transition_matrix = torch.as_tensor(matrix, dtype=torch.float32)
+
+    def set_ce_classes(self, ce_classes) -> None:
+        """Give an "lncis" loss with ``learned_at`` the classes that keep CE: a (K+1,) bool sequence,
+        background first (see :func:`noisyseg.losses.functional.task_specific_loss`)."""
+        import torch
+
+        self.ce_classes = torch.as_tensor(ce_classes, dtype=torch.bool)
 
     def set_robust_epoch(self, robust_epoch: int) -> None:
         """Tell the loss which epoch of the robust stage (0 = the first after the CE warm-up) comes next.
@@ -104,6 +116,13 @@ class RoIClassificationLoss:
             if self.transition_matrix is None:
                 raise NoisysegError(f"loss {self.name}: no transition matrix was set (set_transition_matrix)")
             values, stats = self._terms(logits, labels, self.transition_matrix, **self.params)
+        elif self.needs_ce_classes:
+            if self.ce_classes is None:
+                raise NoisysegError(f"loss {self.name}: learned_at is set but no classes were given "
+                                    "(set_ce_classes, made at the end of the CE stage)")
+            if self.ce_classes.device != logits.device:  # moved once, not every step
+                self.ce_classes = self.ce_classes.to(logits.device)
+            values, stats = self._terms(logits, labels, ce_classes=self.ce_classes, **self.params)
         elif self.uses_robust_epoch:
             values, stats = self._terms(logits, labels, self.robust_epoch, **self.params)
         else:
@@ -121,7 +140,8 @@ def build_loss(name: str, **params: Any) -> RoIClassificationLoss:
     Args:
         name: one of :func:`available_losses`.
         **params: the loss's keyword parameters. ce: none; rce: log_zero; sce/apl: alpha, beta,
-            log_zero; gce: q; lncis: robust, ce_weight, robust_weight, pon_threshold, log_zero, ignore_confident and the
+            log_zero; gce: q; lncis: robust, ce_weight, robust_weight, pon_threshold, log_zero, ignore_confident,
+            learned_at and the
             chosen robust loss's own parameters (alpha/beta for sce and apl, q for gce); good:
             pon_threshold, ascent_weights, tau, clipped_ce_weight, log_zero, ascent_min_prob; forward:
             transition ("data" or a matrix file, see :mod:`noisyseg.losses.transition`).
