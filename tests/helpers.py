@@ -162,6 +162,16 @@ def assert_one_line(err: str, verb: str, expected: str) -> None:
     assert expected in lines[0], err
 
 
+def assert_train_keeps_a_user_s_file(capsys, config: Path, folder: Path, name: str) -> None:
+    """``train CONFIG -o FOLDER`` into a folder holding only a user's file called ``name`` (one a run makes
+    at its stage switch) is a one-line error that leaves the folder as it was."""
+    folder.mkdir()
+    (folder / name).write_text("my notes")
+    rc, _, err = cli(capsys, "train", config, "-o", folder, "--no-progress")
+    assert rc == 2 and sorted(folder.iterdir()) == [folder / name] and (folder / name).read_text() == "my notes"
+    assert_one_line(err, "train", f"{folder / name}: not made by this run")
+
+
 def snapshot(*roots: Path) -> dict:
     """Every file and folder under ``roots``: bytes and mtime for files, None for folders."""
     out = {}

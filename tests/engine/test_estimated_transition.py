@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import yaml
 
-from helpers import assert_one_line, cli, tiny_config
+from helpers import assert_train_keeps_a_user_s_file, assert_one_line, cli, tiny_config
 
 
 def _config(tiny_coco, tmp_path, noisy, **loss):
@@ -62,9 +62,4 @@ def test_without_a_ce_stage_or_over_a_user_s_file_it_refuses_before_anything_is_
     assert rc == 2 and not (tmp_path / "run").exists()
     assert_one_line(err, "train", "loss.params.transition=estimate: the matrix is made by the model at the end "
                                   "of the CE stage; set loss.warmup_epochs between 1 and train.epochs - 1")
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "noise_matrix.json").write_text("my notes")
-    rc, _, err = cli(capsys, "train", _config(tiny_coco, tmp_path, noisy), "-o", mine, "--no-progress")
-    assert rc == 2 and (mine / "noise_matrix.json").read_text() == "my notes" and sorted(mine.iterdir()) == [mine / "noise_matrix.json"]
-    assert_one_line(err, "train", f"{mine / 'noise_matrix.json'}: not made by this run")
+    assert_train_keeps_a_user_s_file(capsys, _config(tiny_coco, tmp_path, noisy), tmp_path / "mine", "noise_matrix.json")

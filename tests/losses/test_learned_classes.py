@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import assert_one_line, cli, tiny_config
+from helpers import assert_train_keeps_a_user_s_file, assert_one_line, cli, tiny_config
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss, cross_entropy, task_specific_loss
 from noisyseg.losses.transition import unlearned_classes
@@ -124,11 +124,5 @@ def test_without_a_ce_stage_or_over_a_user_s_file_it_refuses_before_anything_is_
     assert rc == 2 and not (tmp_path / "a").exists()
     assert_one_line(err, "train", "loss.params.learned_at: the classes that keep CE are made by the model at the end "
                                   "of the CE stage")
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "ce_classes.json").write_text("my notes")
-    rc, _, err = cli(capsys, "train", _learned_config(tiny_coco, tmp_path, tiny_coco["train_json"]), "-o", mine,
-                     "--no-progress")
-    assert rc == 2 and sorted(mine.iterdir()) == [mine / "ce_classes.json"]
-    assert (mine / "ce_classes.json").read_text() == "my notes"
-    assert_one_line(err, "train", f"{mine / 'ce_classes.json'}: not made by this run")
+    assert_train_keeps_a_user_s_file(capsys, _learned_config(tiny_coco, tmp_path, tiny_coco["train_json"]),
+                                     tmp_path / "mine", "ce_classes.json")

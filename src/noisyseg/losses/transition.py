@@ -168,7 +168,7 @@ def unlearned_classes(probs: np.ndarray, given: np.ndarray, learned_at: float) -
     The ``lncis`` loss with ``learned_at`` keeps CE on those classes' RoIs after the switch. Why: the
     robust term pulls a RoI towards its label with a gradient proportional to p[label]; on the long-tailed
     Fashion bench at sym 0.4 the CE-stage model gives the right labels of its four rarest classes a mean p
-    of 0.08-0.12 against 0.17-0.56 for the six others (``benchmarks/switch_label_probs.py``), and lncis
+    of 0.08-0.12 against 0.17-0.56 for the six others (``benchmarks/tail_mechanism.py``), and lncis
     then loses 3-17 mask AP on those four. The mean is over all of a class's labels, right and wrong alike
     (which are right is unknown): a class whose labels are mostly wrong also falls below it.
     """
