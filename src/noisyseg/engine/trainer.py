@@ -583,9 +583,13 @@ def train_step(run: Run, images: list[torch.Tensor], targets: list[dict], epoch:
     if cfg.train.grad_clip:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.params, cfg.train.grad_clip)
+    scale = run.scaler.get_scale() if run.scaler.is_enabled() else None
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    run.scheduler.step()
+    # fp16: the scaler skips the step of a batch whose gradients overflowed (and lowers its scale); the
+    # schedule counts optimizer steps, so it waits too (torch warns when the schedule runs ahead of them)
+    if scale is None or run.scaler.get_scale() >= scale:
+        run.scheduler.step()
     values = {k: v.item() for k, v in loss_dict.items()}
     values["loss"] = loss.item()
     return values
