@@ -489,7 +489,7 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
         if wants_classes and not classes_path.is_file():
             learned_at = loss.params["learned_at"]
             mean, keeps_ce = unlearned_classes(scores.pred_probs, scores.given_labels, learned_at)
-            names = list(run.label_map.names)
+            names = list(scores.label_map.names)  # the order of the scored indices; read back by name
             atomic_write_json(classes_path, {
                 "learned_at": learned_at, "threshold": learned_at / len(names), "checkpoint": checkpoint.name,
                 "classes": [{"name": n, "labels": int((scores.given_labels == i).sum()),
