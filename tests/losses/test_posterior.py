@@ -141,3 +141,59 @@ def test_without_a_ce_stage_or_a_matrix_it_refuses_before_anything_is_made(tiny_
                      "-o", tmp_path / "b", "--no-progress")
     assert rc == 2 and not (tmp_path / "b").exists()
     assert_one_line(err, "train", "loss.params.transition=data needs the file's clean_category_id")
+
+
+def test_with_a_target_momentum_the_targets_are_refreshed_before_each_later_epoch_and_a_resume_keeps_them(
+        tiny_coco, tmp_path, capsys):
+    """t after epoch 2 = m t(switch) + (1 - m) r(epoch-2 model), against the models' own scores; a resume
+    finds the refresh done, does a missing one, and refuses a gap it cannot fill."""
+    from noisyseg.audit.score import score_annotations
+    from noisyseg.losses.transition import transition_matrix
+
+    noisy = tmp_path / "noisy.json"
+    assert cli(capsys, "noise", tiny_coco["train_json"], "-o", noisy, "--kind", "symmetric", "--rate", "0.4")[0] == 0
+    config = _posterior_config(tiny_coco, tmp_path, noisy, params={"target_momentum": 0.25})
+    run = tmp_path / "run"
+    rc, out, err = cli(capsys, "train", config, "-o", run, "--no-progress")
+    assert rc == 0, err
+    assert out.count("refreshed by the epoch-2 model (momentum 0.25") == 1 and "epoch-1 model" not in out
+    coco = json.loads(noisy.read_text())
+
+    def posterior_of(checkpoint):
+        scores = score_annotations([run / "checkpoints" / checkpoint], coco, noisy, progress=False)
+        weights = scores.pred_probs * transition_matrix("data", noisy, scores.label_map.names)[:, scores.given_labels].T
+        return scores.annotation_ids, weights / weights.sum(axis=1, keepdims=True)
+
+    ids, at_switch = posterior_of("ce_stage_end.pt")
+    _, at_epoch_2 = posterior_of("epoch_2.pt")
+    with np.load(run / "class_targets.npz", allow_pickle=False) as saved:
+        assert saved["annotation_ids"].tolist() == ids.tolist() and int(saved["epoch"]) == 2
+        refreshed = saved["targets"]
+    np.testing.assert_allclose(refreshed, 0.25 * at_switch + 0.75 * at_epoch_2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(refreshed, at_switch, atol=1e-3)  # the refresh changed them
+
+    # stopped after epoch 2 with the refresh done: kept; with the switch's targets: refreshed again, the same
+    shutil.copyfile(run / "checkpoints" / "epoch_2.pt", run / "checkpoints" / "last.pt")
+    rc, out, err = cli(capsys, "train", config, "-o", run, "--resume", "--no-progress")
+    assert rc == 0 and "refreshed" not in out and "scored" not in out, err
+    shutil.copyfile(run / "checkpoints" / "epoch_2.pt", run / "checkpoints" / "last.pt")
+    np.savez(run / "class_targets.npz", annotation_ids=ids, targets=at_switch.astype(np.float32), epoch=1)
+    rc, out, err = cli(capsys, "train", config, "-o", run, "--resume", "--no-progress")
+    assert rc == 0 and out.count("refreshed by the epoch-2 model") == 1, err
+    with np.load(run / "class_targets.npz", allow_pickle=False) as saved:
+        np.testing.assert_allclose(saved["targets"], refreshed, rtol=1e-5, atol=1e-6)
+    # targets older than the epoch before: the refreshes in between are lost
+    shutil.copyfile(run / "checkpoints" / "epoch_2.pt", run / "checkpoints" / "last.pt")
+    np.savez(run / "class_targets.npz", annotation_ids=ids, targets=at_switch.astype(np.float32), epoch=0)
+    rc, out, err = cli(capsys, "train", config, "-o", run, "--resume", "--no-progress")
+    assert rc == 2
+    assert_one_line(err, "train", f"{run / 'class_targets.npz'}: class targets made after epoch 0, but the run "
+                                  "continues after epoch 2; the refreshes in between cannot be made again")
+
+
+def test_a_target_momentum_outside_0_1_is_refused_in_one_line(tiny_coco, tmp_path, capsys):
+    rc, _, err = cli(capsys, "train", _posterior_config(tiny_coco, tmp_path, tiny_coco["train_json"],
+                                                        params={"target_momentum": 1.5}),
+                     "-o", tmp_path / "a", "--no-progress")
+    assert rc == 2 and not (tmp_path / "a").exists()
+    assert_one_line(err, "train", "target_momentum must be in [0, 1]")

@@ -15,7 +15,9 @@ A run folder holds
   estimate`` estimated from ``ce_stage_end.pt`` at its stage switch (written after that checkpoint, read
   again on resume);
 - ``class_targets.npz``: the ``posterior`` loss's soft class target of every training annotation, computed
-  from ``ce_stage_end.pt`` at the stage switch (arrays ``annotation_ids`` and ``targets``; read on resume);
+  from ``ce_stage_end.pt`` at the stage switch, and with ``target_momentum`` < 1 refreshed before each later
+  epoch (arrays ``annotation_ids``, ``targets`` and ``epoch``, the epoch whose model made them last; read on
+  resume);
 - ``ce_classes.json``: for ``lncis`` with ``learned_at``, each class's mean p[label] under ``ce_stage_end.pt``
   and whether the class keeps CE after the switch (made at the switch, read on resume);
 - ``eval/<checkpoint>/``: what ``eval`` wrote for any other checkpoint or val set (never the record);
@@ -93,7 +95,8 @@ class RunFolder:
 
     @property
     def class_targets_path(self) -> Path:
-        """``class_targets.npz``: the ``posterior`` loss's per-annotation targets, made at the stage switch."""
+        """``class_targets.npz``: the ``posterior`` loss's per-annotation targets, made at the stage switch
+        (and refreshed each later epoch with ``target_momentum`` < 1)."""
         return self.path / _CLASS_TARGETS
 
     @property

@@ -187,6 +187,7 @@ class Run:
     scaler: torch.amp.GradScaler
     metrics_log: MetricsLog
     start_epoch: int = 0
+    targets_epoch: int | None = None  # the posterior loss's targets the data set holds: made after this epoch
     seconds_before: float = 0.0  # training time spent before this call (by the runs it resumes)
     started_at: float = field(default_factory=time.time)  # reset when the first epoch starts
 
@@ -446,7 +447,8 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
     ``transition: estimate`` its noise matrix (``noise_matrix.json``), the posterior loss every training
     annotation's target (``class_targets.npz``), lncis with ``learned_at`` the classes it keeps on CE
     (``ce_classes.json``). Rank 0 makes the files from ``ce_stage_end.pt`` when they are not there yet (one
-    scoring pass over the training annotations); every rank then reads them."""
+    scoring pass over the training annotations); every rank then reads them. A posterior loss with
+    ``target_momentum`` < 1 also has its targets refreshed before every later epoch (:func:`_refresh_targets`)."""
     cfg, info = run.cfg, run.info
     loss = run.losses.get(ROBUST_STAGE)
     if stage_of(epoch, cfg) != ROBUST_STAGE or loss is None:
@@ -454,7 +456,11 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
     estimate = (getattr(loss, "needs_transition_matrix", False) or getattr(loss, "needs_class_targets", False)) \
         and loss.params["transition"] == ESTIMATE
     wants_matrix = getattr(loss, "needs_transition_matrix", False) and estimate and loss.transition_matrix is None
-    wants_targets = getattr(loss, "needs_class_targets", False) and not run.train_set.has_class_targets
+    switch = ce_stage_end_epoch(cfg)
+    targets_due = None  # after which epoch's model the targets of this epoch are made
+    if getattr(loss, "needs_class_targets", False):
+        targets_due = epoch if loss.params.get("target_momentum", 1.0) < 1.0 else switch
+    wants_targets = targets_due is not None and run.targets_epoch != targets_due
     wants_classes = getattr(loss, "needs_ce_classes", False) and loss.ce_classes is None
     if not (wants_matrix or wants_targets or wants_classes):
         return
@@ -482,9 +488,7 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
             transition = str(matrix_path) if estimate else loss.params["transition"]
             matrix = transition_matrix(transition, cfg.data.train_json, run.label_map.names, coco=coco)
             targets = true_class_posterior(scores.pred_probs, scores.given_labels, matrix)
-            buffer = io.BytesIO()
-            np.savez(buffer, annotation_ids=scores.annotation_ids, targets=targets)
-            atomic_write_bytes(targets_path, buffer.getvalue())
+            _write_targets(targets_path, scores.annotation_ids, targets, switch)
             print(f"[train] class targets of the posterior loss: {targets_path}", flush=True)
         if wants_classes and not classes_path.is_file():
             learned_at = loss.params["learned_at"]
@@ -504,13 +508,16 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
         loss.set_transition_matrix(transition_matrix(str(matrix_path), cfg.data.train_json, run.label_map.names,
                                                      loss.params["balance"]))
     if wants_targets:
+        if targets_due != switch:
+            on_every_rank(lambda: _refresh_targets(run, loss, targets_due) if info.is_main else None, info)
+
         def read_targets() -> None:
-            try:
-                with np.load(targets_path, allow_pickle=False) as saved:
-                    run.train_set.set_class_targets(saved["annotation_ids"], saved["targets"])
-            except (OSError, ValueError, KeyError) as e:
-                raise NoisysegError(f"{targets_path}: not readable class targets ({e}); remove it to make them "
-                                    "again from ce_stage_end.pt") from None
+            ids, targets, made_after = _read_targets(targets_path, switch)
+            if made_after != targets_due:
+                raise NoisysegError(f"{targets_path}: class targets made after epoch {made_after}, expected after "
+                                    f"epoch {targets_due}")
+            run.train_set.set_class_targets(ids, targets)
+            run.targets_epoch = targets_due
 
         on_every_rank(read_targets, info)
     if wants_classes:
@@ -525,6 +532,59 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
             loss.set_ce_classes(keeps_ce)
 
         on_every_rank(read_classes, info)
+
+
+def _write_targets(path: Path, annotation_ids: np.ndarray, targets: np.ndarray, made_after: int) -> None:
+    """``class_targets.npz``: per annotation id its target row, and the epoch whose model made them last."""
+    buffer = io.BytesIO()
+    np.savez(buffer, annotation_ids=annotation_ids, targets=targets, epoch=np.int64(made_after))
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read_targets(path: Path, switch: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(annotation ids, targets, the epoch whose model made them last) from ``class_targets.npz``; a file
+    without its epoch was made at the switch."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            made_after = int(saved["epoch"]) if "epoch" in saved.files else switch
+            return saved["annotation_ids"], saved["targets"], made_after
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise NoisysegError(f"{path}: not readable class targets ({e}); remove it to make them again from "
+                            "ce_stage_end.pt") from None
+
+
+def _refresh_targets(run: Run, loss, due: int) -> None:
+    """Rank 0, before 0-based robust ``epoch`` ``due``: fold the model after ``due`` epochs (``last.pt``)
+    into the posterior loss's targets, ``t <- m t + (1 - m) r`` with ``r`` that model's posterior of each
+    annotation's true class and m the loss's ``target_momentum``. Done once per epoch: targets already made
+    after ``due`` are kept (a resume), and a gap (targets of an earlier epoch) cannot be filled again, as the
+    models in between are not kept."""
+    from noisyseg.audit.score import score_annotations
+
+    cfg, path = run.cfg, run.folder.class_targets_path
+    ids, targets, made_after = _read_targets(path, ce_stage_end_epoch(cfg))
+    if made_after == due:
+        return
+    if made_after != due - 1:
+        raise NoisysegError(f"{path}: class targets made after epoch {made_after}, but the run continues after "
+                            f"epoch {due}; the refreshes in between cannot be made again (their models are not "
+                            "kept): train the run again from the start")
+    coco = read_json(cfg.data.train_json, "training file")
+    scores = score_annotations([run.ckpt_path], coco, cfg.data.train_json, image_root=cfg.data.image_root,
+                               device=run.device, progress=False)
+    if scores.annotation_ids.tolist() != ids.tolist():
+        raise NoisysegError(f"{path}: its annotations are not those of {cfg.data.train_json}; remove it to make "
+                            "the targets again from ce_stage_end.pt")
+    transition = str(run.folder.noise_matrix_path) if loss.params["transition"] == ESTIMATE \
+        else loss.params["transition"]
+    matrix = transition_matrix(transition, cfg.data.train_json, run.label_map.names, coco=coco)
+    momentum = float(loss.params["target_momentum"])
+    targets = momentum * targets + (1.0 - momentum) * true_class_posterior(scores.pred_probs, scores.given_labels,
+                                                                           matrix)
+    _write_targets(path, ids, targets.astype(np.float32), due)
+    on_label = float(targets[np.arange(len(ids)), scores.given_labels].mean()) if len(ids) else float("nan")
+    print(f"[train] class targets of the posterior loss refreshed by the epoch-{due} model (momentum {momentum:g}; "
+          f"mean weight on the given label {on_label:.3f}; {scores.seconds:.1f} s): {path}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------ one epoch

@@ -100,7 +100,7 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
     Known names and their domains: ``alpha``, ``beta``, ``ce_weight``, ``robust_weight``,
     ``clipped_ce_weight`` >= 0; ``q`` in (0, 1]; ``log_zero`` < 0 (it replaces log 0);
     ``pon_threshold`` None or > 0; ``ignore_confident`` None or in (0, 1); ``learned_at`` None or > 0;
-    ``robust`` one of :data:`ROBUST_LOSSES`; ``tau`` >= 1; ``ascent_min_prob`` in (0, 1); ``ascent_weights``
+    ``robust`` one of :data:`ROBUST_LOSSES`; ``target_momentum`` in [0, 1]; ``tau`` >= 1; ``ascent_min_prob`` in (0, 1); ``ascent_weights``
     a non-empty list of numbers <= 0. Other names are not checked here.
     """
     for key, value in params.items():
@@ -136,6 +136,10 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
             if not 0.0 <= _real(where, key, value) <= 1.0:
                 raise NoisysegError(f"{where}: balance must be in [0, 1] (the power of the class prior that "
                                     f"divides the transition matrix's rows), got {shown(value)}")
+        elif key == "target_momentum":
+            if not 0.0 <= _real(where, key, value) <= 1.0:
+                raise NoisysegError(f"{where}: target_momentum must be in [0, 1] (the share of the previous targets "
+                                    f"kept at each refresh; 1 keeps the switch's), got {shown(value)}")
         elif key == "transition":
             if not isinstance(value, str) or not value.strip():
                 raise NoisysegError(f"{where}: transition must be 'data', 'identity' or the path of a matrix file, "
@@ -660,19 +664,21 @@ def forward_corrected_cross_entropy(logits: Tensor, labels: Tensor, transition_m
     return _reduce(_forward_terms(logits, labels, transition_matrix, transition, balance)[0], reduction)
 
 
-def _posterior_terms(logits: Tensor, labels: Tensor, class_targets: Tensor,
-                     transition: str = "data") -> tuple[Tensor, dict[str, Tensor]]:
+def _posterior_terms(logits: Tensor, labels: Tensor, class_targets: Tensor, transition: str = "data",
+                     target_momentum: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
     """Soft-target CE per RoI, (N,): ``-sum_k t_i[k] log p_i[k]`` with ``t = class_targets`` (N, K+1)."""
     log_p = _log_probs(logits)
     return -(class_targets.to(log_p.dtype) * log_p).sum(dim=1), {}
 
 
 def posterior_cross_entropy(logits: Tensor, labels: Tensor, class_targets: Tensor, transition: str = "data",
-                            reduction: str = "mean") -> Tensor:
-    """Cross-entropy against fixed soft targets: each annotation's posterior of its true class given its
-    image and its label, ``r[c] ~ p0[c] T[c, y]``, computed once, at the end of the CE stage, from that
-    stage's model ``p0`` (the ``posterior`` loss; the trainer computes the targets, the RoI head routes
-    each sampled RoI its annotation's).
+                            target_momentum: float = 1.0, reduction: str = "mean") -> Tensor:
+    """Cross-entropy against soft targets: each annotation's posterior of its true class given its image
+    and its label, ``r[c] ~ p0[c] T[c, y]``, computed at the end of the CE stage from that stage's model
+    ``p0`` (the ``posterior`` loss; the trainer computes the targets, the RoI head routes each sampled RoI
+    its annotation's). With ``target_momentum`` m < 1 the trainer refreshes them before every later epoch
+    from the model as it is then, ``t <- m t + (1 - m) r``: an exponential average over the epochs'
+    models (temporal ensembling of the targets); m = 1 keeps the switch's targets to the end.
 
     Forward correction trains toward the same posterior, but from the model being trained: a class the
     model is unlearning explains its own right labels away, which explains more away (measured on the
@@ -684,14 +690,15 @@ def posterior_cross_entropy(logits: Tensor, labels: Tensor, class_targets: Tenso
         labels: (N,) int64 class labels in 0..K (not used in the value: the targets hold them).
         class_targets: (N, K+1) float, rows summing to 1: a background RoI's is one-hot on column 0.
         transition: where the trainer takes T from (see :mod:`noisyseg.losses.transition`); recorded.
+        target_momentum: m in [0, 1], the share of the previous targets a refresh keeps; used by the trainer.
         reduction: "mean" | "sum" | "none".
     """
     _check_inputs(logits, labels, reduction)
     if not torch.is_tensor(class_targets) or tuple(class_targets.shape) != tuple(logits.shape):
         raise NoisysegError(f"posterior loss: class_targets must be a tensor of the logits' shape {tuple(logits.shape)}, "
                             f"got {tuple(class_targets.shape) if torch.is_tensor(class_targets) else shown(class_targets)}")
-    check_loss_params("posterior loss", {"transition": transition})
-    return _reduce(_posterior_terms(logits, labels, class_targets, transition)[0], reduction)
+    check_loss_params("posterior loss", {"transition": transition, "target_momentum": target_momentum})
+    return _reduce(_posterior_terms(logits, labels, class_targets, transition, target_momentum)[0], reduction)
 
 
 # --------------------------------------------------------------------------------------------------
