@@ -156,16 +156,26 @@ def tables(per_seed: list[dict], names: list[str], clean_counts: np.ndarray, tit
         mine = cat["given"] == c
         ok = right[mine]
         cells = [f"{names[c]} ({int(clean_counts[c])})", str(int(mine.sum())), f"{ok.mean():.0%}"]
-        cells += [f"{auroc(cat[key][mine], ok):.3f}" for key in ("p", "r", "proto", "wproto")]
-        cells += [f"{keep[mine][ok].mean():.0%} / {(~keep[mine][~ok]).mean():.0%}" for keep in kept.values()]
+        cells += [_number(auroc(cat[key][mine], ok)) for key in ("p", "r", "proto", "wproto")]
+        cells += [f"{_share(keep[mine][ok])} / {_share(~keep[mine][~ok])}" for keep in kept.values()]
         lines.append("| " + " | ".join(cells) + " |")
     overall = [f"{auroc(cat[key], right):.3f}" for key in ("p", "r", "proto", "wproto")]
-    overall += [f"{keep[right].mean():.0%} / {(~keep[~right]).mean():.0%}" for keep in kept.values()]
+    overall += [f"{_share(keep[right])} / {_share(~keep[~right])}" for keep in kept.values()]
     lines.append(f"| all (pooled) | {len(right)} | {right.mean():.0%} | " + " | ".join(overall) + " |")
     per_class = {key: np.nanmean([auroc(cat[key][cat["given"] == c], right[cat["given"] == c])
                                   for c in range(len(names))]) for key in ("p", "r", "proto", "wproto")}
-    lines.append("| mean over classes | | | " + " | ".join(f"{v:.3f}" for v in per_class.values()) + " | | |")
+    lines.append("| mean over classes with both | | | " + " | ".join(_number(v) for v in per_class.values())
+                 + " | | |")
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """An AUROC, or "–" where the class has only right (or only wrong) labels."""
+    return "–" if np.isnan(value) else f"{value:.3f}"
+
+
+def _share(flags: np.ndarray) -> str:
+    return f"{flags.mean():.0%}" if len(flags) else "–"
 
 
 def class_counts(train_json: str, names: list[str]) -> np.ndarray:
