@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lt_classes import class_counts
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -176,17 +178,6 @@ def _number(value: float) -> str:
 
 def _share(flags: np.ndarray) -> str:
     return f"{flags.mean():.0%}" if len(flags) else "–"
-
-
-def class_counts(train_json: str, names: list[str]) -> np.ndarray:
-    """Non-crowd annotations per class in the clean training file, in the order of ``names``."""
-    coco = json.loads(Path(train_json).read_text())
-    by_id = {c["id"]: c["name"] for c in coco["categories"]}
-    counts = np.zeros(len(names))
-    for a in coco["annotations"]:
-        if not a.get("iscrowd"):
-            counts[names.index(by_id[a["category_id"]])] += 1
-    return counts
 
 
 if __name__ == "__main__":

@@ -26,10 +26,11 @@ probability renormalised without background. Nothing is written.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from lt_classes import class_counts
 
 STARVED_BELOW = 0.1
 
@@ -103,16 +104,6 @@ def val_object_table(spec: str, given: np.ndarray, probs: np.ndarray, names: lis
         print(f"| {names[k]} | {rows[-1][0]:.3f} | {rows[-1][1]:.3f} | {rows[-1][2]:.3f} |")
     means = np.mean(rows, axis=0)
     print(f"| mean over classes | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} |")
-
-
-def class_counts(train_json: str, names: list[str]) -> np.ndarray:
-    """Annotations per class in the clean training file, in the order of ``names``."""
-    coco = json.loads(Path(train_json).read_text())
-    by_id = {c["id"]: c["name"] for c in coco["categories"]}
-    counts = np.zeros(len(names))
-    for a in coco["annotations"]:
-        counts[names.index(by_id[a["category_id"]])] += 1
-    return counts
 
 
 if __name__ == "__main__":
