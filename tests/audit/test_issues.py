@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from noisyseg.audit.issues import (
+from noisyseg.audit.issues import (expected_wrong_labels, 
     auroc, average_precision, find_issues, issue_rows, precision_at_recall, summary_data, summary_markdown,
     truth_metrics,
 )
@@ -222,3 +222,43 @@ def test_noise_posterior_flags_by_the_label_s_posterior_under_the_noise_matrix()
         find_issues(s, "noise_posterior")
     with pytest.raises(NoisysegError, match="needs a noise matrix"):
         find_issues(s, "prune_by_noise_rate", t)
+
+
+def test_noise_budget_flags_in_each_class_as_many_labels_as_the_matrix_says_are_wrong():
+    """3 classes, true counts m = (40, 20, 10), T with 20% / 40% / 50% off its diagonal: the label counts are
+    n = T^T m, so class k's labels hold m[k] T[k, k] right ones and n[k] - m[k] T[k, k] wrong ones (worked
+    out here by hand); the rule flags exactly that many in each class, those of lowest r[given], and scores
+    and suggests as noise_posterior does."""
+    t = np.array([[0.8, 0.1, 0.1], [0.2, 0.6, 0.2], [0.25, 0.25, 0.5]])
+    m = np.array([40.0, 20.0, 10.0])
+    n = m @ t  # 38.5, 18.5, 13: not whole, so the label counts below round them
+    labels = np.repeat(np.arange(3), [38, 19, 13])
+    true_counts = np.linalg.solve(t.T, np.array([38.0, 19.0, 13.0]))
+    wrong = np.array([38.0, 19.0, 13.0]) - true_counts * np.diag(t)
+    assert n.tolist() == pytest.approx([38.5, 18.5, 13.0])
+    assert expected_wrong_labels(labels, t).tolist() == pytest.approx(wrong.tolist())
+    assert wrong.tolist() == pytest.approx([38 - 0.8 * true_counts[0], 19 - 0.6 * true_counts[1],
+                                            13 - 0.5 * true_counts[2]])
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), size=len(labels))
+    lm = LabelMap((1, 2, 3), ("a", "b", "c"))
+    s = AnnotationScores(np.arange(len(labels)), np.arange(len(labels)), labels, None, probs, rng.random(len(labels)),
+                         lm, [Path("m.pt")], Path("."), 1.0)
+    budget = find_issues(s, "noise_budget", t)
+    posterior = find_issues(s, "noise_posterior", t)
+    np.testing.assert_array_equal(budget.label_quality, posterior.label_quality)
+    for c in range(3):
+        mine = labels == c
+        flagged = budget.is_issue[mine]
+        assert flagged.sum() == round(wrong[c])
+        # every flagged label of the class scores at most every kept one
+        assert budget.label_quality[mine][flagged].max() <= budget.label_quality[mine][~flagged].min()
+    for i in range(len(labels)):  # the suggestion follows the flag, as for noise_posterior
+        r = probs[i] * t[:, labels[i]] / (probs[i] * t[:, labels[i]]).sum()
+        others = [v if c != labels[i] else -1.0 for c, v in enumerate(r)]
+        assert budget.suggested_labels[i] == int(np.argmax(others if budget.is_issue[i] else r))
+    assert "noise_budget" in budget.rule
+    with pytest.raises(NoisysegError, match="needs a noise matrix"):
+        find_issues(s, "noise_budget")
+    # no noise: nothing is wrong, nothing flagged
+    assert not find_issues(s, "noise_budget", np.eye(3)).is_issue.any()

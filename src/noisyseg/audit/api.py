@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from noisyseg.audit import ACTIONS, FILTERS, NOISE_POSTERIOR
+from noisyseg.audit import ACTIONS, FILTERS, NOISE_MATRIX_FILTERS
 from noisyseg.audit.fix import repaired_file
 from noisyseg.audit.issues import (IssueRows, LabelIssues, estimated_noise_matrix, find_issues, summary_data,
                                    summary_markdown, write_table)
@@ -95,9 +95,9 @@ def audit(
             is still returned).
         device: auto | cpu | cuda | cuda:N (:func:`noisyseg.engine.distributed.select_device`).
         num_workers: image-reading processes (0: read in this process).
-        filter_by: cleanlab's ``find_label_issues`` rule, or ``noise_posterior`` (see
+        filter_by: cleanlab's ``find_label_issues`` rule, or ``noise_posterior`` / ``noise_budget`` (see
             :func:`noisyseg.audit.issues.find_issues`).
-        transition: with ``noise_posterior``, where its noise matrix comes from (default ``"data"``: the
+        transition: with ``noise_posterior`` or ``noise_budget``, where the noise matrix comes from (default ``"data"``: the
             audited file's own, from ``clean_category_id``; or a matrix file, e.g. a ``noise_matrix.json``).
         top: None puts every flagged annotation on the review page; K puts the K most suspicious there,
             flagged or not. ``sheet``: suspects on the contact sheet.
@@ -128,9 +128,9 @@ def audit(
     _check_count(num_workers, "--workers", 0)
     if filter_by not in FILTERS:
         raise NoisysegError(f"--filter-by {filter_by}: expected one of {', '.join(FILTERS)}")
-    if transition is not None and filter_by != NOISE_POSTERIOR:
-        raise NoisysegError(f"--transition is used only with --filter-by {NOISE_POSTERIOR}")
-    if filter_by == NOISE_POSTERIOR:
+    if transition is not None and filter_by not in NOISE_MATRIX_FILTERS:
+        raise NoisysegError(f"--transition is used only with --filter-by {' or '.join(NOISE_MATRIX_FILTERS)}")
+    if filter_by in NOISE_MATRIX_FILTERS:
         transition = transition or "data"
     if (source is None) == (folds is None):
         raise NoisysegError("audit: give either a run folder or checkpoint, or folds")
