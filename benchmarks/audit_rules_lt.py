@@ -1,9 +1,10 @@
 """cleanlab's flagging rule against the noise-aware one, per class, on the long-tailed bench (issue 22).
 
 For each seed, audits the bench's CE run (``runs/ce/<setting>/seed<S>``, final checkpoint) on its own noisy
-training file twice, with ``--filter-by prune_by_noise_rate`` (cleanlab's default) and with
-``--filter-by noise_posterior`` (the label's posterior under the file's own noise matrix, ``--transition
-data``: the injected noise is known), and prints per class, classes most frequent first, the right labels
+training file three times, with ``--filter-by prune_by_noise_rate`` (cleanlab's default), with
+``--filter-by noise_posterior`` (the label's posterior under the file's own noise matrix below 0.5,
+``--transition data``: the injected noise is known) and with ``--filter-by noise_budget`` (per class, as many
+flags as that matrix says are wrong, lowest posterior first), and prints per class, classes most frequent first, the right labels
 flagged (a repair would damage them) and the wrong labels flagged (found), summed over the seeds, then the
 totals and the flagged precision and recall. Nothing is written (the audit API without an output folder).
 
@@ -27,7 +28,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args()
 
-    rules = ("prune_by_noise_rate", "noise_posterior")
+    rules = ("prune_by_noise_rate", "noise_posterior", "noise_budget")
     counts: dict[str, dict[str, np.ndarray]] = {}
     names: list[str] = []
     true_counts = None
