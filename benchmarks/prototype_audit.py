@@ -25,7 +25,9 @@ given label y:
 The tables give, per class (most frequent first, by the clean training counts), summed over the seeds: the
 labels carrying the class and the share right, the AUROC of each score for right vs wrong among them (0.5 =
 chance), and the share of right labels each rule keeps and of wrong ones it removes: ``r[y] >= 0.5`` (the
-noise-aware audit's flag rule) and RoLT's per-class mixture on ``1 - proto``. Nothing is written except
+noise-aware audit's flag rule), RoLT's per-class mixture on ``1 - proto``, and a per-class flag budget (the
+prior-aware audit's other form: each class flags as many of its labels, lowest r[y] first, as T and the class
+prior say are wrong, ``1 - prior[k] T[k, k] / sum_c prior[c] T[c, k]``). Nothing is written except
 ``-o``.
 
     .venv/bin/python benchmarks/prototype_audit.py benchmarks/results/fashion_lt --setting sym0.4 \\
@@ -84,7 +86,7 @@ def seed_scores(checkpoint: Path, noisy: Path) -> dict:
     from noisyseg.audit.flat import as_audit_data
     from noisyseg.audit.score import score_annotations
     from noisyseg.engine import predict
-    from noisyseg.losses.transition import transition_matrix, true_class_posterior
+    from noisyseg.losses.transition import transition_matrix, true_class_posterior, true_class_prior
 
     coco = json.loads(noisy.read_text())
     captured: list[torch.Tensor] = []
@@ -110,12 +112,16 @@ def seed_scores(checkpoint: Path, noisy: Path) -> dict:
     k = probs.shape[1]
     idx = np.arange(len(given))
     matrix = transition_matrix("data", noisy, scores.label_map.names, coco=coco)
+    prior = true_class_prior("data", noisy, scores.label_map.names, matrix, coco)
+    label_share = prior @ matrix  # P(label k), and P(label k is right) = prior[k] T[k, k] / label_share[k]
+    wrong_share = 1.0 - np.divide(prior * np.diag(matrix), label_share, out=np.ones(k), where=label_share > 0)
     plain = np.stack([features[given == c].mean(axis=0) if (given == c).any() else np.zeros(features.shape[1])
                       for c in range(k)])
     weighted = probs.T @ features  # (K, D): every annotation, weighted by the model's p[k]
     return {"names": list(scores.label_map.names), "given": given, "clean": clean,
             "p": probs[idx, given], "r": true_class_posterior(probs, given, matrix)[idx, given],
-            "proto": cosine(features, plain[given]), "wproto": cosine(features, weighted[given])}
+            "proto": cosine(features, plain[given]), "wproto": cosine(features, weighted[given]),
+            "wrong_share": wrong_share}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -140,20 +146,25 @@ def tables(per_seed: list[dict], names: list[str], clean_counts: np.ndarray, tit
 
     for s in per_seed:  # the per-class mixture is fitted per seed (each seed is its own audit)
         s["rolt"] = np.zeros(len(s["given"]), bool)
+        s["budget"] = np.ones(len(s["given"]), bool)
         for c in range(len(names)):
-            mine = s["given"] == c
+            mine = np.flatnonzero(s["given"] == c)
             s["rolt"][mine] = mixture_keeps(1.0 - s["proto"][mine])
+            # the per-class budget: as many flags as the class's labels are expected to be wrong, lowest r first
+            flagged = mine[np.argsort(s["r"][mine], kind="stable")[:int(round(s["wrong_share"][c] * len(mine)))]]
+            s["budget"][flagged] = False
     cat = {key: np.concatenate([s[key] for s in per_seed]) for key in ("given", "clean", "p", "r", "proto",
-                                                                        "wproto", "rolt")}
+                                                                        "wproto", "rolt", "budget")}
     right = cat["given"] == cat["clean"]
-    kept = {"r >= 0.5": cat["r"] >= 0.5, "RoLT mixture": cat["rolt"]}
+    kept = {"r >= 0.5": cat["r"] >= 0.5, "RoLT mixture": cat["rolt"], "budget": cat["budget"]}
     lines = [f"## Finding wrong labels per class: {title}", "",
              f"{len(right)} labels, {right.mean():.0%} right. AUROC: each score separating the class's right labels "
              "from its wrong ones (0.5 = chance). Kept: share of right labels a rule keeps / share of wrong labels "
              "it removes.", "",
              "| class (clean count) | labels | right | AUROC p[y] | AUROC r[y] | AUROC proto | AUROC wproto | "
-             "r >= 0.5: right kept / wrong removed | RoLT mixture: right kept / wrong removed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "r >= 0.5: right kept / wrong removed | RoLT mixture: right kept / wrong removed | "
+             "per-class budget on r: right kept / wrong removed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in np.argsort(-clean_counts, kind="stable"):
         mine = cat["given"] == c
         ok = right[mine]
@@ -167,7 +178,7 @@ def tables(per_seed: list[dict], names: list[str], clean_counts: np.ndarray, tit
     per_class = {key: np.nanmean([auroc(cat[key][cat["given"] == c], right[cat["given"] == c])
                                   for c in range(len(names))]) for key in ("p", "r", "proto", "wproto")}
     lines.append("| mean over classes with both | | | " + " | ".join(_number(v) for v in per_class.values())
-                 + " | | |")
+                 + " | | | |")
     return "\n".join(lines) + "\n"
 
 
