@@ -262,3 +262,27 @@ def test_noise_budget_flags_in_each_class_as_many_labels_as_the_matrix_says_are_
         find_issues(s, "noise_budget")
     # no noise: nothing is wrong, nothing flagged
     assert not find_issues(s, "noise_budget", np.eye(3)).is_issue.any()
+
+
+def test_noise_budget_learned_keeps_the_count_in_learned_classes_and_the_posterior_rule_in_the_others():
+    """Class c's labels get a mean p[c] below 1/K = 1/3 (the model has not learned it): there the flag is
+    r[given] < 0.5 as under noise_posterior; in the two learned classes the flags are noise_budget's."""
+    t = np.array([[0.8, 0.1, 0.1], [0.2, 0.6, 0.2], [0.25, 0.25, 0.5]])
+    labels = np.repeat(np.arange(3), [38, 19, 13])
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet([4.0, 1.0, 1.0], size=len(labels))  # the model leans to class 0 everywhere
+    probs[labels == 1] = rng.dirichlet([1.0, 4.0, 1.0], size=19)  # and knows class 1's images
+    probs[labels == 2] = rng.dirichlet([12.0, 1.0, 1.0], size=13)  # but not class 2's: r doubts every one
+    lm = LabelMap((1, 2, 3), ("a", "b", "c"))
+    s = AnnotationScores(np.arange(len(labels)), np.arange(len(labels)), labels, None, probs, rng.random(len(labels)),
+                         lm, [Path("m.pt")], Path("."), 1.0)
+    means = [probs[labels == c, c].mean() for c in range(3)]
+    assert means[0] >= 1 / 3 and means[1] >= 1 / 3 and means[2] < 1 / 3
+    learned = find_issues(s, "noise_budget_learned", t)
+    budget = find_issues(s, "noise_budget", t)
+    posterior = find_issues(s, "noise_posterior", t)
+    np.testing.assert_array_equal(learned.is_issue[labels < 2], budget.is_issue[labels < 2])
+    np.testing.assert_array_equal(learned.is_issue[labels == 2], posterior.is_issue[labels == 2])
+    assert budget.is_issue[labels == 2].sum() != posterior.is_issue[labels == 2].sum()  # the two rules differ there
+    np.testing.assert_array_equal(learned.label_quality, posterior.label_quality)
+    assert "noise_budget_learned" in learned.rule

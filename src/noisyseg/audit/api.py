@@ -129,7 +129,7 @@ def audit(
     if filter_by not in FILTERS:
         raise NoisysegError(f"--filter-by {filter_by}: expected one of {', '.join(FILTERS)}")
     if transition is not None and filter_by not in NOISE_MATRIX_FILTERS:
-        raise NoisysegError(f"--transition is used only with --filter-by {' or '.join(NOISE_MATRIX_FILTERS)}")
+        raise NoisysegError(f"--transition is used only with --filter-by {', '.join(NOISE_MATRIX_FILTERS)}")
     if filter_by in NOISE_MATRIX_FILTERS:
         transition = transition or "data"
     if (source is None) == (folds is None):

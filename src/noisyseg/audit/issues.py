@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from noisyseg.audit import FILTERS, NOISE_BUDGET, NOISE_MATRIX_FILTERS, NOISE_POSTERIOR
+from noisyseg.audit import FILTERS, NOISE_BUDGET, NOISE_BUDGET_LEARNED, NOISE_MATRIX_FILTERS, NOISE_POSTERIOR
 from noisyseg.audit.score import AnnotationScores
 from noisyseg.errors import NoisysegError
 
@@ -79,6 +79,9 @@ class LabelIssues:
         if self.filter_by == NOISE_BUDGET:
             return ("noise_budget: in each class, the labels of lowest r[given] flagged, as many as the noise matrix T "
                     "and the class counts say are wrong, r[c] ~ p[c] T[c, given], p " + probabilities)
+        if self.filter_by == NOISE_BUDGET_LEARNED:
+            return ("noise_budget_learned: noise_budget's per-class count in the classes whose labels get a mean p "
+                    "of at least 1/K, r[given] < 0.5 in the others, r[c] ~ p[c] T[c, given], p " + probabilities)
         return f"cleanlab.filter.find_label_issues(filter_by={self.filter_by!r}) on {probabilities}"
 
 
@@ -105,6 +108,10 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
     the labels the model is sure of (measured on the long-tailed bench at sym 0.4, CE model:
     ``benchmarks/prototype_audit.py``: 86% of the wrong labels found against 46%, 91% of the right ones kept
     against 99%; but in a class the model cannot separate, Shirt, 23% of its right labels kept).
+    ``noise_budget_learned`` keeps that count only in the classes the model has learned, whose labels get a
+    mean p[given] of at least 1/K (:func:`noisyseg.losses.transition.unlearned_classes`, as ``lncis``'s
+    ``learned_at: 1``), and flags by ``r[given] < 0.5`` in the others: where the model cannot tell a class's
+    right labels from its wrong ones, a count would take the right ones with the rest.
     """
     if filter_by not in FILTERS:
         raise NoisysegError(f"filter_by must be one of {', '.join(FILTERS)}, got {filter_by!r}")
@@ -123,6 +130,11 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
         posterior = true_class_posterior(probs, labels, noise_matrix).astype(np.float64)
         quality = posterior[np.arange(n), labels]
         is_issue = quality < 0.5 if filter_by == NOISE_POSTERIOR else budget_flags(quality, labels, noise_matrix)
+        if filter_by == NOISE_BUDGET_LEARNED:
+            from noisyseg.losses.transition import unlearned_classes
+
+            unlearned = unlearned_classes(probs, labels, 1.0)[1][labels]
+            is_issue = np.where(unlearned, quality < 0.5, is_issue)
         others = posterior.copy()
         others[np.arange(n), labels] = -1.0
         suggested = np.where(is_issue, others.argmax(axis=1), posterior.argmax(axis=1))

@@ -57,9 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--filter-by", choices=FILTERS, default="prune_by_noise_rate",
                    help="cleanlab find_label_issues rule (default prune_by_noise_rate), or noise_posterior: flag "
                         "a label whose posterior under the noise matrix --transition is below 0.5, or noise_budget: "
-                        "in each class flag as many labels as the matrix says are wrong, lowest posterior first")
+                        "in each class flag as many labels as the matrix says are wrong, lowest posterior first, or "
+                        "noise_budget_learned: that in the classes the model has learned (mean p of their labels "
+                        ">= 1/K), noise_posterior in the others")
     p.add_argument("--transition", metavar="T", default=None,
-                   help="with --filter-by noise_posterior or noise_budget: data (DATA's own matrix, from clean_category_id: "
+                   help="with --filter-by noise_posterior, noise_budget or noise_budget_learned: data (DATA's own matrix, from clean_category_id: "
                         "injected noise) or a matrix file such as an earlier audit's noise_matrix.json "
                         "(default data)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
