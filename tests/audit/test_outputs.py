@@ -226,7 +226,8 @@ def test_noise_posterior_reads_the_audited_file_once(tiny_data, untrained_run, t
 def test_noise_posterior_refusals_come_before_scoring(tiny_data, untrained_run, tmp_path, capsys, no_scoring):
     base = _base(tiny_data, untrained_run) + ["-o", tmp_path / "a", "--sheet", 0]
     code, _, err = _run(base + ["--transition", "data"], capsys)
-    assert code == 2 and err == "noisyseg audit: error: --transition is used only with --filter-by noise_posterior, noise_budget, noise_budget_learned\n"
+    assert code == 2 and err == ("noisyseg audit: error: --transition is used only with --filter-by noise_posterior, "
+                                 "noise_budget, noise_budget_learned\n")
     code, _, err = _run(_base(tiny_data, untrained_run)[:3] + [tiny_data["train_json"]]
                         + _base(tiny_data, untrained_run)[4:] + ["-o", tmp_path / "b", "--sheet", 0,
                                                                  "--filter-by", "noise_posterior"], capsys)

@@ -95,9 +95,9 @@ def audit(
             is still returned).
         device: auto | cpu | cuda | cuda:N (:func:`noisyseg.engine.distributed.select_device`).
         num_workers: image-reading processes (0: read in this process).
-        filter_by: cleanlab's ``find_label_issues`` rule, or ``noise_posterior`` / ``noise_budget`` (see
-            :func:`noisyseg.audit.issues.find_issues`).
-        transition: with ``noise_posterior`` or ``noise_budget``, where the noise matrix comes from (default ``"data"``: the
+        filter_by: cleanlab's ``find_label_issues`` rule, or a noise matrix rule: ``noise_posterior``,
+            ``noise_budget``, ``noise_budget_learned`` (see :func:`noisyseg.audit.issues.find_issues`).
+        transition: with a noise matrix rule, where the matrix comes from (default ``"data"``: the
             audited file's own, from ``clean_category_id``; or a matrix file, e.g. a ``noise_matrix.json``).
         top: None puts every flagged annotation on the review page; K puts the K most suspicious there,
             flagged or not. ``sheet``: suspects on the contact sheet.

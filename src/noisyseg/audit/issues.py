@@ -36,12 +36,12 @@ class LabelIssues:
     Attributes:
         scores: the probabilities the verdict came from.
         label_quality: (N,) float64 in [0, 1], ``pred_probs[i, given_labels[i]]`` (cleanlab's
-            self-confidence), or with ``noise_posterior`` / ``noise_budget`` the posterior that the label is
-            right; low = likely mislabeled.
+            self-confidence), or with a noise matrix rule (``noise_posterior``, ``noise_budget``,
+            ``noise_budget_learned``) the posterior that the label is right; low = likely mislabeled.
         suggested_labels: (N,) int64 in 0..K-1, the most probable (true) class.
         is_issue: (N,) bool, flagged by cleanlab's ``find_label_issues`` (by ``label_quality < 0.5`` with
             ``noise_posterior``; with ``noise_budget`` the lowest ``label_quality`` of each class, as many as
-            :func:`expected_wrong_labels`).
+            :func:`expected_wrong_labels`; with ``noise_budget_learned`` that in the learned classes).
         rank: (N,) int64, a permutation of 1..N: 1 = lowest label quality (ties in file order).
         filter_by: the cleanlab ``filter_by`` rule used.
         notes: warnings cleanlab gave (e.g. classes too small to flag in).

@@ -61,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "noise_budget_learned: that in the classes the model has learned (mean p of their labels "
                         ">= 1/K), noise_posterior in the others")
     p.add_argument("--transition", metavar="T", default=None,
-                   help="with --filter-by noise_posterior, noise_budget or noise_budget_learned: data (DATA's own matrix, from clean_category_id: "
-                        "injected noise) or a matrix file such as an earlier audit's noise_matrix.json "
+                   help="with --filter-by noise_posterior, noise_budget or noise_budget_learned: data (DATA's "
+                        "own matrix, from clean_category_id: injected noise) or a matrix file such as an earlier audit's noise_matrix.json "
                         "(default data)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="images per forward pass (default 8)")
