@@ -473,21 +473,16 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
                                 and (not wants_classes or classes_path.is_file())):
             return
         from noisyseg.audit.issues import estimated_noise_matrix
-        from noisyseg.audit.score import score_annotations
 
         checkpoint = run.folder.checkpoint(run_folder.CE_STAGE_END)
-        coco = read_json(cfg.data.train_json, "training file")
-        scores = score_annotations([checkpoint], coco, cfg.data.train_json,
-                                   image_root=cfg.data.image_root, device=run.device, progress=False)
+        coco, scores = _score_training_set(run, checkpoint)
         print(f"[train] {len(scores.given_labels)} training annotations scored by {checkpoint.name} in "
               f"{scores.seconds:.1f} s", flush=True)
         if estimate and not matrix_path.is_file():
             atomic_write_json(matrix_path, estimated_noise_matrix(scores))
             print(f"[train] noise matrix estimated (cleanlab's confident joint): {matrix_path}", flush=True)
         if wants_targets:
-            transition = str(matrix_path) if estimate else loss.params["transition"]
-            matrix = transition_matrix(transition, cfg.data.train_json, run.label_map.names, coco=coco)
-            targets = true_class_posterior(scores.pred_probs, scores.given_labels, matrix)
+            targets = _training_posterior(run, loss, coco, scores)
             _write_targets(targets_path, scores.annotation_ids, targets, switch)
             print(f"[train] class targets of the posterior loss: {targets_path}", flush=True)
         if wants_classes and not classes_path.is_file():
@@ -534,6 +529,26 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
         on_every_rank(read_classes, info)
 
 
+def _score_training_set(run: Run, checkpoint: Path):
+    """(the parsed training file, its annotations' scores under ``checkpoint``): rank 0's scoring pass."""
+    from noisyseg.audit.score import score_annotations
+
+    cfg = run.cfg
+    coco = read_json(cfg.data.train_json, "training file")
+    return coco, score_annotations([checkpoint], coco, cfg.data.train_json, image_root=cfg.data.image_root,
+                                   device=run.device, progress=False)
+
+
+def _training_posterior(run: Run, loss, coco: dict, scores) -> np.ndarray:
+    """(N, K) posterior of each scored training annotation's true class, through the loss's noise matrix
+    (``noise_matrix.json`` when it is estimated by the run)."""
+    transition = loss.params["transition"]
+    if transition == ESTIMATE:
+        transition = str(run.folder.noise_matrix_path)
+    matrix = transition_matrix(transition, run.cfg.data.train_json, run.label_map.names, coco=coco)
+    return true_class_posterior(scores.pred_probs, scores.given_labels, matrix)
+
+
 def _write_targets(path: Path, annotation_ids: np.ndarray, targets: np.ndarray, made_after: int) -> None:
     """``class_targets.npz``: per annotation id its target row, and the epoch whose model made them last."""
     buffer = io.BytesIO()
@@ -559,8 +574,6 @@ def _refresh_targets(run: Run, loss, due: int) -> None:
     annotation's true class and m the loss's ``target_momentum``. Done once per epoch: targets already made
     after ``due`` are kept (a resume), and a gap (targets of an earlier epoch) cannot be filled again, as the
     models in between are not kept."""
-    from noisyseg.audit.score import score_annotations
-
     cfg, path = run.cfg, run.folder.class_targets_path
     ids, targets, made_after = _read_targets(path, ce_stage_end_epoch(cfg))
     if made_after == due:
@@ -569,18 +582,12 @@ def _refresh_targets(run: Run, loss, due: int) -> None:
         raise NoisysegError(f"{path}: class targets made after epoch {made_after}, but the run continues after "
                             f"epoch {due}; the refreshes in between cannot be made again (their models are not "
                             "kept): train the run again from the start")
-    coco = read_json(cfg.data.train_json, "training file")
-    scores = score_annotations([run.ckpt_path], coco, cfg.data.train_json, image_root=cfg.data.image_root,
-                               device=run.device, progress=False)
+    coco, scores = _score_training_set(run, run.ckpt_path)
     if scores.annotation_ids.tolist() != ids.tolist():
         raise NoisysegError(f"{path}: its annotations are not those of {cfg.data.train_json}; remove it to make "
                             "the targets again from ce_stage_end.pt")
-    transition = str(run.folder.noise_matrix_path) if loss.params["transition"] == ESTIMATE \
-        else loss.params["transition"]
-    matrix = transition_matrix(transition, cfg.data.train_json, run.label_map.names, coco=coco)
     momentum = float(loss.params["target_momentum"])
-    targets = momentum * targets + (1.0 - momentum) * true_class_posterior(scores.pred_probs, scores.given_labels,
-                                                                           matrix)
+    targets = momentum * targets + (1.0 - momentum) * _training_posterior(run, loss, coco, scores)
     _write_targets(path, ids, targets.astype(np.float32), due)
     on_label = float(targets[np.arange(len(ids)), scores.given_labels].mean()) if len(ids) else float("nan")
     print(f"[train] class targets of the posterior loss refreshed by the epoch-{due} model (momentum {momentum:g}; "
