@@ -14,23 +14,17 @@ puts mass 1 on the true class for both. Nothing is written.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from lt_classes import class_counts
+from lt_classes import bench_parser, class_counts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bench", help="the bench folder (runs/ and noisy/ inside)")
-    parser.add_argument("--setting", default="sym0.4")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", default="posterior", help="comma-separated run folder names under runs/")
-    parser.add_argument("--train-json", default="data/fashion_lt_bench/train.json",
-                        help="the clean training file (the class order: most frequent first)")
     args = parser.parse_args()
     bench = Path(args.bench)
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -36,23 +36,17 @@ prior say are wrong, ``1 - prior[k] T[k, k] / sum_c prior[c] T[c, k]``). Nothing
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from lt_classes import class_counts
+from lt_classes import bench_parser, class_counts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bench", help="the bench folder (runs/ and noisy/ inside)")
-    parser.add_argument("--setting", default="sym0.4")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser = bench_parser(__doc__)
     parser.add_argument("--models", default="ce:last", help="comma-separated RUN:CHECKPOINT (default ce:last)")
-    parser.add_argument("--train-json", default="data/fashion_lt_bench/train.json",
-                        help="the clean training file (the class order of the table: most frequent first)")
     parser.add_argument("-o", "--out", help="also write the tables to this markdown file (must not exist)")
     args = parser.parse_args()
     if args.out and Path(args.out).exists():

@@ -25,26 +25,20 @@ probability renormalised without background. Nothing is written.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from lt_classes import class_counts
+from lt_classes import bench_parser, class_counts
 
 STARVED_BELOW = 0.1
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bench", help="the bench folder (runs/ and noisy/ inside)")
-    parser.add_argument("--setting", default="sym0.4")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser = bench_parser(__doc__)
     parser.add_argument("--train-labels", default="", help="comma-separated RUN:CHECKPOINT scoring the noisy training file")
     parser.add_argument("--val-objects", default="", help="comma-separated RUN:CHECKPOINT scoring the clean val objects")
     parser.add_argument("--val-json", default="data/fashion_lt_bench/val.json")
-    parser.add_argument("--train-json", default="data/fashion_lt_bench/train.json",
-                        help="the clean training file (the class order of the val table: most frequent first)")
     args = parser.parse_args()
     bench = Path(args.bench)
     seeds = [int(s) for s in args.seeds.split(",")]
