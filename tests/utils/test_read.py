@@ -1,6 +1,7 @@
 """noisyseg.utils.read.read_bytes: one-line errors naming the path, and a bounded read."""
 
 import os
+import re
 
 import pytest
 
@@ -29,6 +30,11 @@ def test_missing_folder_and_long_paths_are_one_line(tmp_path):
         with pytest.raises(NoisysegError) as e:
             read_bytes(path, "thing")
         assert str(e.value) == line
+    deep = tmp_path.joinpath(*["a_folder_name_of_some_length"] * 8, "missing.json")  # > 80 characters
     with pytest.raises(NoisysegError) as e:
-        read_bytes("d" * 5000, "thing")
-    assert "cannot read the thing (File name too long)" in str(e.value) and len(str(e.value)) < 200
+        read_bytes(deep, "thing")
+    assert str(e.value) == f"{deep}: thing not found"  # named whole, however deep
+    with pytest.raises(NoisysegError) as e:
+        read_bytes("d" * 5000, "thing")  # longer than any path the system opens: cut
+    assert "cannot read the thing (File name too long)" in str(e.value) and len(str(e.value)) < 4200
+    assert re.fullmatch(r"d{100,}\.\.\.d{100,} \(5000 characters\): cannot read the thing \(File name too long\)", str(e.value))

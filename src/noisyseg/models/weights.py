@@ -27,7 +27,7 @@ from torch import nn
 from noisyseg.errors import NoisysegError
 from noisyseg.utils.io import atomic_write_bytes
 from noisyseg.utils.read import read_bytes
-from noisyseg.utils.text import clipped
+from noisyseg.utils.text import shown_path
 
 
 @dataclass(frozen=True)
@@ -168,15 +168,15 @@ def backbone_state_dict(spec: str, weights: Any, fetch_name: str | None = None) 
                 f"from {weights.url} ({type(e).__name__}); {how}, or set backbone_weights to a state dict file"
             ) from None
     if not os.path.isfile(spec):
-        raise NoisysegError(f"backbone_weights: {clipped(spec)} is not 'imagenet', 'none' or an existing file")
+        raise NoisysegError(f"backbone_weights: {shown_path(spec)} is not 'imagenet', 'none' or an existing file")
     try:
         state = torch.load(spec, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise NoisysegError(f"backbone_weights: cannot read {clipped(spec)} as a torch state dict ({_first_line(e)})") from None
+        raise NoisysegError(f"backbone_weights: cannot read {shown_path(spec)} as a torch state dict ({_first_line(e)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise NoisysegError(f"backbone_weights: {clipped(spec)} is not a state dict (a mapping of names to tensors)")
+        raise NoisysegError(f"backbone_weights: {shown_path(spec)} is not a state dict (a mapping of names to tensors)")
     return state
 
 
@@ -191,9 +191,9 @@ def load_backbone(module: nn.Module, state: dict[str, torch.Tensor], spec: str, 
         missing, _ = module.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
         detail = next((l.strip() for l in str(e).splitlines() if "size mismatch" in l), _first_line(e))
-        raise NoisysegError(f"backbone_weights: {clipped(spec)} does not fit a {arch} ({detail})") from None
+        raise NoisysegError(f"backbone_weights: {shown_path(spec)} does not fit a {arch} ({detail})") from None
     missing = [k for k in missing if not k.startswith(unused_prefix)]
     if missing:
         raise NoisysegError(
-            f"backbone_weights: {clipped(spec)} is not a {arch} state dict (missing {len(missing)} keys, e.g. {missing[0]})"
+            f"backbone_weights: {shown_path(spec)} is not a {arch} state dict (missing {len(missing)} keys, e.g. {missing[0]})"
         )

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from noisyseg.errors import NoisysegError
-from noisyseg.utils.text import clipped
+from noisyseg.utils.text import shown_path
 
 
 def read_bytes(path: str | os.PathLike, what: str, limit: int | None = None) -> bytes:
@@ -19,16 +19,16 @@ def read_bytes(path: str | os.PathLike, what: str, limit: int | None = None) -> 
         NoisysegError: one line naming the path: not found, a folder, unreadable (with the system's
             reason) or larger than ``limit``.
     """
-    shown_path = clipped(str(path))
+    shown = shown_path(path)
     try:
         with Path(path).open("rb") as f:
             data = f.read() if limit is None else f.read(limit + 1)
     except FileNotFoundError:
-        raise NoisysegError(f"{shown_path}: {what} not found") from None
+        raise NoisysegError(f"{shown}: {what} not found") from None
     except IsADirectoryError:
-        raise NoisysegError(f"{shown_path}: expected a {what}, found a folder") from None
+        raise NoisysegError(f"{shown}: expected a {what}, found a folder") from None
     except OSError as e:
-        raise NoisysegError(f"{shown_path}: cannot read the {what} ({e.strerror or e})") from None
+        raise NoisysegError(f"{shown}: cannot read the {what} ({e.strerror or e})") from None
     if limit is not None and len(data) > limit:
-        raise NoisysegError(f"{shown_path}: larger than {limit} bytes; a {what} is at most that")
+        raise NoisysegError(f"{shown}: larger than {limit} bytes; a {what} is at most that")
     return data

@@ -10,6 +10,10 @@ from typing import Any
 
 #: The most characters of a value a message shows.
 SHOWN_CHARS = 80
+#: The most characters of a path a message shows: Linux's PATH_MAX, so any path the system can open is
+#: named whole (an error must name the file; deep folders easily pass 80 characters) and only a value
+#: no system could open as a path is cut.
+PATH_CHARS = 4096
 
 
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
@@ -23,6 +27,11 @@ def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
     keep = max(limit - len(note) - 3, 8)
     head = keep - keep // 3
     return f"{text[:head]}...{text[len(text) - keep // 3:]}{note}"
+
+
+def shown_path(path: Any) -> str:
+    """``str(path)`` whole, unless it is longer than any path the system opens (:data:`PATH_CHARS`)."""
+    return clipped(str(path), PATH_CHARS)
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
