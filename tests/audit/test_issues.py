@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from noisyseg.audit.issues import (expected_wrong_labels, 
-    auroc, average_precision, find_issues, issue_rows, precision_at_recall, summary_data, summary_markdown,
+from noisyseg.audit.issues import (
+    auroc, average_precision, expected_wrong_labels, find_issues, issue_rows, precision_at_recall, summary_data, summary_markdown,
     truth_metrics,
 )
 from noisyseg.audit.score import AnnotationScores
@@ -286,3 +286,8 @@ def test_noise_budget_learned_keeps_the_count_in_learned_classes_and_the_posteri
     assert budget.is_issue[labels == 2].sum() != posterior.is_issue[labels == 2].sum()  # the two rules differ there
     np.testing.assert_array_equal(learned.label_quality, posterior.label_quality)
     assert "noise_budget_learned" in learned.rule
+    assert learned.posterior_rule_classes == ["c"] and budget.posterior_rule_classes == []
+    summary = summary_data(learned)
+    assert summary["posterior_rule_classes"] == ["c"] and "posterior_rule_classes" not in summary_data(budget)
+    assert ("- classes not learned (mean p of their labels below 1/K), flagged by r[given] < 0.5 instead of a count: c"
+            in summary_markdown({**summary, "data": "d.json"}).splitlines())

@@ -199,6 +199,27 @@ def test_noise_posterior_through_the_cli_uses_the_file_s_matrix_and_checks_it_be
         assert float(by_id[ann_id]["label_quality"]) == pytest.approx(want.label_quality[i], abs=1e-6)
 
 
+def test_noise_budget_learned_through_the_cli_names_the_classes_left_on_the_posterior_rule(
+        tiny_data, untrained_run, tmp_path, capsys):
+    from noisyseg.audit.score import score_annotations
+
+    out = tmp_path / "a"
+    code, printed, err = _run(_base(tiny_data, untrained_run) + ["-o", out, "--sheet", 0, "--filter-by",
+                                                                 "noise_budget_learned"], capsys)
+    assert code == 0, err
+    coco = json.loads(Path(tiny_data["noisy_json"]).read_text())
+    scores = score_annotations([untrained_run / "checkpoints" / "last.pt"], coco, tiny_data["noisy_json"],
+                               image_root=tiny_data["image_root"], progress=False)
+    k = scores.label_map.num_classes  # a class is not learned when its labels' mean p[label] is below 1/K
+    want = [name for c, name in enumerate(scores.label_map.names)
+            if (scores.given_labels == c).any() and scores.pred_probs[scores.given_labels == c, c].mean() < 1 / k]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rule"].startswith("noise_budget_learned") and summary["posterior_rule_classes"] == want
+    line = f"not learned, flagged by r[given] < 0.5 instead of a count: {', '.join(want)}"
+    assert (line in printed.splitlines()) == bool(want)
+    assert f"instead of a count: {', '.join(want) or 'none'}" in (out / "summary.md").read_text()
+
+
 def test_noise_posterior_reads_the_audited_file_once(tiny_data, untrained_run, tmp_path, capsys, monkeypatch):
     """The noise matrix comes from the json the audit parsed anyway (a COCO-sized file is 2.7 GB of it):
     the reader the matrix would use on its own is never called, and the flags are those of the matrix

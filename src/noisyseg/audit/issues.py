@@ -49,6 +49,8 @@ class LabelIssues:
             chosen from: the model's ``pred_probs``, or with a noise matrix rule the posterior r (so
             ``label_quality`` and ``suggested_prob`` are read on one scale). Taken from ``pred_probs``
             when not given.
+        posterior_rule_classes: with ``noise_budget_learned``, the names of the classes the model has not
+            learned, flagged by ``r[given] < 0.5`` instead of a count (empty otherwise).
     """
 
     scores: AnnotationScores
@@ -59,6 +61,7 @@ class LabelIssues:
     filter_by: str
     notes: list[str] = field(default_factory=list)
     suggested_prob: np.ndarray | None = None
+    posterior_rule_classes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.suggested_prob is None:
@@ -124,6 +127,7 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
         empty = np.zeros(0, dtype=np.int64)
         return LabelIssues(scores, np.zeros(0), empty, np.zeros(0, dtype=bool), empty, filter_by)
     notes: list[str] = []
+    fallback: list[str] = []
     if filter_by in NOISE_MATRIX_FILTERS:
         from noisyseg.losses.transition import true_class_posterior
 
@@ -133,8 +137,9 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
         if filter_by == NOISE_BUDGET_LEARNED:
             from noisyseg.losses.transition import unlearned_classes
 
-            unlearned = unlearned_classes(probs, labels, 1.0)[1][labels]
-            is_issue = np.where(unlearned, quality < 0.5, is_issue)
+            keeps_posterior = unlearned_classes(probs, labels, 1.0)[1]
+            is_issue = np.where(keeps_posterior[labels], quality < 0.5, is_issue)
+            fallback = [scores.label_map.names[c] for c in np.flatnonzero(keeps_posterior)]
         others = posterior.copy()
         others[np.arange(n), labels] = -1.0
         suggested = np.where(is_issue, others.argmax(axis=1), posterior.argmax(axis=1))
@@ -154,7 +159,7 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(1, n + 1)
     return LabelIssues(scores, quality, suggested.astype(np.int64), is_issue, rank, filter_by, notes,
-                       suggested_prob)
+                       suggested_prob, fallback)
 
 
 def expected_wrong_labels(labels: np.ndarray, noise_matrix: np.ndarray) -> np.ndarray:
@@ -476,7 +481,9 @@ def summary_data(issues: LabelIssues, extra: dict[str, Any] | None = None) -> di
         "scoring_seconds": s.seconds, "annotations_per_second": s.annotations_per_second,
         "classes": list(s.label_map.names), "per_class": per_class,
         "flagged_confusion": confusion.tolist(), "confident_joint": np.round(joint, 3).tolist(),
-        "truth": truth_metrics(issues), "notes": issues.notes, **(extra or {}),
+        "truth": truth_metrics(issues), "notes": issues.notes,
+        **({"posterior_rule_classes": issues.posterior_rule_classes} if issues.filter_by == NOISE_BUDGET_LEARNED else {}),
+        **(extra or {}),
     }
 
 
@@ -533,6 +540,10 @@ def summary_markdown(summary: dict[str, Any], max_matrix_classes: int = 12, top_
     lines.append(f"- rule: {summary['rule']}")
     lines.append(f"- scoring: {summary['scoring_seconds']:.1f} s, {summary['annotations_per_second']:.1f} "
                  f"annotations/s on {summary.get('device', '?')}")
+    if "posterior_rule_classes" in summary:
+        fallback = summary["posterior_rule_classes"]
+        lines.append("- classes not learned (mean p of their labels below 1/K), flagged by r[given] < 0.5 instead "
+                     f"of a count: {', '.join(fallback) if fallback else 'none'}")
     for note in summary["notes"]:
         lines.append(f"- cleanlab: {note}")
     truth = summary.get("truth")

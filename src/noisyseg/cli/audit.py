@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     s = result.summary
     print(f"{args.data}: {s['n_flagged']} of {s['n_annotations']} annotations flagged "
           f"({s['annotations_per_second']:.1f} annotations/s on {s['device']})")
+    if s.get("posterior_rule_classes"):
+        print(f"not learned, flagged by r[given] < 0.5 instead of a count: {', '.join(s['posterior_rule_classes'])}")
     truth = s.get("truth")
     if truth:
         print(f"against clean_category_id: {truth['n_wrong']} wrong; AUROC {truth['auroc']:.3f}, "
