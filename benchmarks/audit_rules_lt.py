@@ -1,12 +1,15 @@
 """cleanlab's flagging rule against the noise-aware one, per class, on the long-tailed bench (issue 22).
 
 For each seed, audits the bench's CE run (``runs/ce/<setting>/seed<S>``, final checkpoint) on its own noisy
-training file three times, with ``--filter-by prune_by_noise_rate`` (cleanlab's default), with
+training file four times, with ``--filter-by prune_by_noise_rate`` (cleanlab's default), with
 ``--filter-by noise_posterior`` (the label's posterior under the file's own noise matrix below 0.5,
-``--transition data``: the injected noise is known) and with ``--filter-by noise_budget`` (per class, as many
-flags as that matrix says are wrong, lowest posterior first), and prints per class, classes most frequent first, the right labels
-flagged (a repair would damage them) and the wrong labels flagged (found), summed over the seeds, then the
-totals and the flagged precision and recall. Nothing is written (the audit API without an output folder).
+``--transition data``: the injected noise is known), with ``--filter-by noise_budget`` (per class, as many
+flags as that matrix says are wrong, lowest posterior first) and with ``--filter-by noise_budget_learned``
+(that count only in the classes the model has learned, the posterior rule in the others), and prints per
+class, classes most frequent first, the right labels flagged (a repair would damage them) and the wrong
+labels flagged (found), summed over the seeds, then the totals, the flagged precision and recall, and per
+seed the classes ``noise_budget_learned`` left on the posterior rule. Nothing is written (the audit API
+without an output folder).
 
     .venv/bin/python benchmarks/audit_rules_lt.py benchmarks/results/fashion_lt --setting sym0.4 --seeds 0,1,2
 """
@@ -28,7 +31,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args()
 
-    rules = ("prune_by_noise_rate", "noise_posterior", "noise_budget")
+    rules = ("prune_by_noise_rate", "noise_posterior", "noise_budget", "noise_budget_learned")
+    fallback: dict[int, list[str]] = {}
     counts: dict[str, dict[str, np.ndarray]] = {}
     names: list[str] = []
     true_counts = None
@@ -37,6 +41,8 @@ def main() -> None:
         data = Path(args.bench) / "noisy" / f"{args.setting}_seed{seed}.json"
         for rule in rules:
             result = audit(run, data, filter_by=rule, progress=False, device="cpu", sheet=0)
+            if rule == "noise_budget_learned":
+                fallback[seed] = result.issues.unlearned_classes
             s = result.issues.scores
             names = list(s.label_map.names)
             k = len(names)
@@ -62,6 +68,8 @@ def main() -> None:
     for r in rules:
         found, damaged = counts[r]["wrong_flagged"].sum(), counts[r]["right_flagged"].sum()
         print(f"{r}: flagged precision {found / max(found + damaged, 1):.3f}, recall {found / max(base['wrong'].sum(), 1):.3f}")
+    for seed, classes in fallback.items():
+        print(f"noise_budget_learned, seed {seed}: not learned, on the posterior rule: {', '.join(classes) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -286,8 +286,18 @@ def test_noise_budget_learned_keeps_the_count_in_learned_classes_and_the_posteri
     assert budget.is_issue[labels == 2].sum() != posterior.is_issue[labels == 2].sum()  # the two rules differ there
     np.testing.assert_array_equal(learned.label_quality, posterior.label_quality)
     assert "noise_budget_learned" in learned.rule
-    assert learned.posterior_rule_classes == ["c"] and budget.posterior_rule_classes == []
+    assert learned.unlearned_classes == ["c"] and budget.unlearned_classes == []
     summary = summary_data(learned)
-    assert summary["posterior_rule_classes"] == ["c"] and "posterior_rule_classes" not in summary_data(budget)
+    assert summary["unlearned_classes"] == ["c"] and "unlearned_classes" not in summary_data(budget)
     assert ("- classes not learned (mean p of their labels below 1/K), flagged by r[given] < 0.5 instead of a count: c"
             in summary_markdown({**summary, "data": "d.json"}).splitlines())
+    # _only: the same flags in the learned classes, none in the other; the same ranking and suggestions there
+    only = find_issues(s, "noise_budget_learned_only", t)
+    np.testing.assert_array_equal(only.is_issue[labels < 2], budget.is_issue[labels < 2])
+    assert not only.is_issue[labels == 2].any() and posterior.is_issue[labels == 2].any()
+    np.testing.assert_array_equal(only.label_quality, posterior.label_quality)
+    # unflagged there, so each suggestion is r's top class (r[c] ~ p[c] T[c, 2])
+    np.testing.assert_array_equal(only.suggested_labels[labels == 2], np.argmax(probs[labels == 2] * t[:, 2], axis=1))
+    assert only.unlearned_classes == ["c"] and only.rule.startswith("noise_budget_learned_only: ")
+    assert ("- classes not learned (mean p of their labels below 1/K), not flagged instead of a count: c"
+            in summary_markdown({**summary_data(only), "data": "d.json"}).splitlines())

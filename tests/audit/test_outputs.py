@@ -199,13 +199,15 @@ def test_noise_posterior_through_the_cli_uses_the_file_s_matrix_and_checks_it_be
         assert float(by_id[ann_id]["label_quality"]) == pytest.approx(want.label_quality[i], abs=1e-6)
 
 
-def test_noise_budget_learned_through_the_cli_names_the_classes_left_on_the_posterior_rule(
-        tiny_data, untrained_run, tmp_path, capsys):
+@pytest.mark.parametrize("rule, how", [("noise_budget_learned", "flagged by r[given] < 0.5"),
+                                       ("noise_budget_learned_only", "not flagged")])
+def test_the_learned_budget_rules_through_the_cli_name_the_classes_the_model_has_not_learned(
+        tiny_data, untrained_run, tmp_path, capsys, rule, how):
     from noisyseg.audit.score import score_annotations
 
     out = tmp_path / "a"
-    code, printed, err = _run(_base(tiny_data, untrained_run) + ["-o", out, "--sheet", 0, "--filter-by",
-                                                                 "noise_budget_learned"], capsys)
+    code, printed, err = _run(_base(tiny_data, untrained_run) + ["-o", out, "--sheet", 0, "--filter-by", rule],
+                              capsys)
     assert code == 0, err
     coco = json.loads(Path(tiny_data["noisy_json"]).read_text())
     scores = score_annotations([untrained_run / "checkpoints" / "last.pt"], coco, tiny_data["noisy_json"],
@@ -214,10 +216,10 @@ def test_noise_budget_learned_through_the_cli_names_the_classes_left_on_the_post
     want = [name for c, name in enumerate(scores.label_map.names)
             if (scores.given_labels == c).any() and scores.pred_probs[scores.given_labels == c, c].mean() < 1 / k]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["rule"].startswith("noise_budget_learned") and summary["posterior_rule_classes"] == want
-    line = f"not learned, flagged by r[given] < 0.5 instead of a count: {', '.join(want)}"
+    assert summary["rule"].startswith(rule + ":") and summary["unlearned_classes"] == want
+    line = f"not learned, {how} instead of a count: {', '.join(want)}"
     assert (line in printed.splitlines()) == bool(want)
-    assert f"instead of a count: {', '.join(want) or 'none'}" in (out / "summary.md").read_text()
+    assert f"{how} instead of a count: {', '.join(want) or 'none'}" in (out / "summary.md").read_text()
 
 
 def test_noise_posterior_reads_the_audited_file_once(tiny_data, untrained_run, tmp_path, capsys, monkeypatch):
@@ -248,7 +250,7 @@ def test_noise_posterior_refusals_come_before_scoring(tiny_data, untrained_run, 
     base = _base(tiny_data, untrained_run) + ["-o", tmp_path / "a", "--sheet", 0]
     code, _, err = _run(base + ["--transition", "data"], capsys)
     assert code == 2 and err == ("noisyseg audit: error: --transition is used only with --filter-by noise_posterior, "
-                                 "noise_budget, noise_budget_learned\n")
+                                 "noise_budget, noise_budget_learned, noise_budget_learned_only\n")
     code, _, err = _run(_base(tiny_data, untrained_run)[:3] + [tiny_data["train_json"]]
                         + _base(tiny_data, untrained_run)[4:] + ["-o", tmp_path / "b", "--sheet", 0,
                                                                  "--filter-by", "noise_posterior"], capsys)

@@ -20,7 +20,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from noisyseg.audit import FILTERS, NOISE_BUDGET, NOISE_BUDGET_LEARNED, NOISE_MATRIX_FILTERS, NOISE_POSTERIOR
+from noisyseg.audit import (FILTERS, LEARNED_FILTERS, NOISE_BUDGET, NOISE_BUDGET_LEARNED, NOISE_MATRIX_FILTERS,
+                            NOISE_POSTERIOR)
 from noisyseg.audit.score import AnnotationScores
 from noisyseg.errors import NoisysegError
 
@@ -49,8 +50,9 @@ class LabelIssues:
             chosen from: the model's ``pred_probs``, or with a noise matrix rule the posterior r (so
             ``label_quality`` and ``suggested_prob`` are read on one scale). Taken from ``pred_probs``
             when not given.
-        posterior_rule_classes: with ``noise_budget_learned``, the names of the classes the model has not
-            learned, flagged by ``r[given] < 0.5`` instead of a count (empty otherwise).
+        unlearned_classes: with ``noise_budget_learned`` or ``noise_budget_learned_only``, the names of the
+            classes the model has not learned, where no count is used: flagged by ``r[given] < 0.5``, or
+            not at all (empty with the other rules).
     """
 
     scores: AnnotationScores
@@ -61,7 +63,7 @@ class LabelIssues:
     filter_by: str
     notes: list[str] = field(default_factory=list)
     suggested_prob: np.ndarray | None = None
-    posterior_rule_classes: list[str] = field(default_factory=list)
+    unlearned_classes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.suggested_prob is None:
@@ -82,9 +84,10 @@ class LabelIssues:
         if self.filter_by == NOISE_BUDGET:
             return ("noise_budget: in each class, the labels of lowest r[given] flagged, as many as the noise matrix T "
                     "and the class counts say are wrong, r[c] ~ p[c] T[c, given], p " + probabilities)
-        if self.filter_by == NOISE_BUDGET_LEARNED:
-            return ("noise_budget_learned: noise_budget's per-class count in the classes whose labels get a mean p "
-                    "of at least 1/K, r[given] < 0.5 in the others, r[c] ~ p[c] T[c, given], p " + probabilities)
+        if self.filter_by in LEARNED_FILTERS:
+            others = "r[given] < 0.5 in the others" if self.filter_by == NOISE_BUDGET_LEARNED else "no flag in the others"
+            return (f"{self.filter_by}: noise_budget's per-class count in the classes whose labels get a mean p "
+                    f"of at least 1/K, {others}, r[c] ~ p[c] T[c, given], p " + probabilities)
         return f"cleanlab.filter.find_label_issues(filter_by={self.filter_by!r}) on {probabilities}"
 
 
@@ -115,6 +118,10 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
     mean p[given] of at least 1/K (:func:`noisyseg.losses.transition.unlearned_classes`, as ``lncis``'s
     ``learned_at: 1``), and flags by ``r[given] < 0.5`` in the others: where the model cannot tell a class's
     right labels from its wrong ones, a count would take the right ones with the rest.
+    ``noise_budget_learned_only`` flags nothing in those classes, leaving their labels as plain training
+    would use them: at high noise the 0.5 line flags nearly every label, right ones included (CE models of
+    the long-tailed bench at sym 0.8, 3 seeds: ``noise_posterior`` flags 664 of the 711 right labels,
+    ``benchmarks/audit_rules_lt.py``).
     """
     if filter_by not in FILTERS:
         raise NoisysegError(f"filter_by must be one of {', '.join(FILTERS)}, got {filter_by!r}")
@@ -134,12 +141,13 @@ def find_issues(scores: AnnotationScores, filter_by: str = "prune_by_noise_rate"
         posterior = true_class_posterior(probs, labels, noise_matrix).astype(np.float64)
         quality = posterior[np.arange(n), labels]
         is_issue = quality < 0.5 if filter_by == NOISE_POSTERIOR else budget_flags(quality, labels, noise_matrix)
-        if filter_by == NOISE_BUDGET_LEARNED:
+        if filter_by in LEARNED_FILTERS:
             from noisyseg.losses.transition import unlearned_classes
 
-            keeps_posterior = unlearned_classes(probs, labels, 1.0)[1]
-            is_issue = np.where(keeps_posterior[labels], quality < 0.5, is_issue)
-            fallback = [scores.label_map.names[c] for c in np.flatnonzero(keeps_posterior)]
+            unlearned = unlearned_classes(probs, labels, 1.0)[1]
+            there = quality < 0.5 if filter_by == NOISE_BUDGET_LEARNED else np.zeros(n, dtype=bool)
+            is_issue = np.where(unlearned[labels], there, is_issue)
+            fallback = [scores.label_map.names[c] for c in np.flatnonzero(unlearned)]
         others = posterior.copy()
         others[np.arange(n), labels] = -1.0
         suggested = np.where(is_issue, others.argmax(axis=1), posterior.argmax(axis=1))
@@ -482,7 +490,7 @@ def summary_data(issues: LabelIssues, extra: dict[str, Any] | None = None) -> di
         "classes": list(s.label_map.names), "per_class": per_class,
         "flagged_confusion": confusion.tolist(), "confident_joint": np.round(joint, 3).tolist(),
         "truth": truth_metrics(issues), "notes": issues.notes,
-        **({"posterior_rule_classes": issues.posterior_rule_classes} if issues.filter_by == NOISE_BUDGET_LEARNED else {}),
+        **({"unlearned_classes": issues.unlearned_classes} if issues.filter_by in LEARNED_FILTERS else {}),
         **(extra or {}),
     }
 
@@ -540,10 +548,11 @@ def summary_markdown(summary: dict[str, Any], max_matrix_classes: int = 12, top_
     lines.append(f"- rule: {summary['rule']}")
     lines.append(f"- scoring: {summary['scoring_seconds']:.1f} s, {summary['annotations_per_second']:.1f} "
                  f"annotations/s on {summary.get('device', '?')}")
-    if "posterior_rule_classes" in summary:
-        fallback = summary["posterior_rule_classes"]
-        lines.append("- classes not learned (mean p of their labels below 1/K), flagged by r[given] < 0.5 instead "
-                     f"of a count: {', '.join(fallback) if fallback else 'none'}")
+    if "unlearned_classes" in summary:
+        fallback = summary["unlearned_classes"]
+        how = "flagged by r[given] < 0.5" if summary["rule"].startswith(NOISE_BUDGET_LEARNED + ":") else "not flagged"
+        lines.append(f"- classes not learned (mean p of their labels below 1/K), {how} instead of a count: "
+                     f"{', '.join(fallback) if fallback else 'none'}")
     for note in summary["notes"]:
         lines.append(f"- cleanlab: {note}")
     truth = summary.get("truth")
