@@ -42,7 +42,7 @@ def main() -> None:
         for rule in rules:
             result = audit(run, data, filter_by=rule, progress=False, device="cpu", sheet=0)
             if rule == "noise_budget_learned":
-                fallback[seed] = result.issues.unlearned_classes
+                fallback[seed] = result.issues.spared_classes
             s = result.issues.scores
             names = list(s.label_map.names)
             k = len(names)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from noisyseg.audit.issues import (
-    auroc, average_precision, expected_wrong_labels, find_issues, issue_rows, precision_at_recall, summary_data, summary_markdown,
+    auroc, average_precision, expected_wrong_labels, plurality_classes, find_issues, issue_rows, precision_at_recall, summary_data, summary_markdown,
     truth_metrics,
 )
 from noisyseg.audit.score import AnnotationScores
@@ -286,18 +286,40 @@ def test_noise_budget_learned_keeps_the_count_in_learned_classes_and_the_posteri
     assert budget.is_issue[labels == 2].sum() != posterior.is_issue[labels == 2].sum()  # the two rules differ there
     np.testing.assert_array_equal(learned.label_quality, posterior.label_quality)
     assert "noise_budget_learned" in learned.rule
-    assert learned.unlearned_classes == ["c"] and budget.unlearned_classes == []
+    assert learned.spared_classes == ["c"] and budget.spared_classes == []
     summary = summary_data(learned)
-    assert summary["unlearned_classes"] == ["c"] and "unlearned_classes" not in summary_data(budget)
-    assert ("- classes not learned (mean p of their labels below 1/K), flagged by r[given] < 0.5 instead of a count: c"
+    assert summary["spared_classes"] == ["c"] and "spared_classes" not in summary_data(budget)
+    assert ("- classes spared from the count, flagged by r[given] < 0.5: c"
             in summary_markdown({**summary, "data": "d.json"}).splitlines())
-    # _only: the same flags in the learned classes, none in the other; the same ranking and suggestions there
-    only = find_issues(s, "noise_budget_learned_only", t)
-    np.testing.assert_array_equal(only.is_issue[labels < 2], budget.is_issue[labels < 2])
-    assert not only.is_issue[labels == 2].any() and posterior.is_issue[labels == 2].any()
-    np.testing.assert_array_equal(only.label_quality, posterior.label_quality)
+    # trusted: every class's own objects are its labels' largest source under t (m solves t^T m = n), so it
+    # spares the unlearned class alone, and flags nothing there; the same ranking and suggestions
+    trusted = find_issues(s, "noise_budget_trusted", t)
+    np.testing.assert_array_equal(trusted.is_issue[labels < 2], budget.is_issue[labels < 2])
+    assert not trusted.is_issue[labels == 2].any() and posterior.is_issue[labels == 2].any()
+    np.testing.assert_array_equal(trusted.label_quality, posterior.label_quality)
     # unflagged there, so each suggestion is r's top class (r[c] ~ p[c] T[c, 2])
-    np.testing.assert_array_equal(only.suggested_labels[labels == 2], np.argmax(probs[labels == 2] * t[:, 2], axis=1))
-    assert only.unlearned_classes == ["c"] and only.rule.startswith("noise_budget_learned_only: ")
-    assert ("- classes not learned (mean p of their labels below 1/K), not flagged instead of a count: c"
-            in summary_markdown({**summary_data(only), "data": "d.json"}).splitlines())
+    np.testing.assert_array_equal(trusted.suggested_labels[labels == 2], np.argmax(probs[labels == 2] * t[:, 2], axis=1))
+    assert trusted.spared_classes == ["c"] and trusted.rule.startswith("noise_budget_trusted: ")
+    assert ("- classes spared from the count, not flagged: c"
+            in summary_markdown({**summary_data(trusted), "data": "d.json"}).splitlines())
+
+
+def test_plurality_classes_against_the_sources_of_each_label():
+    """Class 2's labels: 10 of its own objects, 30 of class 0's (t[0, 2] = 0.3 of 100): not its own largest
+    source. Class 1's: 40 own against 20 from class 0."""
+    t = np.array([[0.5, 0.2, 0.3], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    true = np.array([100, 40, 10])
+    given = np.repeat(np.arange(3), np.round(true @ t).astype(int))  # label counts n = t^T m: 50, 60, 40
+    assert np.bincount(given).tolist() == [50, 60, 40]
+    assert plurality_classes(given, t).tolist() == [True, True, False]
+    assert plurality_classes(given, np.eye(3)).all()  # no noise: every label is its own class's
+    # spared by trusted though learned: a class 2 the model knows well is still left alone
+    rng = np.random.default_rng(0)
+    probs = np.eye(3)[given] * 0.8 + 0.1
+    probs /= probs.sum(axis=1, keepdims=True)
+    s = AnnotationScores(np.arange(len(given)), np.arange(len(given)), given, None, probs, rng.random(len(given)),
+                         LabelMap((1, 2, 3), ("a", "b", "c")), [Path("m.pt")], Path("."), 1.0)
+    trusted = find_issues(s, "noise_budget_trusted", t)
+    assert trusted.spared_classes == ["c"] and not trusted.is_issue[given == 2].any()
+    np.testing.assert_array_equal(trusted.is_issue[given < 2], find_issues(s, "noise_budget", t).is_issue[given < 2])
+    assert find_issues(s, "noise_budget_learned", t).spared_classes == []

@@ -16,14 +16,15 @@ from typing import Any
 # find_label_issues rules, noise_posterior (ours: the label's posterior under a noise matrix < 0.5) and
 # noise_budget (ours: in each class, as many labels flagged, lowest posterior first, as the matrix says are wrong)
 # and noise_budget_learned (noise_budget in the classes the model has learned, noise_posterior in the others)
-# and noise_budget_learned_only (noise_budget in the classes the model has learned, nothing flagged in the others)
+# and noise_budget_trusted (noise_budget in the classes the model has learned and whose labels' largest source is
+# the class itself, nothing flagged in the others)
 ACTIONS = ("relabel", "ignore", "drop")
 NOISE_POSTERIOR = "noise_posterior"
 NOISE_BUDGET = "noise_budget"
 NOISE_BUDGET_LEARNED = "noise_budget_learned"
-NOISE_BUDGET_LEARNED_ONLY = "noise_budget_learned_only"
-LEARNED_FILTERS = (NOISE_BUDGET_LEARNED, NOISE_BUDGET_LEARNED_ONLY)  # the rules that spare the unlearned classes
-NOISE_MATRIX_FILTERS = (NOISE_POSTERIOR, NOISE_BUDGET, *LEARNED_FILTERS)  # the rules that need a noise matrix
+NOISE_BUDGET_TRUSTED = "noise_budget_trusted"
+SPARING_FILTERS = (NOISE_BUDGET_LEARNED, NOISE_BUDGET_TRUSTED)  # the budget rules that spare some classes
+NOISE_MATRIX_FILTERS = (NOISE_POSTERIOR, NOISE_BUDGET, *SPARING_FILTERS)  # the rules that need a noise matrix
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
            "low_normalized_margin", "low_self_confidence", *NOISE_MATRIX_FILTERS)
 

@@ -96,7 +96,7 @@ def audit(
         device: auto | cpu | cuda | cuda:N (:func:`noisyseg.engine.distributed.select_device`).
         num_workers: image-reading processes (0: read in this process).
         filter_by: cleanlab's ``find_label_issues`` rule, or a noise matrix rule: ``noise_posterior``,
-            ``noise_budget``, ``noise_budget_learned``, ``noise_budget_learned_only`` (see
+            ``noise_budget``, ``noise_budget_learned``, ``noise_budget_trusted`` (see
             :func:`noisyseg.audit.issues.find_issues`).
         transition: with a noise matrix rule, where the matrix comes from (default ``"data"``: the
             audited file's own, from ``clean_category_id``; or a matrix file, e.g. a ``noise_matrix.json``).

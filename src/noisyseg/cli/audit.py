@@ -59,9 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a label whose posterior under the noise matrix --transition is below 0.5, or noise_budget: "
                         "in each class flag as many labels as the matrix says are wrong, lowest posterior first, or "
                         "noise_budget_learned: that in the classes the model has learned (mean p of their labels "
-                        ">= 1/K), noise_posterior in the others, or noise_budget_learned_only: no flag in the others")
+                        ">= 1/K), noise_posterior in the others, or noise_budget_trusted: the count only where the "
+                        "class is learned and its own objects are its labels' largest source under the matrix, no "
+                        "flag in the others")
     p.add_argument("--transition", metavar="T", default=None,
-                   help="with --filter-by noise_posterior, noise_budget or noise_budget_learned(_only): data (DATA's "
+                   help="with --filter-by noise_posterior, noise_budget, noise_budget_learned or noise_budget_trusted: data (DATA's "
                         "own matrix, from clean_category_id: injected noise) or a matrix file such as an earlier audit's noise_matrix.json "
                         "(default data)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
@@ -118,9 +120,9 @@ def run(args: argparse.Namespace) -> int:
     s = result.summary
     print(f"{args.data}: {s['n_flagged']} of {s['n_annotations']} annotations flagged "
           f"({s['annotations_per_second']:.1f} annotations/s on {s['device']})")
-    if s.get("unlearned_classes"):
+    if s.get("spared_classes"):
         how = "flagged by r[given] < 0.5" if args.filter_by == "noise_budget_learned" else "not flagged"
-        print(f"not learned, {how} instead of a count: {', '.join(s['unlearned_classes'])}")
+        print(f"spared from the count, {how}: {', '.join(s['spared_classes'])}")
     truth = s.get("truth")
     if truth:
         print(f"against clean_category_id: {truth['n_wrong']} wrong; AUROC {truth['auroc']:.3f}, "
