@@ -203,6 +203,11 @@ def _label_and_true_counts(labels: np.ndarray, noise_matrix: np.ndarray) -> tupl
     return counts, true_counts
 
 
+def spared_class_action(filter_by: str) -> str:
+    """What a sparing rule does in a spared class, as the summary and the CLI say it."""
+    return "flagged by r[given] < 0.5" if filter_by == NOISE_BUDGET_LEARNED else "not flagged"
+
+
 def plurality_classes(labels: np.ndarray, noise_matrix: np.ndarray) -> np.ndarray:
     """(K,) bool: True where class k's own objects are the largest source of the label k under the noise
     matrix T (K, K) and the label counts: ``m[k] T[k, k] >= m[c] T[c, k]`` for every class c, the true
@@ -579,7 +584,7 @@ def summary_markdown(summary: dict[str, Any], max_matrix_classes: int = 12, top_
                  f"annotations/s on {summary.get('device', '?')}")
     if "spared_classes" in summary:
         spared = summary["spared_classes"]
-        how = "flagged by r[given] < 0.5" if summary["rule"].startswith(NOISE_BUDGET_LEARNED + ":") else "not flagged"
+        how = spared_class_action(summary["rule"].split(":", 1)[0])
         lines.append(f"- classes spared from the count, {how}: {', '.join(spared) if spared else 'none'}")
     for note in summary["notes"]:
         lines.append(f"- cleanlab: {note}")

@@ -121,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.data}: {s['n_flagged']} of {s['n_annotations']} annotations flagged "
           f"({s['annotations_per_second']:.1f} annotations/s on {s['device']})")
     if s.get("spared_classes"):
-        how = "flagged by r[given] < 0.5" if args.filter_by == "noise_budget_learned" else "not flagged"
-        print(f"spared from the count, {how}: {', '.join(s['spared_classes'])}")
+        from noisyseg.audit.issues import spared_class_action
+
+        print(f"spared from the count, {spared_class_action(args.filter_by)}: {', '.join(s['spared_classes'])}")
     truth = s.get("truth")
     if truth:
         print(f"against clean_category_id: {truth['n_wrong']} wrong; AUROC {truth['auroc']:.3f}, "
