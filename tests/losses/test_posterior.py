@@ -147,9 +147,6 @@ def test_with_a_target_momentum_the_targets_are_refreshed_before_each_later_epoc
         tiny_coco, tmp_path, capsys):
     """t after epoch 2 = m t(switch) + (1 - m) r(epoch-2 model), against the models' own scores; a resume
     finds the refresh done, does a missing one, and refuses a gap it cannot fill."""
-    from noisyseg.audit.score import score_annotations
-    from noisyseg.losses.transition import transition_matrix
-
     noisy = tmp_path / "noisy.json"
     assert cli(capsys, "noise", tiny_coco["train_json"], "-o", noisy, "--kind", "symmetric", "--rate", "0.4")[0] == 0
     config = _posterior_config(tiny_coco, tmp_path, noisy, params={"target_momentum": 0.25})
@@ -157,20 +154,7 @@ def test_with_a_target_momentum_the_targets_are_refreshed_before_each_later_epoc
     rc, out, err = cli(capsys, "train", config, "-o", run, "--no-progress")
     assert rc == 0, err
     assert out.count("refreshed by the epoch-2 model (momentum 0.25") == 1 and "epoch-1 model" not in out
-    coco = json.loads(noisy.read_text())
-
-    def posterior_of(checkpoint):
-        scores = score_annotations([run / "checkpoints" / checkpoint], coco, noisy, progress=False)
-        weights = scores.pred_probs * transition_matrix("data", noisy, scores.label_map.names)[:, scores.given_labels].T
-        return scores.annotation_ids, weights / weights.sum(axis=1, keepdims=True)
-
-    ids, at_switch = posterior_of("ce_stage_end.pt")
-    _, at_epoch_2 = posterior_of("epoch_2.pt")
-    with np.load(run / "class_targets.npz", allow_pickle=False) as saved:
-        assert saved["annotation_ids"].tolist() == ids.tolist() and int(saved["epoch"]) == 2
-        refreshed = saved["targets"]
-    np.testing.assert_allclose(refreshed, 0.25 * at_switch + 0.75 * at_epoch_2, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(refreshed, at_switch, atol=1e-3)  # the refresh changed them
+    ids, at_switch, refreshed = _check_refreshed_targets(run, noisy, momentum=0.25)
 
     # stopped after epoch 2 with the refresh done: kept; with the switch's targets: refreshed again, the same
     shutil.copyfile(run / "checkpoints" / "epoch_2.pt", run / "checkpoints" / "last.pt")
@@ -189,6 +173,48 @@ def test_with_a_target_momentum_the_targets_are_refreshed_before_each_later_epoc
     assert rc == 2
     assert_one_line(err, "train", f"{run / 'class_targets.npz'}: class targets made after epoch 0, but the run "
                                   "continues after epoch 2; the refreshes in between cannot be made again")
+
+
+def _check_refreshed_targets(run, noisy, momentum):
+    """Assert that the run's targets after epoch 2 are m t(switch) + (1 - m) r(epoch-2 model), each computed
+    here in one process from the kept checkpoints' own scores; returns (ids, t(switch), the saved targets)."""
+    from noisyseg.audit.score import score_annotations
+    from noisyseg.losses.transition import transition_matrix
+
+    coco = json.loads(noisy.read_text())
+
+    def posterior_of(checkpoint):
+        scores = score_annotations([run / "checkpoints" / checkpoint], coco, noisy, progress=False)
+        weights = scores.pred_probs * transition_matrix("data", noisy, scores.label_map.names)[:, scores.given_labels].T
+        return scores.annotation_ids, weights / weights.sum(axis=1, keepdims=True)
+
+    ids, at_switch = posterior_of("ce_stage_end.pt")
+    _, at_epoch_2 = posterior_of("epoch_2.pt")
+    with np.load(run / "class_targets.npz", allow_pickle=False) as saved:
+        assert saved["annotation_ids"].tolist() == ids.tolist() and int(saved["epoch"]) == 2
+        refreshed = saved["targets"]
+    np.testing.assert_allclose(refreshed, momentum * at_switch + (1 - momentum) * at_epoch_2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(refreshed, at_switch, atol=1e-3)  # the refresh changed them
+    return ids, at_switch, refreshed
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_under_two_processes_each_scores_half_the_images_and_the_targets_are_those_of_one_process(
+        tiny_coco, tmp_path, capfd, monkeypatch):
+    """The switch's targets and the refresh come from a pass split over the processes (image i scored by
+    process i mod 2) and merged on rank 0: the same targets as one process scoring every image."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    noisy = tmp_path / "noisy.json"
+    assert cli(capfd, "noise", tiny_coco["train_json"], "-o", noisy, "--kind", "symmetric", "--rate", "0.4")[0] == 0
+    config = _posterior_config(tiny_coco, tmp_path, noisy, params={"target_momentum": 0.5})
+    run = tmp_path / "run"
+    rc, out, err = cli(capfd, "train", config, "-o", run, "--nproc", "2", "--no-progress")
+    assert rc == 0, err
+    lines = out.splitlines()
+    scored = [x for x in lines if "training annotations scored by ce_stage_end.pt" in x]
+    assert len(scored) == 1 and scored[0].endswith(" s by 2 processes"), out
+    assert sum("refreshed by the epoch-2 model (momentum 0.5" in x and " s by 2 processes)" in x for x in lines) == 1
+    _check_refreshed_targets(run, noisy, momentum=0.5)
 
 
 def test_a_target_momentum_outside_0_1_is_refused_in_one_line(tiny_coco, tmp_path, capsys):

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from noisyseg.audit.flat import as_audit_data
+from noisyseg.audit.flat import AuditData, as_audit_data
 from noisyseg.data.coco import LabelMap
 from noisyseg.errors import NoisysegError
 
@@ -303,35 +303,42 @@ def score_folds(
         rows = np.flatnonzero(np.isin(image_ids, np.asarray(wanted, dtype=np.int64)))
         rows_of.append(rows)
         parts.append(score_annotations(checkpoints, data.subset(rows), data_path, **options))
-    label_map = parts[0].label_map
     for f, part in enumerate(parts[1:], 1):
-        if part.label_map != label_map:
+        if part.label_map != parts[0].label_map:
             raise NoisysegError(f"{part.checkpoints[0]}: the classes of fold {f} differ from those of fold 0")
-    fold = np.full(len(data), -1, dtype=np.int64)  # scored annotation -> its fold, and its row there
-    row_in_fold = np.zeros(len(data), dtype=np.int64)
-    for f, rows in enumerate(rows_of):
-        fold[rows], row_in_fold[rows] = f, np.arange(len(rows))
-    missing = np.flatnonzero(fold < 0)
+    covered = np.zeros(len(data), dtype=bool)
+    for rows in rows_of:
+        covered[rows] = True
+    missing = np.flatnonzero(~covered)
     if len(missing):
         first = int(missing[0])
         raise NoisysegError(f"{data_path}: image {int(image_ids[first])!r} of annotation {int(data.ann_ids[first])} "
                             f"is in no fold ({len(missing)} annotations unscored)")
+    merged = merge_scores(data, rows_of, parts)
+    merged.seconds = sum(part.seconds for part in parts)  # the folds' passes ran one after another
+    return merged
 
+
+def merge_scores(data: AuditData, rows_of: Sequence[np.ndarray], parts: Sequence[AnnotationScores]) -> AnnotationScores:
+    """One :class:`AnnotationScores` for every annotation of ``data``, in file order, from ``parts``: part
+    f scored the annotations ``data.subset(rows_of[f])``. The row sets are disjoint and together cover
+    ``data`` (the callers split it that way); the parts share their classes. ``seconds`` is the longest
+    part's (passes that ran side by side); ``checkpoints`` lists each part's files once."""
     def gather(values: list[np.ndarray]) -> np.ndarray:
         out = np.empty((len(data), *values[0].shape[1:]), dtype=values[0].dtype)
-        for f, rows in enumerate(rows_of):
-            out[rows] = values[f]
+        for rows, value in zip(rows_of, values):
+            out[rows] = value
         return out
 
-    has_clean = any(part.clean_labels is not None for part in parts)
     clean = None
-    if has_clean:
+    if any(part.clean_labels is not None for part in parts):
         clean = gather([part.given_labels if part.clean_labels is None else part.clean_labels for part in parts])
+    checkpoints = [c for part in parts for c in part.checkpoints]
     return AnnotationScores(
-        annotation_ids=data.ann_ids.copy(), image_ids=image_ids,
+        annotation_ids=data.ann_ids.copy(), image_ids=data.ann_image_ids,
         given_labels=gather([part.given_labels for part in parts]), clean_labels=clean,
         pred_probs=gather([part.pred_probs for part in parts]),
         background_prob=gather([part.background_prob for part in parts]),
-        label_map=label_map, checkpoints=[c for part in parts for c in part.checkpoints],
-        image_root=parts[0].image_root, seconds=sum(part.seconds for part in parts),
+        label_map=parts[0].label_map, checkpoints=list(dict.fromkeys(checkpoints)),
+        image_root=parts[0].image_root, seconds=max(part.seconds for part in parts),
     )

@@ -111,6 +111,16 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
+def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0, None on the others (``[obj]`` in a single process):
+    for results only rank 0 goes on with, which the other ranks then need not hold."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] | None = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def all_ranks_true(flag: torch.Tensor | bool, info: DistInfo, device: torch.device) -> bool:
     """Whether ``flag`` holds on every rank (one all-reduce under several processes)."""
     if not info.enabled:

@@ -54,7 +54,7 @@ from noisyseg.engine.build import model_from_config
 from noisyseg.engine.checkpoint import (checkpoint_bytes, load_checkpoint, load_model_weights, rng_state,
                                         set_rng_state)
 from noisyseg.engine.distributed import (DistInfo, all_gather_objects, all_ranks_true, barrier, cleanup,
-                                         init_distributed, on_every_rank, torch_threads)
+                                         gather_to_main, init_distributed, on_every_rank, torch_threads)
 from noisyseg.engine.evaluate import build_val_set, evaluate_model
 from noisyseg.engine import run_folder
 from noisyseg.engine.run_folder import MetricsLog, RunFolder, RunFolderLocked, RunLock  # noqa: F401 (re-exported)
@@ -188,6 +188,8 @@ class Run:
     metrics_log: MetricsLog
     start_epoch: int = 0
     targets_epoch: int | None = None  # the posterior loss's targets the data set holds: made after this epoch
+    train_annotations: Any = None  # the training file's AuditData, kept after the first scoring pass
+    posterior_matrix: np.ndarray | None = None  # the posterior loss's noise matrix, kept after its first use
     seconds_before: float = 0.0  # training time spent before this call (by the runs it resumes)
     started_at: float = field(default_factory=time.time)  # reset when the first epoch starts
 
@@ -467,22 +469,26 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
     matrix_path, targets_path = run.folder.noise_matrix_path, run.folder.class_targets_path
     classes_path = run.folder.ce_classes_path
 
+    def files_missing() -> bool:  # rank 0 looks; every rank follows its answer
+        return info.is_main and not ((not estimate or matrix_path.is_file())
+                                     and (not wants_targets or targets_path.is_file())
+                                     and (not wants_classes or classes_path.is_file()))
+
+    checkpoint = run.folder.checkpoint(run_folder.CE_STAGE_END)
+    scores = _score_training_set(run, checkpoint) if all_gather_objects(files_missing(), info)[0] else None
+
     def make_files() -> None:
-        if not info.is_main or ((not estimate or matrix_path.is_file())
-                                and (not wants_targets or targets_path.is_file())
-                                and (not wants_classes or classes_path.is_file())):
+        if scores is None:  # nothing to make, or not rank 0
             return
         from noisyseg.audit.issues import estimated_noise_matrix
 
-        checkpoint = run.folder.checkpoint(run_folder.CE_STAGE_END)
-        coco, scores = _score_training_set(run, checkpoint)
         print(f"[train] {len(scores.given_labels)} training annotations scored by {checkpoint.name} in "
-              f"{scores.seconds:.1f} s", flush=True)
+              f"{scores.seconds:.1f} s{_by_processes(info)}", flush=True)
         if estimate and not matrix_path.is_file():
             atomic_write_json(matrix_path, estimated_noise_matrix(scores))
             print(f"[train] noise matrix estimated (cleanlab's confident joint): {matrix_path}", flush=True)
         if wants_targets:
-            targets = _training_posterior(run, loss, coco, scores)
+            targets = _training_posterior(run, loss, scores)
             _write_targets(targets_path, scores.annotation_ids, targets, switch)
             print(f"[train] class targets of the posterior loss: {targets_path}", flush=True)
         if wants_classes and not classes_path.is_file():
@@ -504,7 +510,7 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
                                                      loss.params["balance"]))
     if wants_targets:
         if targets_due != switch:
-            on_every_rank(lambda: _refresh_targets(run, loss, targets_due) if info.is_main else None, info)
+            _refresh_targets(run, loss, targets_due)
 
         def read_targets() -> None:
             ids, targets, made_after = _read_targets(targets_path, switch)
@@ -530,23 +536,54 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
 
 
 def _score_training_set(run: Run, checkpoint: Path):
-    """(the parsed training file, its annotations' scores under ``checkpoint``): rank 0's scoring pass."""
-    from noisyseg.audit.score import score_annotations
+    """The training annotations' scores under ``checkpoint`` on rank 0, None on the other ranks.
 
-    cfg = run.cfg
-    coco = read_json(cfg.data.train_json, "training file")
-    return coco, score_annotations([checkpoint], coco, cfg.data.train_json, image_root=cfg.data.image_root,
-                                   device=run.device, progress=False)
+    Every process scores the annotations of its share of the images (image i goes to process i mod N) and
+    rank 0 merges the parts: the pass takes 1/N of the time, and no process waits at a collective while
+    one process scores the whole set (NCCL stops a process group whose collective has waited 10 minutes,
+    and one GPU's pass over a COCO-sized training set takes longer). ``seconds`` is the wall time of the
+    whole pass, model loading and the merge included."""
+    from noisyseg.audit.score import merge_scores, score_annotations
+
+    cfg, info = run.cfg, run.info
+    t0 = time.perf_counter()
+    data = on_every_rank(lambda: _training_annotations(run), info)
+    rows = np.flatnonzero(data.ann_image % info.world_size == info.rank)
+    part = on_every_rank(lambda: score_annotations(
+        [checkpoint], data.subset(rows) if info.enabled else data, cfg.data.train_json,
+        image_root=cfg.data.image_root, device=run.device, progress=False), info)
+    parts = gather_to_main((rows, part), info)
+    if parts is None:
+        return None
+    scores = merge_scores(data, [r for r, _ in parts], [p for _, p in parts]) if info.enabled else part
+    scores.seconds = time.perf_counter() - t0
+    return scores
 
 
-def _training_posterior(run: Run, loss, coco: dict, scores) -> np.ndarray:
+def _training_annotations(run: Run):
+    """The training file as the audit's compact arrays (:class:`~noisyseg.audit.flat.AuditData`), read on
+    the first scoring pass and kept: a posterior loss with ``target_momentum`` < 1 scores every epoch, and
+    a COCO-sized file takes longer to parse than a small epoch to train."""
+    if run.train_annotations is None:
+        from noisyseg.audit.flat import AuditData
+
+        run.train_annotations = AuditData.load(run.cfg.data.train_json)
+    return run.train_annotations
+
+
+def _by_processes(info: DistInfo) -> str:
+    return f" by {info.world_size} processes" if info.enabled else ""
+
+
+def _training_posterior(run: Run, loss, scores) -> np.ndarray:
     """(N, K) posterior of each scored training annotation's true class, through the loss's noise matrix
-    (``noise_matrix.json`` when it is estimated by the run)."""
-    transition = loss.params["transition"]
-    if transition == ESTIMATE:
-        transition = str(run.folder.noise_matrix_path)
-    matrix = transition_matrix(transition, run.cfg.data.train_json, run.label_map.names, coco=coco)
-    return true_class_posterior(scores.pred_probs, scores.given_labels, matrix)
+    (``noise_matrix.json`` when it is estimated by the run; read once and kept, as it does not change)."""
+    if run.posterior_matrix is None:
+        transition = loss.params["transition"]
+        if transition == ESTIMATE:
+            transition = str(run.folder.noise_matrix_path)
+        run.posterior_matrix = transition_matrix(transition, run.cfg.data.train_json, run.label_map.names)
+    return true_class_posterior(scores.pred_probs, scores.given_labels, run.posterior_matrix)
 
 
 def _write_targets(path: Path, annotation_ids: np.ndarray, targets: np.ndarray, made_after: int) -> None:
@@ -569,29 +606,47 @@ def _read_targets(path: Path, switch: int | None) -> tuple[np.ndarray, np.ndarra
 
 
 def _refresh_targets(run: Run, loss, due: int) -> None:
-    """Rank 0, before 0-based robust ``epoch`` ``due``: fold the model after ``due`` epochs (``last.pt``)
-    into the posterior loss's targets, ``t <- m t + (1 - m) r`` with ``r`` that model's posterior of each
+    """Before 0-based robust ``epoch`` ``due``: fold the model after ``due`` epochs (``last.pt``) into the
+    posterior loss's targets, ``t <- m t + (1 - m) r`` with ``r`` that model's posterior of each
     annotation's true class and m the loss's ``target_momentum``. Done once per epoch: targets already made
     after ``due`` are kept (a resume), and a gap (targets of an earlier epoch) cannot be filled again, as the
-    models in between are not kept."""
-    cfg, path = run.cfg, run.folder.class_targets_path
-    ids, targets, made_after = _read_targets(path, ce_stage_end_epoch(cfg))
-    if made_after == due:
+    models in between are not kept. Every rank scores its share of the images; rank 0 reads and writes
+    the file."""
+    cfg, info, path = run.cfg, run.info, run.folder.class_targets_path
+
+    def saved_targets() -> tuple[np.ndarray, np.ndarray] | None:  # rank 0: the targets to refresh, if due
+        if not info.is_main:
+            return None
+        ids, targets, made_after = _read_targets(path, ce_stage_end_epoch(cfg))
+        if made_after == due:
+            return None
+        if made_after != due - 1:
+            raise NoisysegError(f"{path}: class targets made after epoch {made_after}, but the run continues "
+                                f"after epoch {due}; the refreshes in between cannot be made again (their models "
+                                "are not kept): train the run again from the start")
+        return ids, targets
+
+    saved = on_every_rank(saved_targets, info)
+    if not all_gather_objects(saved is not None, info)[0]:
         return
-    if made_after != due - 1:
-        raise NoisysegError(f"{path}: class targets made after epoch {made_after}, but the run continues after "
-                            f"epoch {due}; the refreshes in between cannot be made again (their models are not "
-                            "kept): train the run again from the start")
-    coco, scores = _score_training_set(run, run.ckpt_path)
-    if scores.annotation_ids.tolist() != ids.tolist():
-        raise NoisysegError(f"{path}: its annotations are not those of {cfg.data.train_json}; remove it to make "
-                            "the targets again from ce_stage_end.pt")
-    momentum = float(loss.params["target_momentum"])
-    targets = momentum * targets + (1.0 - momentum) * _training_posterior(run, loss, coco, scores)
-    _write_targets(path, ids, targets.astype(np.float32), due)
-    on_label = float(targets[np.arange(len(ids)), scores.given_labels].mean()) if len(ids) else float("nan")
-    print(f"[train] class targets of the posterior loss refreshed by the epoch-{due} model (momentum {momentum:g}; "
-          f"mean weight on the given label {on_label:.3f}; {scores.seconds:.1f} s): {path}", flush=True)
+    scores = _score_training_set(run, run.ckpt_path)
+
+    def refresh() -> None:
+        if scores is None or saved is None:  # not rank 0
+            return
+        ids, targets = saved
+        if scores.annotation_ids.tolist() != ids.tolist():
+            raise NoisysegError(f"{path}: its annotations are not those of {cfg.data.train_json}; remove it to "
+                                "make the targets again from ce_stage_end.pt")
+        momentum = float(loss.params["target_momentum"])
+        targets = momentum * targets + (1.0 - momentum) * _training_posterior(run, loss, scores)
+        _write_targets(path, ids, targets.astype(np.float32), due)
+        on_label = float(targets[np.arange(len(ids)), scores.given_labels].mean()) if len(ids) else float("nan")
+        print(f"[train] class targets of the posterior loss refreshed by the epoch-{due} model (momentum "
+              f"{momentum:g}; mean weight on the given label {on_label:.3f}; {scores.seconds:.1f} s"
+              f"{_by_processes(info)}): {path}", flush=True)
+
+    on_every_rank(refresh, info)
 
 
 # ------------------------------------------------------------------------------------------ one epoch
