@@ -533,6 +533,8 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
             loss.set_ce_classes(keeps_ce)
 
         on_every_rank(read_classes, info)
+    if targets_due in (None, switch):  # no later refresh scores again: free the training file's arrays
+        run.train_annotations = None
 
 
 def _score_training_set(run: Run, checkpoint: Path):
