@@ -144,15 +144,29 @@ def test_without_a_ce_stage_or_a_matrix_it_refuses_before_anything_is_made(tiny_
 
 
 def test_with_a_target_momentum_the_targets_are_refreshed_before_each_later_epoch_and_a_resume_keeps_them(
-        tiny_coco, tmp_path, capsys):
+        tiny_coco, tmp_path, capsys, monkeypatch):
     """t after epoch 2 = m t(switch) + (1 - m) r(epoch-2 model), against the models' own scores; a resume
-    finds the refresh done, does a missing one, and refuses a gap it cannot fill."""
+    finds the refresh done, does a missing one, and refuses a gap it cannot fill. The training file is
+    parsed once for the switch and the refresh together (its matrix, ``transition: data``, included)."""
+    import noisyseg.audit.flat
+    import noisyseg.losses.transition
+
     noisy = tmp_path / "noisy.json"
     assert cli(capsys, "noise", tiny_coco["train_json"], "-o", noisy, "--kind", "symmetric", "--rate", "0.4")[0] == 0
     config = _posterior_config(tiny_coco, tmp_path, noisy, params={"target_momentum": 0.25})
     run = tmp_path / "run"
+    reads = []
+    for module, name in ((noisyseg.audit.flat, "_read_lean"), (noisyseg.losses.transition, "read_json")):
+        def counted(*args, _real=getattr(module, name), _name=name, **kwargs):
+            reads.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
     rc, out, err = cli(capsys, "train", config, "-o", run, "--no-progress")
     assert rc == 0, err
+    # read_json once: the start-up check of the matrix; _read_lean once: the annotations the passes score
+    assert sorted(reads) == ["_read_lean", "read_json"], reads
+    monkeypatch.undo()
     assert out.count("refreshed by the epoch-2 model (momentum 0.25") == 1 and "epoch-1 model" not in out
     ids, at_switch, refreshed = _check_refreshed_targets(run, noisy, momentum=0.25)
 

@@ -61,7 +61,8 @@ from noisyseg.engine.run_folder import MetricsLog, RunFolder, RunFolderLocked, R
 from noisyseg.engine.schedule import build_optimizer, build_scheduler
 from noisyseg.errors import NoisysegError
 from noisyseg.losses import build_loss
-from noisyseg.losses.transition import ESTIMATE, transition_matrix, true_class_posterior, unlearned_classes
+from noisyseg.losses.transition import (ESTIMATE, FROM_DATA, transition_matrix, true_class_posterior,
+                                        unlearned_classes)
 from noisyseg.utils.io import atomic_write_bytes, atomic_write_json, ensure_output_dir, read_json
 
 log = logging.getLogger(__name__)
@@ -533,8 +534,8 @@ def _prepare_robust_stage(run: Run, epoch: int) -> None:
             loss.set_ce_classes(keeps_ce)
 
         on_every_rank(read_classes, info)
-    if targets_due in (None, switch):  # no later refresh scores again: free the training file's arrays
-        run.train_annotations = None
+    if targets_due is None or loss.params.get("target_momentum", 1.0) >= 1.0:
+        run.train_annotations = None  # no later refresh scores again: free the training file's arrays
 
 
 def _score_training_set(run: Run, checkpoint: Path):
@@ -565,11 +566,20 @@ def _score_training_set(run: Run, checkpoint: Path):
 def _training_annotations(run: Run):
     """The training file as the audit's compact arrays (:class:`~noisyseg.audit.flat.AuditData`), read on
     the first scoring pass and kept: a posterior loss with ``target_momentum`` < 1 scores every epoch, and
-    a COCO-sized file takes longer to parse than a small epoch to train."""
+    a COCO-sized file takes longer to parse than a small epoch to train. A posterior loss whose noise
+    matrix comes from the file itself (``transition: data``) gets it from this same parse."""
     if run.train_annotations is None:
         from noisyseg.audit.flat import AuditData
 
-        run.train_annotations = AuditData.load(run.cfg.data.train_json)
+        loss = run.losses.get(ROBUST_STAGE)
+        from_file = getattr(loss, "needs_class_targets", False) and loss.params["transition"] == FROM_DATA
+
+        def keep_matrix(coco: dict) -> None:
+            if from_file and run.posterior_matrix is None:
+                run.posterior_matrix = transition_matrix(FROM_DATA, run.cfg.data.train_json, run.label_map.names,
+                                                         coco=coco)
+
+        run.train_annotations = AuditData.load(run.cfg.data.train_json, with_parsed=keep_matrix)
     return run.train_annotations
 
 
@@ -579,7 +589,7 @@ def _by_processes(info: DistInfo) -> str:
 
 def _training_posterior(run: Run, loss, scores) -> np.ndarray:
     """(N, K) posterior of each scored training annotation's true class, through the loss's noise matrix
-    (``noise_matrix.json`` when it is estimated by the run; read once and kept, as it does not change)."""
+    (``noise_matrix.json`` when it is estimated by the run; made once and kept, as it does not change)."""
     if run.posterior_matrix is None:
         transition = loss.params["transition"]
         if transition == ESTIMATE:
