@@ -236,3 +236,45 @@ def test_evaluate_run_checks_its_inputs_before_any_work(trained_run, tmp_path, m
     with pytest.raises(NoisysegError, match="unknown device"):
         evaluate_module.evaluate_run(trained_run.folder, out_dir=tmp_path / "e", device="tpu")
     assert not (tmp_path / "e").exists() and blocker.read_text() == ""
+
+
+def test_eval_predicts_with_the_score_threshold_and_detection_cap_it_is_given(trained_run, tmp_path):
+    default, raised, capped = tmp_path / "default", tmp_path / "raised", tmp_path / "capped"
+    assert main(["eval", str(trained_run.folder), "--out", str(default), "--device", "cpu", "--no-progress"]) == 0
+    base = json.loads((default / "detections.json").read_text())
+    scores = sorted(d["score"] for d in base)
+    threshold = scores[len(scores) // 2]
+    assert scores[0] < threshold  # the default evaluation has detections below the raised threshold
+    assert main(["eval", str(trained_run.folder), "--set", f"model.score_threshold={threshold}", "--out", str(raised),
+                 "--device", "cpu", "--no-progress"]) == 0
+    kept = json.loads((raised / "detections.json").read_text())
+    assert kept and min(d["score"] for d in kept) >= threshold
+
+    def best_per_image(detections):  # (score, class, box) of each image's highest-scoring detection
+        best = {}
+        for d in detections:
+            entry = (round(d["score"], 5), d["category_id"], tuple(round(v, 1) for v in d["bbox"]))
+            best[d["image_id"]] = max(best.get(d["image_id"], entry), entry)
+        return best
+
+    per_image = {}
+    for d in base:
+        per_image[d["image_id"]] = per_image.get(d["image_id"], 0) + 1
+    assert max(per_image.values()) > 1
+    assert main(["eval", str(trained_run.folder), "--set", "model.detections_per_image=1", "--out", str(capped),
+                 "--device", "cpu", "--no-progress"]) == 0
+    top = json.loads((capped / "detections.json").read_text())
+    # no NMS suppresses an image's highest-scoring box, so the cap of 1 keeps exactly that one
+    assert len(top) == len(per_image) and best_per_image(top) == best_per_image(base)
+
+
+def test_eval_refuses_a_key_that_only_training_reads(trained_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", str(trained_run.folder), "--set", "train.lr=0.5", "--out", str(out), "--device", "cpu",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("noisyseg eval: error: --set train.lr: eval scores the trained model as it is, so this key cannot "
+                   "change the result; eval takes data.val_json, data.val_image_root, data.image_root, "
+                   "data.num_workers, model.score_threshold, model.detections_per_image, data.test_min_size, "
+                   "data.max_size")
+    assert not out.exists()

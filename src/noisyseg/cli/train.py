@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="checkpoint: a file, or a name in RUN/checkpoints (epoch_3, ce_stage_end; "
                                         "default last)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set data.val_json=other.json")
+                   help="override the val set or how the model predicts: data.val_json, data.val_image_root, "
+                        "data.image_root, data.num_workers, model.score_threshold, model.detections_per_image, "
+                        "data.test_min_size, data.max_size (e.g. --set model.score_threshold=0.001)")
     p.add_argument("--out", help="folder to write metrics.json and detections.json to (default: see above)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from noisyseg.config import DataConfig
+from noisyseg.config import Config, DataConfig
 from noisyseg.data.coco import CocoInstances, LabelMap
 from noisyseg.engine.distributed import DistInfo, all_gather_objects
 from noisyseg.eval import detections_to_coco, evaluate
@@ -93,16 +93,26 @@ def evaluate_model(model: torch.nn.Module, dataset: CocoInstances, label_map: La
     return evaluate(str(gt_json), results, iou_types=("segm", "bbox"))
 
 
+#: What ``noisyseg eval --set`` can change: the val set, how it is read, and how the trained model predicts
+#: (:data:`noisyseg.engine.predict.INFERENCE_KEYS`). Any other key describes training, which an evaluation
+#: cannot redo, so setting one is an error rather than silently ignored.
+EVAL_KEYS = ("data.val_json", "data.val_image_root", "data.image_root", "data.num_workers",
+             "model.score_threshold", "model.detections_per_image", "data.test_min_size", "data.max_size")
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, device: torch.device, batch_size: int = 2,
-                        num_workers: int = 0, progress: bool = True) -> tuple[dict[str, Any], list[dict]]:
+                        num_workers: int = 0, progress: bool = True,
+                        inference: Config | None = None) -> tuple[dict[str, Any], list[dict]]:
     """Score a trained checkpoint on ``data``'s val split: ``(metrics, detections)``.
 
     ``metrics`` as :func:`evaluate_model`; ``detections`` the COCO results list (the data set's own
-    category ids). The val file's classes must be the checkpoint's (ids and names).
+    category ids). The val file's classes must be the checkpoint's (ids and names). ``inference``: a config
+    whose score threshold, detections per image and test image size the model predicts with (default: the
+    checkpoint's own).
     """
     from noisyseg.engine.predict import load_trained_model
 
-    model, _, label_map = load_trained_model(checkpoint, device)
+    model, _, label_map = load_trained_model(checkpoint, device, inference=inference)
     val = build_val_set(data, label_map)
     detections = predict_dataset(model, val, label_map, device, batch_size=batch_size, num_workers=num_workers,
                                  progress=progress)
@@ -119,7 +129,10 @@ def evaluate_run(run_or_config: str | Path, *, checkpoint: str | Path | None = N
         run_or_config: a run folder (its ``config.yaml``; ``checkpoints/last.pt`` unless ``checkpoint``)
             or a YAML config (then ``checkpoint`` is required).
         checkpoint: the checkpoint to score: a file, or in a run folder a name (``epoch_3``, ``ce_stage_end``).
-        overrides: ``KEY=VALUE`` config overrides, e.g. ``data.val_json=other.json``.
+        overrides: ``KEY=VALUE`` config overrides of the keys in :data:`EVAL_KEYS` only, e.g.
+            ``data.val_json=other.json`` or ``model.score_threshold=0.001``. The model's layout and weights are
+            the checkpoint's; its score threshold, detections per image and test image size are the config's
+            (the run's own unless overridden, or those of the YAML config given).
         out_dir: where the two files go. Default: for the final ``last.pt`` of a finished run on its own val
             set, the run folder (its final record, with the run's epoch and training time kept); for any other
             checkpoint or val set of a run, ``RUN/eval/<checkpoint>/`` (the run's record is never touched);
@@ -135,7 +148,7 @@ def evaluate_run(run_or_config: str | Path, *, checkpoint: str | Path | None = N
     ``out_dir`` whose ``metrics.json`` is the run's final record when this is not the final evaluation, is a
     one-line :class:`NoisysegError`, and nothing is written.
     """
-    from noisyseg.config import load_config
+    from noisyseg.config import load_config, parse_override
     from noisyseg.engine.checkpoint import load_checkpoint
     from noisyseg.engine.distributed import select_device
     from noisyseg.engine.run_folder import RunFolder
@@ -155,6 +168,11 @@ def evaluate_run(run_or_config: str | Path, *, checkpoint: str | Path | None = N
             raise NoisysegError(f"{given}: with a config file, pass --checkpoint")
         ckpt, cfg_path = Path(checkpoint), given
         run = RunFolder.of_checkpoint(ckpt)
+    for text in overrides:
+        key = parse_override(text)[0]
+        if key not in EVAL_KEYS:
+            raise NoisysegError(f"--set {key}: eval scores the trained model as it is, so this key cannot change "
+                                f"the result; eval takes {', '.join(EVAL_KEYS)}")
     cfg = load_config(cfg_path, list(overrides))
     torch_device = select_device(device)
     if not Path(ckpt).is_file():
@@ -176,7 +194,7 @@ def evaluate_run(run_or_config: str | Path, *, checkpoint: str | Path | None = N
                             f"(writes to {run.eval_dir(Path(ckpt), overrides)}) or choose another folder")
     ensure_output_dir(out, "output folder")
     metrics, detections = evaluate_checkpoint(ckpt, cfg.data, torch_device, num_workers=cfg.data.num_workers,
-                                              progress=progress)
+                                              progress=progress, inference=cfg)
     paths = {"metrics": out / "metrics.json", "detections": out / "detections.json"}
     atomic_write_json(paths["detections"], detections)
     if final and (out / "metrics.json").resolve() == run.record_path.resolve():

@@ -18,8 +18,28 @@ from noisyseg.utils.draw import draw_overlay, write_png
 from noisyseg.utils.io import atomic_write_text
 
 
-def load_trained_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config, LabelMap]:
+#: The config keys that say how a trained model predicts rather than what it learned: a model loaded with
+#: ``inference=`` another config takes these from it (``noisyseg eval --set model.score_threshold=0.001``).
+INFERENCE_KEYS = ("model.score_threshold", "model.detections_per_image", "data.test_min_size", "data.max_size")
+
+
+def with_inference_settings(cfg: Config, inference: Config) -> Config:
+    """``cfg`` with the :data:`INFERENCE_KEYS` of ``inference``; every other setting stays ``cfg``'s."""
+    updates: dict[str, dict] = {}
+    for key in INFERENCE_KEYS:
+        section, name = key.split(".")
+        updates.setdefault(section, {})[name] = getattr(getattr(inference, section), name)
+    return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=values)
+                                  for section, values in updates.items()})
+
+
+def load_trained_model(checkpoint: str | Path, device: torch.device | str = "cpu", inference: Config | None = None
+                       ) -> tuple[torch.nn.Module, Config, LabelMap]:
     """The model of a noisyseg checkpoint in eval mode, with its config and class mapping.
+
+    ``inference``: a config whose :data:`INFERENCE_KEYS` (score threshold, detections per image, test image
+    size) replace the checkpoint's; the returned config carries them. The layout and weights are always the
+    checkpoint's.
 
     A checkpoint whose config is not a valid one, or whose weights do not fit the model its config
     builds (missing, unexpected or mis-shaped tensors), is a one-line :class:`NoisysegError` naming it.
@@ -28,6 +48,8 @@ def load_trained_model(checkpoint: str | Path, device: torch.device | str = "cpu
     if not isinstance(ckpt.get("config"), dict):
         raise NoisysegError(f"{checkpoint}: the checkpoint holds no config")
     cfg = config_from_dict(ckpt["config"], source=f"{checkpoint}: its config")
+    if inference is not None:
+        cfg = with_inference_settings(cfg, inference)
     label_map = LabelMap.from_dict(ckpt["label_map"])
     # the checkpoint holds all weights: build the trained layout without reading a backbone weights file
     model = model_from_config(cfg, label_map.num_classes, load_backbone_weights=False)
