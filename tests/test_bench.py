@@ -28,6 +28,7 @@ from noisyseg.bench import (
 from noisyseg.bench.grid import fix_cell_configs, fix_plan
 from noisyseg.bench.report import paired_differences, peak_minus_final, read_curve, recovered_fraction
 from noisyseg.cli import main
+from noisyseg.config import config_from_dict
 from noisyseg.engine.run_folder import RunFolder
 from noisyseg.errors import NoisysegError
 from noisyseg.losses.registry import RoIClassificationLoss
@@ -117,6 +118,26 @@ def test_a_method_s_warmup_epochs_sets_its_ce_stage_not_a_loss_parameter():
                      ("ce:warmup_epochs=4", r"^--methods: 'ce:warmup_epochs=4': warmup_epochs needs a method whose "
                                             r"loss is not ce")]:
         with pytest.raises(NoisysegError, match=msg):
+            parse_methods(bad)
+
+
+
+def test_a_method_s_epochs_stretches_the_whole_schedule_alike():
+    base = {"seed": 0, "data": {"train_json": "clean.json"}, "loss": {"name": "ce", "warmup_epochs": 12},
+            "train": {"epochs": 24, "lr_steps": [20], "eval_interval": 12, "keep_epochs": [6, 24], "warmup_iters": 50}}
+    ce = cell_config(base, "ce:epochs=48", "n.json", 0)
+    assert ce["train"] == {"epochs": 48, "lr_steps": [40], "eval_interval": 24, "keep_epochs": [12, 48],
+                           "warmup_iters": 50}  # iterations are not epochs: unchanged
+    assert ce["loss"] == {"name": "ce", "params": {}, "warmup_epochs": 0}
+    assert cell_config(base, "lncis:epochs=36", "n.json", 0)["loss"]["warmup_epochs"] == 18  # the CE stage too
+    explicit = cell_config(base, "lncis:epochs=48:warmup_epochs=30", "n.json", 0)
+    assert (explicit["loss"]["warmup_epochs"], explicit["train"]["lr_steps"]) == (30, [40])  # its own CE stage stays
+    assert base["train"]["epochs"] == 24 and base["train"]["lr_steps"] == [20]  # the base tree is not changed
+    config_from_dict({**cell_config(base, "ce:epochs=48", "n.json", 0), "data": {
+        "train_json": "t.json", "val_json": "v.json", "image_root": "."}})  # a valid config
+    assert parse_methods("ce,ce:epochs=48") == ["ce", "ce:epochs=48"]
+    for bad in ("ce:epochs=0", "ce:epochs=x", "ce:epochs=true"):
+        with pytest.raises(NoisysegError, match=rf"^--methods: '{bad}': epochs must be an integer >= 1, got "):
             parse_methods(bad)
 
 

@@ -54,6 +54,9 @@ METHODS: dict[str, Method] = {
 DEFAULT_METHODS = "ce,sce,gce,lncis"
 #: The method key that sets the CE stage's length instead of a loss parameter (:func:`method_warmup`).
 WARMUP_KEY = "warmup_epochs"
+#: The method key that stretches the config's schedule to N epochs (:func:`stretch_schedule`): ``ce:epochs=48``
+#: is CE given twice the compute of a 24-epoch run, the baseline an audit method (two runs) must beat.
+EPOCHS_KEY = "epochs"
 
 #: A method name followed by this trains, audits its own training file, repairs it and retrains
 #: (``lncis+fix:action=ignore``; see :class:`FixPlan`).
@@ -243,7 +246,47 @@ def method_loss(method: str) -> tuple[str, dict[str, Any]]:
     """The robust-stage loss name and its parameters (the method's own, then those after the name)."""
     name, extra = split_method(method)
     extra.pop(WARMUP_KEY, None)
+    extra.pop(EPOCHS_KEY, None)
     return METHODS[name].loss, {**METHODS[name].params, **extra}
+
+
+def method_epochs(method: str) -> int | None:
+    """``epochs=N`` after the method's name (an integer >= 1), or None: the config's schedule as it is."""
+    _, extra = split_method(method)
+    if EPOCHS_KEY not in extra:
+        return None
+    epochs = extra[EPOCHS_KEY]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise NoisysegError(f"--methods: {shown(method)}: {EPOCHS_KEY} must be an integer >= 1, got {shown(epochs)}")
+    return epochs
+
+
+def stretch_schedule(tree: dict, epochs: int, stretch_warmup: bool = True) -> None:
+    """Set ``tree``'s run to ``epochs`` epochs with every epoch count of its schedule scaled alike.
+
+    With E the config's ``train.epochs``, the lr steps, the evaluation interval, the kept epochs and (unless
+    ``stretch_warmup`` is False: the method set its own) ``loss.warmup_epochs`` become round(x * epochs / E),
+    at least 1, so the run keeps the schedule's shape: 24 epochs with a step after 20 and a CE stage of 12
+    become, at ``epochs=48``, a step after 40 and a CE stage of 24. Iteration counts (``warmup_iters``)
+    stay as they are.
+    """
+    from noisyseg.config import TrainConfig
+
+    train = tree.setdefault("train", {})
+    scale = epochs / train.get("epochs", TrainConfig.model_fields["epochs"].default)
+
+    def scaled(x: int) -> int:
+        return max(1, round(x * scale))
+
+    train["epochs"] = epochs
+    for key in ("lr_steps", "keep_epochs"):
+        if train.get(key):
+            train[key] = sorted({scaled(x) for x in train[key]})
+    if train.get("eval_interval"):
+        train["eval_interval"] = scaled(train["eval_interval"])
+    loss = tree.get("loss", {})
+    if stretch_warmup and loss.get("warmup_epochs"):
+        loss["warmup_epochs"] = scaled(loss["warmup_epochs"])
 
 def method_warmup(method: str, base_warmup: int) -> int:
     """Epochs of CE before the method's loss: ``warmup_epochs=N`` after the name, else the config's
@@ -272,9 +315,11 @@ def check_methods(methods: Sequence[str]) -> None:
     def resolved(spec: str, where: str) -> tuple[str, dict[str, Any]]:
         name, extra = split_method(spec)
         loss, params = method_loss(spec)
-        method_warmup(spec, 0)  # a bad warmup_epochs fails here; its value is part of the method's identity
+        method_warmup(spec, 0)  # a bad warmup_epochs or epochs fails here; both are part of the method's identity
+        method_epochs(spec)
         try:
-            return name, {**build_loss(loss, **params).params, WARMUP_KEY: extra.get(WARMUP_KEY)}
+            return name, {**build_loss(loss, **params).params, WARMUP_KEY: extra.get(WARMUP_KEY),
+                          EPOCHS_KEY: extra.get(EPOCHS_KEY)}
         except NoisysegError as e:
             raise NoisysegError(f"--methods: {where!r}: {e}") from None
 
@@ -341,6 +386,9 @@ def cell_config(base: dict, method: str, train_json: str | Path, seed: int, clea
     tree.setdefault("loss", {})
     warmup = method_warmup(method, tree["loss"].get("warmup_epochs", 0))
     tree["loss"] = {"name": loss, "params": params, "warmup_epochs": warmup}
+    epochs = method_epochs(method)
+    if epochs is not None:
+        stretch_schedule(tree, epochs, stretch_warmup=WARMUP_KEY not in split_method(method)[1])
     tree.pop("out_dir", None)
     return tree
 

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="base YAML config (its train set is the clean one that noise is added to)")
     p.add_argument("--methods", default=grid.DEFAULT_METHODS,
                    help=f"comma-separated: METHOD, METHOD:KEY=VALUE (loss parameters, e.g. lncis:log_zero=-4, or "
-                        f"{grid.WARMUP_KEY}=N: N epochs of CE before the method's loss) or "
+                        f"{grid.WARMUP_KEY}=N: N epochs of CE before the method's loss, or {grid.EPOCHS_KEY}=N: the "
+                        f"config's schedule stretched to N epochs, e.g. ce:epochs=48 for CE at twice the compute) or "
                         f"METHOD{grid.FIX_SUFFIX}[:KEY=VALUE...] (train, audit the run's own training file, repair "
                         f"it, retrain; e.g. ce{grid.FIX_SUFFIX}:retrain=ce); the methods and the fix options are "
                         f"listed below (default {grid.DEFAULT_METHODS})")
