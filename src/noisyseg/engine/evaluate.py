@@ -18,6 +18,7 @@ from tqdm import tqdm
 from noisyseg.config import Config, DataConfig
 from noisyseg.data.coco import CocoInstances, LabelMap
 from noisyseg.engine.distributed import DistInfo, all_gather_objects
+from noisyseg.engine.predict import INFERENCE_KEYS
 from noisyseg.eval import detections_to_coco, evaluate
 
 
@@ -96,8 +97,7 @@ def evaluate_model(model: torch.nn.Module, dataset: CocoInstances, label_map: La
 #: What ``noisyseg eval --set`` can change: the val set, how it is read, and how the trained model predicts
 #: (:data:`noisyseg.engine.predict.INFERENCE_KEYS`). Any other key describes training, which an evaluation
 #: cannot redo, so setting one is an error rather than silently ignored.
-EVAL_KEYS = ("data.val_json", "data.val_image_root", "data.image_root", "data.num_workers",
-             "model.score_threshold", "model.detections_per_image", "data.test_min_size", "data.max_size")
+EVAL_KEYS = ("data.val_json", "data.val_image_root", "data.image_root", "data.num_workers", *INFERENCE_KEYS)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, device: torch.device, batch_size: int = 2,
