@@ -18,7 +18,7 @@ from tqdm import tqdm
 from noisyseg.config import Config, DataConfig
 from noisyseg.data.coco import CocoInstances, LabelMap
 from noisyseg.engine.distributed import DistInfo, all_gather_objects
-from noisyseg.engine.predict import INFERENCE_KEYS
+from noisyseg.engine.predict import INFERENCE_KEYS, load_trained_model
 from noisyseg.eval import detections_to_coco, evaluate
 
 
@@ -110,8 +110,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, device: torch.
     whose score threshold, detections per image and test image size the model predicts with (default: the
     checkpoint's own).
     """
-    from noisyseg.engine.predict import load_trained_model
-
     model, _, label_map = load_trained_model(checkpoint, device, inference=inference)
     val = build_val_set(data, label_map)
     detections = predict_dataset(model, val, label_map, device, batch_size=batch_size, num_workers=num_workers,
