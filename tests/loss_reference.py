@@ -25,6 +25,18 @@ def ce(z, y):
     return -(one_hot(y, p.shape[1]) * np.log(p)).sum(axis=1)
 
 
+def label_smoothed_ce(z, y, epsilon=0.1):
+    """-sum_c t[c] log p[c], the target built explicitly: background one-hot; an object label keeps
+    1 - epsilon and every object class (the label's own included) gets epsilon / K; background gets 0."""
+    p = softmax(z)
+    classes = p.shape[1]
+    t = one_hot(y, classes)
+    objects = np.asarray(y) > 0
+    t[objects] *= 1.0 - epsilon
+    t[objects, 1:] += epsilon / (classes - 1)
+    return -(t * np.log(p)).sum(axis=1)
+
+
 def rce(z, y, log_zero=A):
     p = softmax(z)
     log_q = np.where(one_hot(y, p.shape[1]) > 0, 0.0, log_zero)  # log of one-hot, log 0 replaced by A

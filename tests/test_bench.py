@@ -95,6 +95,10 @@ def test_cell_config_sets_the_method_loss_and_warmup():
                             "good"}
     agnostic = cell_config(base, "lncis-agnostic", "n.json", 0)
     assert agnostic["model"] == {"class_agnostic": True} and agnostic["loss"]["warmup_epochs"] == 6
+    assert cell_config(base, "ls:epsilon=0.4", "n.json", 0)["loss"] == {  # from the first epoch, no CE stage
+        "name": "ls", "params": {"epsilon": 0.4}, "warmup_epochs": 0}
+    with pytest.raises(NoisysegError, match=r"^--methods: 'ls:epsilon=1': loss ls: epsilon must be in \[0, 1\)"):
+        parse_methods("ls:epsilon=1")
 
 
 def test_a_method_s_warmup_epochs_sets_its_ce_stage_not_a_loss_parameter():

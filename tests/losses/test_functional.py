@@ -1,4 +1,4 @@
-"""noisyseg.losses.functional: CE, RCE, SCE, GCE and APL against the DESIGN.md §1 formulas."""
+"""noisyseg.losses.functional: CE, RCE, SCE, GCE, APL and label-smoothed CE against their formulas (DESIGN.md §1)."""
 
 import numpy as np
 import pytest
@@ -12,13 +12,14 @@ from noisyseg.losses import (
     active_passive_loss,
     cross_entropy,
     generalized_cross_entropy,
+    label_smoothed_cross_entropy,
     reverse_cross_entropy,
     symmetric_cross_entropy,
     task_specific_loss,
 )
 
 ALL_LOSSES = [cross_entropy, reverse_cross_entropy, symmetric_cross_entropy, generalized_cross_entropy,
-              active_passive_loss, task_specific_loss]
+              active_passive_loss, label_smoothed_cross_entropy, task_specific_loss]
 
 
 # the float64 reference formulas (explicit softmax and one-hot) are in tests/loss_reference.py
@@ -44,6 +45,9 @@ CASES = [
     pytest.param(active_passive_loss, {}, ref.apl, id="apl"),
     pytest.param(active_passive_loss, {"alpha": 10.0, "beta": 0.1}, lambda z, y: ref.apl(z, y, 10.0, 0.1),
                  id="apl-10-0.1"),
+    pytest.param(label_smoothed_cross_entropy, {}, ref.label_smoothed_ce, id="ls"),
+    pytest.param(label_smoothed_cross_entropy, {"epsilon": 0.6}, lambda z, y: ref.label_smoothed_ce(z, y, 0.6),
+                 id="ls-0.6"),
 ]
 
 
@@ -84,6 +88,24 @@ def test_rce_closed_form_and_bounds():
 def test_gce_approaches_ce_for_small_q():
     z, y = random_batch(n=30, k=4, seed=2, scale=1.0)
     torch.testing.assert_close(generalized_cross_entropy(z, y, q=1e-6), cross_entropy(z, y), rtol=1e-5, atol=0)
+
+
+def test_label_smoothing_keeps_background_rois_and_zero_epsilon_is_ce():
+    z, y = random_batch(n=80, k=5, seed=7)
+    assert (y == 0).any() and (y > 0).any()
+    smoothed = label_smoothed_cross_entropy(z, y, epsilon=0.4, reduction="none")
+    plain = cross_entropy(z, y, reduction="none")
+    background = y == 0
+    assert torch.equal(smoothed[background], plain[background])  # object-vs-background stays CE
+    assert not torch.allclose(smoothed[~background], plain[~background])
+    assert torch.equal(label_smoothed_cross_entropy(z, y, epsilon=0.0, reduction="none"), plain)
+    # an object RoI's minimiser: 1 - epsilon + epsilon / K on its label, epsilon / K on the other objects
+    k, eps, label = 5, 0.4, 2
+    best = torch.full((1, k + 1), eps / k, dtype=torch.float64)
+    best[0, 0], best[0, label] = 1e-300, 1 - eps + eps / k
+    z_best = best.log().requires_grad_(True)
+    label_smoothed_cross_entropy(z_best, torch.tensor([label]), epsilon=eps).backward()
+    assert z_best.grad.abs().max().item() < 1e-12
 
 
 def test_apl_defaults_are_equal_weights_of_nce_and_rce():

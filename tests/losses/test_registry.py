@@ -16,6 +16,7 @@ from noisyseg.losses import (
     reverse_cross_entropy,
     symmetric_cross_entropy,
     gradient_optimization_loss,
+    label_smoothed_cross_entropy,
     task_specific_loss,
 )
 from noisyseg.losses import functional
@@ -52,7 +53,7 @@ def ready(name, k=4, **params):
 
 
 def test_the_registered_names():
-    assert available_losses() == ["ce", "rce", "sce", "gce", "apl", "lncis", "good", "forward", "posterior"]
+    assert available_losses() == ["ce", "rce", "sce", "gce", "apl", "ls", "lncis", "good", "forward", "posterior"]
     assert available_losses() is not available_losses()  # callers may not mutate the registry
 
 
@@ -92,6 +93,7 @@ def test_every_registered_loss_handles_half_precision_and_no_rois(name):
     ("sce", {"beta": 0.5}, {"alpha": 1.0, "beta": 0.5, "log_zero": A}),
     ("gce", {}, {"q": 0.3}),
     ("apl", {}, {"alpha": 1.0, "beta": 1.0, "log_zero": A}),
+    ("ls", {}, {"epsilon": 0.1}),
     ("lncis", {}, {"robust": "rce", "ce_weight": 1.0, "robust_weight": 1.0, "pon_threshold": None,
                    "log_zero": A, "ignore_confident": None, "learned_at": None}),
     ("lncis", {"robust": "sce", "pon_threshold": 6.0},
@@ -118,6 +120,7 @@ def test_params_hold_every_resolved_value(name, params, resolved):
     ("rce", {"log_zero": -3.0}, lambda z, y: reverse_cross_entropy(z, y, log_zero=-3.0)),
     ("sce", {"alpha": 0.5, "beta": 1.0}, lambda z, y: symmetric_cross_entropy(z, y, alpha=0.5, beta=1.0)),
     ("gce", {"q": 0.9}, lambda z, y: generalized_cross_entropy(z, y, q=0.9)),
+    ("ls", {"epsilon": 0.3}, lambda z, y: label_smoothed_cross_entropy(z, y, epsilon=0.3)),
     ("apl", {"beta": 0.2}, lambda z, y: active_passive_loss(z, y, beta=0.2)),
     ("lncis", {"robust": "sce", "beta": 0.5, "pon_threshold": 2.0, "ce_weight": 0.5},
      lambda z, y: task_specific_loss(z, y, robust="sce", beta=0.5, pon_threshold=2.0, ce_weight=0.5)),
@@ -186,8 +189,8 @@ def test_params_are_copied():
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("focal", {}, r"^unknown loss 'focal'; available: ce, rce, sce, gce, apl, lncis, good, forward, posterior$"),
-    (None, {}, r"^unknown loss None; available: ce, rce, sce, gce, apl, lncis, good, forward, posterior$"),
+    ("focal", {}, r"^unknown loss 'focal'; available: ce, rce, sce, gce, apl, ls, lncis, good, forward, posterior$"),
+    (None, {}, r"^unknown loss None; available: ce, rce, sce, gce, apl, ls, lncis, good, forward, posterior$"),
     ("ce", {"q": 0.3}, r"^loss ce: unknown parameter\(s\) q; valid: none$"),
     ("sce", {"gamma": 1, "delta": 2}, r"^loss sce: unknown parameter\(s\) delta, gamma; valid: alpha, beta, log_zero$"),
     ("gce", {"reduction": "sum"}, r"unknown parameter\(s\) reduction; valid: q$"),
@@ -224,6 +227,9 @@ def test_unknown_names_and_parameters_list_the_valid_ones(name, params, message)
     ("good", {"ascent_weights": [-0.1, 0.2]}, r"ascent_weights must be <= 0 \(gradient ascent\), got 0.2"),
     ("good", {"tau": 0.5}, "loss good: tau must be >= 1"),
     ("good", {"pon_threshold": 0}, "pon_threshold must be > 0 or None"),
+    ("ls", {"epsilon": 1.0}, r"^loss ls: epsilon must be in \[0, 1\) \(the share of an object label spread over the "
+                             r"object classes\), got 1.0$"),
+    ("ls", {"epsilon": -0.1}, r"epsilon must be in \[0, 1\)"),
 ])
 def test_wrong_types_and_values_are_refused(name, params, message):
     with pytest.raises(NoisysegError, match=message) as info:

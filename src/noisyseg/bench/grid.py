@@ -28,6 +28,9 @@ METHODS: dict[str, Method] = {
     "sce": Method("sce", {}, False, {}),
     "gce": Method("gce", {}, False, {}),
     "apl": Method("apl", {}, False, {}),
+    # beyond the paper: CE with each object label smoothed over the object classes (a fixed target: it cannot
+    # starve a class the model has not learned)
+    "ls": Method("ls", {}, False, {}),
     "lncis": Method("lncis", {}, True, {}),
     "lncis-nowarmup": Method("lncis", {}, False, {}),
     "lncis-pon": Method("lncis", {"pon_threshold": 6.0}, True, {}),

@@ -1,4 +1,4 @@
-"""RoI classification losses: cross-entropy, the noise-robust RCE/SCE/GCE/APL, the paper's
+"""RoI classification losses: cross-entropy, the noise-robust RCE/SCE/GCE/APL, label smoothing, the paper's
 task-specific loss, GOOD (gradient ascent on likely-wrong labels) and forward loss correction through the noise
 transition matrix, as functions over
 (logits (N, K+1), labels (N,)) and as named, configurable objects.
@@ -14,6 +14,7 @@ from noisyseg.losses.functional import (
     forward_corrected_cross_entropy,
     generalized_cross_entropy,
     gradient_optimization_loss,
+    label_smoothed_cross_entropy,
     reverse_cross_entropy,
     symmetric_cross_entropy,
     task_specific_loss,
@@ -33,6 +34,7 @@ __all__ = [
     "forward_corrected_cross_entropy",
     "generalized_cross_entropy",
     "gradient_optimization_loss",
+    "label_smoothed_cross_entropy",
     "reverse_cross_entropy",
     "symmetric_cross_entropy",
     "task_specific_loss",

@@ -99,7 +99,7 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
 
     Known names and their domains: ``alpha``, ``beta``, ``ce_weight``, ``robust_weight``,
     ``clipped_ce_weight`` >= 0; ``q`` in (0, 1]; ``log_zero`` < 0 (it replaces log 0);
-    ``pon_threshold`` None or > 0; ``ignore_confident`` None or in (0, 1); ``learned_at`` None or > 0;
+    ``pon_threshold`` None or > 0; ``epsilon`` in [0, 1); ``ignore_confident`` None or in (0, 1); ``learned_at`` None or > 0;
     ``robust`` one of :data:`ROBUST_LOSSES`; ``target_momentum`` in [0, 1]; ``tau`` >= 1; ``ascent_min_prob``
     in (0, 1); ``ascent_weights`` a non-empty list of numbers <= 0. Other names are not checked here.
     """
@@ -110,6 +110,10 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
         elif key == "q":
             if not 0.0 < _real(where, key, value) <= 1.0:
                 raise NoisysegError(f"{where}: q must be in (0, 1], got {shown(value)}")
+        elif key == "epsilon":
+            if not 0.0 <= _real(where, key, value) < 1.0:
+                raise NoisysegError(f"{where}: epsilon must be in [0, 1) (the share of an object label spread "
+                                    f"over the object classes), got {shown(value)}")
         elif key == "log_zero":
             if _real(where, key, value) >= 0:
                 raise NoisysegError(f"{where}: log_zero must be < 0 (it stands in for log 0), got {shown(value)}")
@@ -287,6 +291,13 @@ def _gce_terms(logits: Tensor, labels: Tensor, q: float) -> tuple[Tensor, dict[s
     return _gce_values(_at_label(_log_probs(logits), labels), q), {}
 
 
+def _label_smoothing_terms(logits: Tensor, labels: Tensor, epsilon: float) -> tuple[Tensor, dict[str, Tensor]]:
+    log_p = _log_probs(logits)
+    ce = _ce_values(_at_label(log_p, labels))
+    uniform = -log_p[:, 1:].mean(dim=1)  # CE against the uniform distribution over the K object classes
+    return torch.where(labels > 0, (1.0 - epsilon) * ce + epsilon * uniform, ce), {}
+
+
 def _apl_terms(logits: Tensor, labels: Tensor, alpha: float, beta: float,
                log_zero: float) -> tuple[Tensor, dict[str, Tensor]]:
     log_p = _log_probs(logits)
@@ -449,6 +460,25 @@ def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float = 0.3, re
         0-dim loss, or (N,) per-RoI values for ``reduction="none"``.
     """
     return _checked_loss("generalized_cross_entropy", _gce_terms, logits, labels, reduction, q=q)
+
+
+def label_smoothed_cross_entropy(logits: Tensor, labels: Tensor, epsilon: float = 0.1,
+                                 reduction: str = "mean") -> Tensor:
+    """Cross-entropy against the label smoothed over the object classes (Szegedy et al., 2016): an object
+    RoI's target is ``(1 - epsilon) onehot(y) + epsilon / K`` on each of the K object classes (none on
+    background), a background RoI's is background alone, so object-vs-background stays plain CE and only
+    which-class is smoothed. The target is fixed, so, unlike the losses that weigh a label by the model's
+    own belief, it cannot starve a class the model has not learned; it only caps how far a label, right or
+    wrong, is pushed (Lukasik et al., ICML 2020, on smoothing under label noise).
+
+    Args:
+        logits: (N, K+1) raw class scores, column 0 = background.
+        labels: (N,) int64 class labels in 0..K, 0 = background.
+        epsilon: the share of an object label spread evenly over the K object classes, in [0, 1);
+            0 is CE.
+        reduction: "mean" (divide the sum by N), "sum" or "none".
+    """
+    return _checked_loss("label_smoothed_cross_entropy", _label_smoothing_terms, logits, labels, reduction, epsilon=epsilon)
 
 
 def active_passive_loss(logits: Tensor, labels: Tensor, alpha: float = 1.0, beta: float = 1.0,

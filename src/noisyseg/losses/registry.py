@@ -32,6 +32,7 @@ _REGISTRY: dict[str, _Registered] = {
     "sce": _Registered(F.symmetric_cross_entropy, F._sce_terms),
     "gce": _Registered(F.generalized_cross_entropy, F._gce_terms),
     "apl": _Registered(F.active_passive_loss, F._apl_terms),
+    "ls": _Registered(F.label_smoothed_cross_entropy, F._label_smoothing_terms),
     "lncis": _Registered(F.task_specific_loss, F._task_specific_terms),
     "good": _Registered(F.gradient_optimization_loss, F._gradient_optimization_terms),
     "forward": _Registered(F.forward_corrected_cross_entropy, F._forward_terms),
@@ -40,8 +41,8 @@ _REGISTRY: dict[str, _Registered] = {
 
 
 def available_losses() -> list[str]:
-    """Names accepted by :func:`build_loss`: ``["ce", "rce", "sce", "gce", "apl", "lncis", "good", "forward",
-    "posterior"]``."""
+    """Names accepted by :func:`build_loss`: ``["ce", "rce", "sce", "gce", "apl", "ls", "lncis", "good",
+    "forward", "posterior"]``."""
     return list(_REGISTRY)
 
 
