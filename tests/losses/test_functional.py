@@ -1,4 +1,4 @@
-"""noisyseg.losses.functional: CE, RCE, SCE, GCE, APL and label-smoothed CE against their formulas (DESIGN.md §1)."""
+"""noisyseg.losses.functional: CE, RCE, SCE, GCE, APL (DESIGN.md §1) and label-smoothed CE against their formulas."""
 
 import numpy as np
 import pytest
