@@ -100,8 +100,9 @@ def check_loss_params(where: str, params: dict[str, Any]) -> None:
     Known names and their domains: ``alpha``, ``beta``, ``ce_weight``, ``robust_weight``,
     ``clipped_ce_weight`` >= 0; ``q`` in (0, 1]; ``log_zero`` < 0 (it replaces log 0);
     ``pon_threshold`` None or > 0; ``epsilon`` in [0, 1); ``ignore_confident`` None or in (0, 1);
-    ``learned_at`` None or > 0; ``robust`` one of :data:`ROBUST_LOSSES`; ``target_momentum`` in [0, 1]; ``tau`` >= 1; ``ascent_min_prob``
-    in (0, 1); ``ascent_weights`` a non-empty list of numbers <= 0. Other names are not checked here.
+    ``learned_at`` None or > 0; ``robust`` one of :data:`ROBUST_LOSSES`; ``target_momentum`` in [0, 1];
+    ``tau`` >= 1; ``ascent_min_prob`` in (0, 1); ``ascent_weights`` a non-empty list of numbers <= 0. Other
+    names are not checked here.
     """
     for key, value in params.items():
         if key in ("alpha", "beta", "ce_weight", "robust_weight", "clipped_ce_weight"):
