@@ -224,7 +224,7 @@ def test_a_boolean_is_never_a_number_in_a_file_or_a_set(key, tmp_path):
                       "weight_decay, warmup_iters, warmup_ratio, lr_steps, lr_gamma, grad_clip, amp, eval_interval, "
                       "log_interval, device, threads, keep_epochs"),
     ("train.lr_steps=[2, true]", "--set train.lr_steps=[2, true]: train.lr_steps[1]: Input should be a valid integer (got True)"),
-    ("loss.name=focal", "--set loss.name=focal: loss.name: unknown loss 'focal'; expected one of ce, rce, sce, gce, apl, lncis, good, forward, posterior"),
+    ("loss.name=focal", "--set loss.name=focal: loss.name: unknown loss 'focal'; expected one of ce, rce, sce, gce, apl, ls, lncis, good, forward, posterior"),
     ("loss.params.q=3", "--set loss.params.q=3: loss.params: loss lncis: unknown parameter(s) q with robust='rce'; "
                         "valid: ce_weight, ignore_confident, learned_at, log_zero, pon_threshold, robust, robust_weight"),
     ("data.image_root.x=1", "--set data.image_root.x=1: data.image_root is not a section"),

@@ -87,7 +87,7 @@ def test_a_robust_loss_needs_an_epoch_after_the_ce_stage():
 
 @pytest.mark.parametrize("overrides, line", [
     (["loss.name=focal"],
-     "--set loss.name=focal: loss.name: unknown loss 'focal'; expected one of ce, rce, sce, gce, apl, lncis, good, forward, posterior"),
+     "--set loss.name=focal: loss.name: unknown loss 'focal'; expected one of ce, rce, sce, gce, apl, ls, lncis, good, forward, posterior"),
     (["loss.name=gce", "loss.params={q: 3}"],
      "--set loss.params={q: 3}: loss.params: loss gce: q must be in (0, 1], got 3"),
     (["loss.name=sce", "loss.params={gamma: 1}"],
