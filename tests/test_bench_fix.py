@@ -48,6 +48,13 @@ def test_fix_specs_parse_into_plans():
     plan = fix_plan("lncis+fix:folds=3:action=relabel")
     assert (plan.folds, plan.action, plan.checkpoint, plan.first_run_dir) == (3, "relabel", "last", "lncis+folds3")
     assert not plan.shares_base_cell
+    plan = fix_plan("ce+fix:filter_by=noise_budget_learned:transition=estimate")
+    assert (plan.filter_by, plan.transition, plan.options()["transition"]) == ("noise_budget_learned", "estimate",
+                                                                               "estimate")
+    # the default matrix is not in the options, so cells recorded before the option keep their identity
+    assert "transition" not in fix_plan("ce+fix:filter_by=noise_budget_learned").options()
+    assert fix_plan("ce+fix:filter_by=noise_budget_learned:transition=data").options() == \
+        fix_plan("ce+fix:filter_by=noise_budget_learned").options()
     assert fix_plan("lncis") is None
     assert parse_methods("lncis,lncis+fix,lncis+fix:action=relabel,lncis-online") == [
         "lncis", "lncis+fix", "lncis+fix:action=relabel", "lncis-online"]
@@ -62,6 +69,8 @@ def test_fix_specs_parse_into_plans():
         ("lncis+fix:checkpoint=epochs:snapshots=1", "snapshots must be an integer >= 2, got 1"),
         ("lncis+fix:retrain=focal", "retrain must be a method name"),
         ("lncis+fix:folds=1", "folds must be an integer >= 2, got 1"),
+        ("ce+fix:filter_by=noise_posterior:transition=guess", "transition must be one of data, estimate, got 'guess'"),
+        ("ce+fix:transition=estimate", r"transition needs a noise matrix filter_by \(noise_posterior, noise_budget, "),
         ("lncis+fix:beta=1", r"^--methods: 'lncis\+fix:beta=1': loss lncis: unknown parameter\(s\) beta"),
     ]:
         with pytest.raises(NoisysegError, match=message):
@@ -146,6 +155,31 @@ def test_the_repaired_file_is_what_fix_file_writes_for_the_same_audit(bench, tmp
     table = json.loads((audit_dir_of(out, FIX, "sym0.5", 0) / "label_issues.json").read_text())
     flagged = [r["annotation_id"] for r in table["annotations"] if r["is_issue"]]
     assert sorted(flagged) == sorted(json.loads(mine.read_text())["info"]["audit"]["annotation_ids"])
+
+
+def test_an_estimated_matrix_cell_audits_with_the_first_run_s_own_confident_joint(bench, tmp_path):
+    """transition=estimate: the real-noise workflow in one cell; its repaired file is what the audit with
+    --transition estimate flags on the same first run, and its record names the option."""
+    from noisyseg.audit import audit
+
+    out = tmp_path / "bench"
+    method = "lncis+fix:filter_by=noise_budget_learned:transition=estimate"
+    run_bench(bench["tree"], [method], ["sym0.5"], [0], out, progress=False)
+    noisy = out / "noisy" / "sym0.5_seed0.json"
+    summary = json.loads((audit_dir_of(out, method, "sym0.5", 0) / "summary.json").read_text())
+    assert summary["transition"].startswith("estimate: ")
+    again = audit(run_dir_of(out, "lncis", "sym0.5", 0), noisy, device="cpu", filter_by="noise_budget_learned",
+                  transition="estimate", progress=False)
+    known = audit(run_dir_of(out, "lncis", "sym0.5", 0), noisy, device="cpu", filter_by="noise_budget_learned",
+                  progress=False)
+    repaired = json.loads(fixed_file_of(out, method, "sym0.5", 0).read_text())
+    flagged = sorted(repaired["info"]["audit"]["annotation_ids"])
+    assert flagged == sorted(again.issues.scores.annotation_ids[again.issues.is_issue].tolist())
+    assert flagged != sorted(known.issues.scores.annotation_ids[known.issues.is_issue].tolist())
+    cell = json.loads((out / "cells" / "lncis+fix_filter_by=noise_budget_learned_transition=estimate" / "sym0.5"
+                       / "seed0.json").read_text())
+    assert cell["fix"]["transition"] == "estimate"
+    assert [r["method"] for r in read_csv(out / "results.csv")] == ["lncis", method]
 
 
 def test_a_second_call_does_nothing_and_report_only_keeps_the_audit_columns(bench, capsys):

@@ -228,6 +228,42 @@ def test_the_sparing_budget_rules_through_the_cli_name_the_classes_they_spare(
     assert f"- classes spared from the count, {how}: {', '.join(want) or 'none'}" in (out / "summary.md").read_text()
 
 
+def test_transition_estimate_flags_with_the_audit_s_own_confident_joint_on_a_file_without_clean_labels(
+        tiny_data, untrained_run, tmp_path, capsys):
+    """Real noise: no clean_category_id, so no known matrix; --transition estimate takes T from cleanlab's
+    confident joint of the same scores (the matrix written to noise_matrix.json) and flags with it."""
+    from cleanlab.count import compute_confident_joint
+
+    from noisyseg.audit.issues import find_issues
+    from noisyseg.audit.score import score_annotations
+
+    data = Path(tiny_data["train_json"])
+    coco = json.loads(data.read_text())
+    assert not any("clean_category_id" in a for a in coco["annotations"])
+    out = tmp_path / "a"
+    base = _base(tiny_data, untrained_run)
+    code, _, err = _run(base[:3] + [data] + base[4:] + ["-o", out, "--sheet", 0, "--filter-by",
+                                                        "noise_budget_learned", "--transition", "estimate"], capsys)
+    assert code == 0, err
+    scores = score_annotations([untrained_run / "checkpoints" / "last.pt"], coco, data,
+                               image_root=tiny_data["image_root"], progress=False)
+    # T[c, j] = P(given j | true c): the calibrated confident joint (row given, column true) transposed,
+    # each row normalised; a class no annotation is estimated to be keeps an identity row
+    joint = np.asarray(compute_confident_joint(scores.given_labels, scores.pred_probs, calibrate=True)).T
+    k = scores.label_map.num_classes
+    totals = joint.sum(axis=1, keepdims=True)
+    matrix = np.where(totals > 0, joint / np.where(totals > 0, totals, 1), np.eye(k))
+    written = json.loads((out / "noise_matrix.json").read_text())
+    assert np.allclose(written["matrix"], matrix)
+    want = find_issues(scores, "noise_budget_learned", matrix)
+    rows = json.loads((out / "label_issues.json").read_text())["annotations"]
+    flagged = {int(r["annotation_id"]) for r in rows if r["is_issue"]}
+    assert flagged == set(scores.annotation_ids[want.is_issue].tolist())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["transition"].startswith("estimate: cleanlab's calibrated confident joint")
+    assert f"- noise matrix T: {summary['transition']}" in (out / "summary.md").read_text()
+
+
 def test_noise_posterior_reads_the_audited_file_once(tiny_data, untrained_run, tmp_path, capsys, monkeypatch):
     """The noise matrix comes from the json the audit parsed anyway (a COCO-sized file is 2.7 GB of it):
     the reader the matrix would use on its own is never called, and the flags are those of the matrix

@@ -46,6 +46,7 @@ def test_bench_help_shows_the_fix_syntax_the_readme_uses():
     for key in grid.FIX_DEFAULTS:
         assert f"{key}=" in text, key
     assert f"action={'|'.join(ACTIONS)}" in text and f"checkpoint={'|'.join(grid.FIX_CHECKPOINTS)}" in text
+    assert f"transition={'|'.join(grid.FIX_TRANSITIONS)}" in text
     for method in grid.METHODS:
         assert method in text
     for option in ("--methods", "--noise", "--seeds", "--set", "--no-progress"):

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from noisyseg.audit import ACTIONS, FILTERS, NOISE_MATRIX_FILTERS
 from noisyseg.audit.fix import repaired_file
 from noisyseg.audit.issues import (IssueRows, LabelIssues, estimated_noise_matrix, find_issues, summary_data,
                                    summary_markdown, write_table)
 from noisyseg.errors import NoisysegError
+from noisyseg.losses.transition import ESTIMATE
 from noisyseg.utils.io import atomic_write_bytes
 
 
@@ -99,7 +102,9 @@ def audit(
             ``noise_budget``, ``noise_budget_learned``, ``noise_budget_trusted`` (see
             :func:`noisyseg.audit.issues.find_issues`).
         transition: with a noise matrix rule, where the matrix comes from (default ``"data"``: the
-            audited file's own, from ``clean_category_id``; or a matrix file, e.g. a ``noise_matrix.json``).
+            audited file's own, from ``clean_category_id``, known for injected noise; ``"estimate"``: for
+            real noise, cleanlab's confident joint of this audit's own scores, the matrix it writes to
+            ``noise_matrix.json``; or a matrix file, e.g. an earlier audit's ``noise_matrix.json``).
         top: None puts every flagged annotation on the review page; K puts the K most suspicious there,
             flagged or not. ``sheet``: suspects on the contact sheet.
         fix: write the repaired file here (needs ``action``, one of relabel | ignore | drop).
@@ -174,7 +179,8 @@ def audit(
 
         # the file as flat arrays; its parsed json (2.7 GB at COCO size) is freed inside load, after the noise
         # matrix is taken from it
-        flat = AuditData.load(data, read_matrix if transition is not None else None)
+        from_file = transition is not None and transition != ESTIMATE
+        flat = AuditData.load(data, read_matrix if from_file else None)
         data_sha256 = file_sha256(data)
         options = {"image_root": image_root, "device": torch_device, "batch_size": batch_size,
                    "num_workers": num_workers, "progress": progress}
@@ -182,6 +188,9 @@ def audit(
             scores = score_folds(fold_paths, flat, data, **options)
         else:
             scores = score_annotations(paths, flat, data, **options)
+        estimate = estimated_noise_matrix(scores)
+        if transition == ESTIMATE:  # real noise: the matrix of this audit's own confident joint
+            noise_matrix = np.asarray(estimate["matrix"], dtype=np.float64)
         issues = find_issues(scores, filter_by, noise_matrix)
         rows = IssueRows(issues)
         # the large outputs wait on disk (unnamed temporary files in the output folder), not in memory
@@ -190,7 +199,8 @@ def audit(
         audit_id = write_table(issues, {"data": str(data), "checkpoints": [str(p) for p in scores.checkpoints],
                                         "rule": issues.rule}, csv_out, json_out)
         summary = summary_data(issues, {"data": str(data), "data_sha256": data_sha256, "device": str(torch_device),
-                                        "audit_id": audit_id})
+                                        "audit_id": audit_id,
+                                        **({"transition": _matrix_source(transition)} if transition else {})})
 
         files: dict[str, Any] = {}
         if out is not None:
@@ -198,7 +208,7 @@ def audit(
             files["label_issues.json"] = json_out.file
             files["summary.json"] = json.dumps(summary, indent=2).encode("utf-8")
             files["summary.md"] = summary_markdown(summary).encode("utf-8")
-            files["noise_matrix.json"] = json.dumps(estimated_noise_matrix(scores), indent=1).encode("utf-8")
+            files["noise_matrix.json"] = json.dumps(estimate, indent=1).encode("utf-8")
             info = {"id": audit_id, "folder": str(out.resolve()), "checkpoints": summary["checkpoints"],
                     "filter_by": filter_by}
             files.update(review_files(issues, flat, data, out, summary, info, data_sha256, top, spool=spools[2]))
@@ -220,6 +230,17 @@ def audit(
             check_not_an_input(fix, inputs, "--fix")  # unchanged since the check above, unless raced
             written["fix"] = atomic_write_bytes(fix, fix_text.read())
     return AuditResult(issues, rows, summary, written, fix_report)
+
+
+def _matrix_source(transition: str) -> str:
+    """Where a noise matrix rule's T came from, in words, for summary.json / summary.md."""
+    from noisyseg.losses.transition import FROM_DATA
+
+    if transition == FROM_DATA:
+        return "data: the audited file's own matrix, counted from clean_category_id"
+    if transition == ESTIMATE:
+        return "estimate: cleanlab's calibrated confident joint of this audit's scores (noise_matrix.json)"
+    return f"file: {transition}"
 
 
 def _check_count(value: Any, option: str, least: int, allow_none: bool = False) -> None:

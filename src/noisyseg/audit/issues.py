@@ -580,6 +580,8 @@ def summary_markdown(summary: dict[str, Any], max_matrix_classes: int = 12, top_
     lines.append(f"- data: `{summary.get('data', '')}`")
     lines.append(f"- checkpoints: {', '.join(f'`{c}`' for c in summary['checkpoints'])}")
     lines.append(f"- rule: {summary['rule']}")
+    if "transition" in summary:
+        lines.append(f"- noise matrix T: {summary['transition']}")
     lines.append(f"- scoring: {summary['scoring_seconds']:.1f} s, {summary['annotations_per_second']:.1f} "
                  f"annotations/s on {summary.get('device', '?')}")
     if "spared_classes" in summary:

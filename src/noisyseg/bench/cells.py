@@ -281,7 +281,7 @@ def _audit_first_run(plan: FixPlan, sources: list[tuple[Path, list | None]], fir
     and the repaired file is intact. ``sources``: one (run folder, None), or per fold (run folder, its
     held-out image ids). Returns the record: seconds (the whole audit's wall time), n_flagged, truth (the
     audit against clean_category_id, or None), fixed_sha256."""
-    from noisyseg.audit import audit
+    from noisyseg.audit import NOISE_MATRIX_FILTERS, audit
     from noisyseg.engine.distributed import torch_threads
 
     names = plan.checkpoint_names(first_cfg.train.epochs)
@@ -289,6 +289,8 @@ def _audit_first_run(plan: FixPlan, sources: list[tuple[Path, list | None]], fir
     inputs = {"checkpoints": {key: sha256_of_file(path) for key, path in checkpoints.items()},
               "train_json": str(train_json), "train_json_sha256": train_sha, "action": plan.action,
               "filter_by": plan.filter_by}
+    if plan.transition != "data":  # audits recorded before the option keep their identity
+        inputs["transition"] = plan.transition
     record_path = audit_dir / "bench_audit.json"
     if record_path.is_file() and fixed_json.is_file():
         record = read_json(record_path, "bench audit record")
@@ -304,6 +306,7 @@ def _audit_first_run(plan: FixPlan, sources: list[tuple[Path, list | None]], fir
         result = audit(None if folds else sources[0][0], train_json, checkpoints=names, folds=folds,
                        out_dir=audit_dir, device=first_cfg.train.device, batch_size=first_cfg.train.batch_size,
                        num_workers=0, filter_by=plan.filter_by, fix=fixed_json, action=plan.action,
+                       transition=plan.transition if plan.filter_by in NOISE_MATRIX_FILTERS else None,
                        progress=progress)
     seconds = time.perf_counter() - t0
     record = {"inputs": inputs, "seconds": seconds, "n_flagged": result.summary["n_flagged"],

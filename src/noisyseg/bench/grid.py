@@ -66,7 +66,10 @@ EPOCHS_KEY = "epochs"
 FIX_SUFFIX = "+fix"
 FIX_CHECKPOINTS = ("last", "ce_stage_end", "epochs")
 FIX_DEFAULTS: dict[str, Any] = {"action": "ignore", "checkpoint": "last", "snapshots": 3, "retrain": None,
-                                "filter_by": "prune_by_noise_rate", "folds": None}
+                                "filter_by": "prune_by_noise_rate", "folds": None, "transition": "data"}
+#: Where a noise matrix rule's T comes from in a bench cell: the noisy file's own (known, injected noise) or
+#: the audit's confident-joint estimate (what a user with real noise has).
+FIX_TRANSITIONS = ("data", "estimate")
 
 @dataclass(frozen=True)
 class FixPlan:
@@ -88,6 +91,8 @@ class FixPlan:
         folds: None, or K >= 2 for out-of-sample scoring: the training file's images are split into K
             folds (seeded); K first runs each train on the other K-1 folds and score the annotations of
             their held-out fold. K runs on (K-1)/K of the images: for K = 2 as much training as one run.
+        transition: with a noise matrix rule, ``data`` (the noisy file's own matrix) or ``estimate`` (the
+            audit's confident-joint estimate from the same scores: the real-noise case).
     """
 
     spec: str
@@ -98,12 +103,16 @@ class FixPlan:
     retrain: str
     filter_by: str
     folds: int | None = None
+    transition: str = "data"
 
     def options(self) -> dict[str, Any]:
         """The resolved fix options (what a cell record stores)."""
-        return {"action": self.action, "checkpoint": self.checkpoint,
-                "snapshots": self.snapshots if self.checkpoint == "epochs" else None,
-                "retrain": self.retrain, "filter_by": self.filter_by, "folds": self.folds}
+        options = {"action": self.action, "checkpoint": self.checkpoint,
+                   "snapshots": self.snapshots if self.checkpoint == "epochs" else None,
+                   "retrain": self.retrain, "filter_by": self.filter_by, "folds": self.folds}
+        if self.transition != FIX_DEFAULTS["transition"]:  # cells recorded before the option keep their identity
+            options["transition"] = self.transition
+        return options
 
     def keep_epochs(self, epochs: int) -> list[int]:
         """The epoch snapshots the first run must keep for an audit of a run of ``epochs`` epochs."""
@@ -136,10 +145,11 @@ def fix_plan(method: str) -> FixPlan | None:
     ``BASE+fix`` takes the fix options ``action`` (relabel | ignore | drop, default ignore), ``checkpoint``
     (last | ce_stage_end | epochs, default last), ``snapshots`` (with checkpoint=epochs, default 3),
     ``retrain`` (a method name, default the base method), ``filter_by`` (a cleanlab rule, default
-    prune_by_noise_rate) and ``folds`` (K >= 2: out-of-sample scoring by K first runs, default none); any
-    other ``KEY=VALUE`` is a loss parameter of the base method.
+    prune_by_noise_rate), ``folds`` (K >= 2: out-of-sample scoring by K first runs, default none) and
+    ``transition`` (with a noise matrix rule: data, the noisy file's own matrix, or estimate, the audit's
+    confident-joint estimate; default data); any other ``KEY=VALUE`` is a loss parameter of the base method.
     """
-    from noisyseg.audit import ACTIONS, FILTERS
+    from noisyseg.audit import ACTIONS, FILTERS, NOISE_MATRIX_FILTERS
 
     if not isinstance(method, str):
         raise NoisysegError(f"--methods: expected a method name, got {shown(method)}")
@@ -175,6 +185,12 @@ def fix_plan(method: str) -> FixPlan | None:
         raise NoisysegError(f"{where}: folds must be an integer >= 2, got {folds!r}")
     if options["filter_by"] not in FILTERS:
         raise NoisysegError(f"{where}: filter_by must be one of {', '.join(FILTERS)}, got {options['filter_by']!r}")
+    if options["transition"] not in FIX_TRANSITIONS:
+        raise NoisysegError(f"{where}: transition must be one of {', '.join(FIX_TRANSITIONS)}, "
+                            f"got {options['transition']!r}")
+    if options["transition"] != FIX_DEFAULTS["transition"] and options["filter_by"] not in NOISE_MATRIX_FILTERS:
+        raise NoisysegError(f"{where}: transition needs a noise matrix filter_by "
+                            f"({', '.join(NOISE_MATRIX_FILTERS)})")
     base = ":".join([base_name, *loss_pairs])
     retrain = options["retrain"]
     if retrain is None:
@@ -182,7 +198,7 @@ def fix_plan(method: str) -> FixPlan | None:
     elif not isinstance(retrain, str) or retrain not in METHODS:
         raise NoisysegError(f"{where}: retrain must be a method name ({', '.join(METHODS)}), got {retrain!r}")
     return FixPlan(method, base, options["action"], options["checkpoint"], snapshots, retrain,
-                   options["filter_by"], folds)
+                   options["filter_by"], folds, options["transition"])
 DEFAULT_NOISE = "clean,sym0.2,sym0.4,sym0.6,sym0.8,asym0.2,asym0.4"
 DEFAULT_SEEDS = "0,1,2"
 

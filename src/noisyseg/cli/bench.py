@@ -68,9 +68,13 @@ def _methods_epilog() -> str:
         f"{grid.FIX_DEFAULTS['snapshots']})",
         "  retrain=METHOD  the method of the second run (default: METHOD again)",
         *textwrap.wrap(f"filter_by=RULE  the audit's flagging rule: {', '.join(FILTERS)} (default "
-                       f"{grid.FIX_DEFAULTS['filter_by']}; noise_posterior uses the noisy file's own matrix)", 96,
+                       f"{grid.FIX_DEFAULTS['filter_by']})", 96,
                        initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False),
         "  folds=K  K >= 2: score each annotation with a model that did not train on it",
+        *textwrap.wrap(f"transition={'|'.join(grid.FIX_TRANSITIONS)}  with a noise matrix rule (noise_posterior, "
+                       "noise_budget*): the noisy file's own matrix (known, injected noise) or the audit's "
+                       f"confident-joint estimate (real noise) (default {grid.FIX_DEFAULTS['transition']})", 96,
+                       initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False),
         "",
         "examples:",
         f"  --methods ce,lncis,ce{fix}:retrain=ce",
