@@ -11,7 +11,13 @@ labels flagged (found), summed over the seeds, then the totals, the flagged prec
 seed the classes ``noise_budget_learned`` left on the posterior rule. Nothing is written (the audit API
 without an output folder).
 
+``--rules`` picks other rules; ``RULE@estimate`` runs a noise matrix rule with ``--transition estimate`` (T
+from the audit's own confident joint, what a user with real noise has) instead of the known matrix, and then
+also prints, per class, T's diagonal as estimated beside the file's realised one (mean over seeds).
+
     .venv/bin/python benchmarks/audit_rules_lt.py benchmarks/results/fashion_lt --setting sym0.4 --seeds 0,1,2
+    .venv/bin/python benchmarks/audit_rules_lt.py benchmarks/results/fashion_lt --setting sym0.4 \
+        --rules noise_budget_learned,noise_budget_learned@estimate,noise_posterior,noise_posterior@estimate
 """
 
 from __future__ import annotations
@@ -29,10 +35,18 @@ def main() -> None:
     ap.add_argument("bench", help="the bench folder (runs/ and noisy/ inside)")
     ap.add_argument("--setting", default="sym0.4")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--rules", default="prune_by_noise_rate,noise_posterior,noise_budget,noise_budget_learned",
+                    help="comma-separated --filter-by rules; RULE@estimate: with --transition estimate")
     args = ap.parse_args()
 
-    rules = ("prune_by_noise_rate", "noise_posterior", "noise_budget", "noise_budget_learned")
+    from noisyseg.audit.issues import estimated_noise_matrix
+    from noisyseg.noise.inject import realised_matrix
+    from noisyseg.utils.io import read_json
+
+    rules = tuple(args.rules.split(","))
     fallback: dict[int, list[str]] = {}
+    diagonals: dict[str, list[np.ndarray]] = {"estimated": [], "realised": []}
+    estimated_seeds: set[int] = set()
     counts: dict[str, dict[str, np.ndarray]] = {}
     names: list[str] = []
     true_counts = None
@@ -40,11 +54,19 @@ def main() -> None:
         run = Path(args.bench) / "runs" / "ce" / args.setting / f"seed{seed}"
         data = Path(args.bench) / "noisy" / f"{args.setting}_seed{seed}.json"
         for rule in rules:
-            result = audit(run, data, filter_by=rule, progress=False, device="cpu", sheet=0)
+            name, _, source = rule.partition("@")
+            result = audit(run, data, filter_by=name, progress=False, device="cpu", sheet=0,
+                           transition=source or None)
             if rule == "noise_budget_learned":
                 fallback[seed] = result.issues.spared_classes
             s = result.issues.scores
             names = list(s.label_map.names)
+            if source == "estimate" and seed not in estimated_seeds:  # the same scores for every rule of a seed
+                estimated_seeds.add(seed)
+                diagonals["estimated"].append(np.diag(np.asarray(estimated_noise_matrix(s)["matrix"])))
+                found, pairs = realised_matrix(read_json(data, "noisy file"))
+                pairs = pairs[[found.index(n) for n in names]][:, [found.index(n) for n in names]]
+                diagonals["realised"].append(np.diag(pairs) / np.maximum(pairs.sum(axis=1), 1))
             k = len(names)
             given, clean, flagged = s.given_labels, s.clean_labels, result.issues.is_issue
             right = given == clean
@@ -70,6 +92,14 @@ def main() -> None:
         print(f"{r}: flagged precision {found / max(found + damaged, 1):.3f}, recall {found / max(base['wrong'].sum(), 1):.3f}")
     for seed, classes in fallback.items():
         print(f"noise_budget_learned, seed {seed}: not learned, on the posterior rule: {', '.join(classes) or 'none'}")
+    if diagonals["estimated"]:
+        est, real = (np.mean(diagonals[key], axis=0) for key in ("estimated", "realised"))
+        print("T[k, k], the share of class k's objects that keep label k, mean over seeds: estimated (confident "
+              "joint) / realised")
+        print("| class | estimated | realised |")
+        print("|---|---|---|")
+        for c in order:
+            print(f"| {names[c]} | {est[c]:.2f} | {real[c]:.2f} |")
 
 
 if __name__ == "__main__":

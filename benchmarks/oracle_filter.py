@@ -13,8 +13,12 @@ more; what is left is what the ignored labels' classes would have taught (only a
     .venv/bin/python benchmarks/oracle_filter.py configs/fashion_lt_bench.yaml benchmarks/results/fashion_lt \
         --setting sym0.4 --seeds 0,1,2
 
-Runs go to ``BENCH/oracle/runs/<setting>/seed<S>`` (resumed when cut short, read back when finished), the
-files to ``BENCH/oracle/<setting>_seed<S>.json``; each run takes as long as one bench cell.
+``--method ce-agnostic`` retrains with class-agnostic box and mask heads instead (an ignored label then
+picks no wrong box or mask channel: the ceiling of a filter whose retrain cannot be corrupted that way).
+
+Runs go to ``BENCH/oracle/runs/<setting>/seed<S>`` (with ``--method M`` other than ce,
+``BENCH/oracle/runs/<M>/<setting>/seed<S>``; resumed when cut short, read back when finished), the files to
+``BENCH/oracle/<setting>_seed<S>.json``; each run takes as long as one bench cell.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def main() -> None:
     import yaml
 
     from noisyseg.bench.cells import per_class_rows
-    from noisyseg.bench.grid import cell_config
+    from noisyseg.bench.grid import cell_config, method_dir
     from noisyseg.bench.report import class_differences, class_order, paired_differences, read_rows, recovered_fraction
     from noisyseg.config import config_from_dict
     from noisyseg.engine.trainer import train_to_end
@@ -53,6 +57,7 @@ def main() -> None:
     ap.add_argument("bench", help="the bench folder (noisy/ and results.csv inside)")
     ap.add_argument("--setting", default="sym0.4")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--method", default="ce", help="the bench method retrained on the oracle file (default ce)")
     args = ap.parse_args()
     bench = Path(args.bench)
     base = yaml.safe_load(Path(args.config).read_text())
@@ -74,8 +79,10 @@ def main() -> None:
             atomic_write_text(out_json, text)
         print(f"{out_json}: {n_ignored} of {len(tree['annotations'])} labels class-ignored (the wrong ones)",
               flush=True)
-        cfg = config_from_dict(cell_config(base, "ce", out_json, seed), source=f"oracle {args.setting} seed {seed}")
-        run_dir = bench / "oracle" / "runs" / args.setting / f"seed{seed}"
+        cfg = config_from_dict(cell_config(base, args.method, out_json, seed),
+                               source=f"oracle {args.method} {args.setting} seed {seed}")
+        runs = bench / "oracle" / "runs" if args.method == "ce" else bench / "oracle" / "runs" / method_dir(args.method)
+        run_dir = runs / args.setting / f"seed{seed}"
         outcome = train_to_end(cfg, run_dir, progress=False, label=f"[oracle] {args.setting} seed {seed}")
         row = {"method": "oracle", "noise": args.setting, "seed": seed, "mask_AP": outcome.metrics["segm"]["AP"]}
         rows.append(row)
