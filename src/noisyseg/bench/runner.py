@@ -74,6 +74,7 @@ def run_bench(config: Any, methods: Sequence[str], noise: Sequence[NoiseSetting 
     if not noise:
         raise NoisysegError("--noise: no setting given")
     check_noise(noise)
+    _check_known_matrix_rules(methods, noise)
     check_seeds(seeds)
     if asym_preset not in PRESETS:
         raise NoisysegError(f"--asym-preset: unknown preset {asym_preset!r}; available: {', '.join(PRESETS)}")
@@ -149,6 +150,21 @@ def _base_config(config: Any, overrides: list[str] | None):
     if isinstance(config, dict):
         return config_from_dict(config, source="bench config", overrides=overrides)
     raise NoisysegError(f"bench config: expected a YAML path, a Config or a config tree, got {type(config).__name__}")
+
+
+def _check_known_matrix_rules(methods: Sequence[str], noise: Sequence[NoiseSetting]) -> None:
+    """Refuse an audit method whose noise matrix rule would read the clean file's own matrix: the clean file
+    records no noise, that matrix is the identity, the rule flags nothing and the cell would train CE again."""
+    from noisyseg.audit import NOISE_MATRIX_FILTERS
+
+    if not any(setting.kind == "clean" for setting in noise):
+        return
+    for method in methods:
+        plan = fix_plan(method)
+        if plan is not None and plan.filter_by in NOISE_MATRIX_FILTERS and plan.transition == "data":
+            raise NoisysegError(f"--methods {method!r} at --noise clean: the clean file records no noise, so its own "
+                                f"matrix (transition=data) is the identity and {plan.filter_by} flags nothing; add "
+                                f":transition=estimate (the audit's own estimate, as for real noise) or leave clean out")
 
 
 def _check_cell_configs(base: dict, methods: list[str], seeds: list[int], train_json: Path) -> None:
