@@ -242,9 +242,12 @@ def test_transition_estimate_flags_with_the_audit_s_own_confident_joint_on_a_fil
     assert not any("clean_category_id" in a for a in coco["annotations"])
     out = tmp_path / "a"
     base = _base(tiny_data, untrained_run)
-    code, _, err = _run(base[:3] + [data] + base[4:] + ["-o", out, "--sheet", 0, "--filter-by",
-                                                        "noise_budget_learned", "--transition", "estimate"], capsys)
+    code, printed, err = _run(base[:3] + [data] + base[4:] + ["-o", out, "--sheet", 0, "--filter-by",
+                                                              "noise_budget_learned", "--transition", "estimate"],
+                              capsys)
     assert code == 0, err
+    assert ("noise matrix T: estimate: cleanlab's calibrated confident joint of this audit's scores "
+            "(noise_matrix.json)") in printed.splitlines()
     scores = score_annotations([untrained_run / "checkpoints" / "last.pt"], coco, data,
                                image_root=tiny_data["image_root"], progress=False)
     # T[c, j] = P(given j | true c): the calibrated confident joint (row given, column true) transposed,

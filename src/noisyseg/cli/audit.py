@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     s = result.summary
     print(f"{args.data}: {s['n_flagged']} of {s['n_annotations']} annotations flagged "
           f"({s['annotations_per_second']:.1f} annotations/s on {s['device']})")
+    if s.get("transition"):
+        print(f"noise matrix T: {s['transition']}")
     if s.get("spared_classes"):
         from noisyseg.audit.issues import spared_class_action
 
