@@ -40,8 +40,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from noisyseg.audit.issues import estimated_noise_matrix
-    from noisyseg.noise.inject import realised_matrix
-    from noisyseg.utils.io import read_json
+    from noisyseg.losses.transition import transition_matrix
 
     rules = tuple(args.rules.split(","))
     fallback: dict[int, list[str]] = {}
@@ -64,9 +63,7 @@ def main() -> None:
             if source == "estimate" and seed not in estimated_seeds:  # the same scores for every rule of a seed
                 estimated_seeds.add(seed)
                 diagonals["estimated"].append(np.diag(np.asarray(estimated_noise_matrix(s)["matrix"])))
-                found, pairs = realised_matrix(read_json(data, "noisy file"))
-                pairs = pairs[[found.index(n) for n in names]][:, [found.index(n) for n in names]]
-                diagonals["realised"].append(np.diag(pairs) / np.maximum(pairs.sum(axis=1), 1))
+                diagonals["realised"].append(np.diag(transition_matrix("data", data, names)))
             k = len(names)
             given, clean, flagged = s.given_labels, s.clean_labels, result.issues.is_issue
             right = given == clean

@@ -16,7 +16,7 @@ from noisyseg.audit.fix import repaired_file
 from noisyseg.audit.issues import (IssueRows, LabelIssues, estimated_noise_matrix, find_issues, summary_data,
                                    summary_markdown, write_table)
 from noisyseg.errors import NoisysegError
-from noisyseg.losses.transition import ESTIMATE
+from noisyseg.losses.transition import ESTIMATE, FROM_DATA
 from noisyseg.utils.io import atomic_write_bytes
 
 
@@ -137,7 +137,7 @@ def audit(
     if transition is not None and filter_by not in NOISE_MATRIX_FILTERS:
         raise NoisysegError(f"--transition is used only with --filter-by {', '.join(NOISE_MATRIX_FILTERS)}")
     if filter_by in NOISE_MATRIX_FILTERS:
-        transition = transition or "data"
+        transition = transition or FROM_DATA
     if (source is None) == (folds is None):
         raise NoisysegError("audit: give either a run folder or checkpoint, or folds")
     torch_device = select_device(device, "--device")
@@ -188,7 +188,8 @@ def audit(
             scores = score_folds(fold_paths, flat, data, **options)
         else:
             scores = score_annotations(paths, flat, data, **options)
-        estimate = estimated_noise_matrix(scores)
+        # the confident-joint estimate: the rule's T with --transition estimate, and noise_matrix.json
+        estimate = estimated_noise_matrix(scores) if transition == ESTIMATE or out is not None else None
         if transition == ESTIMATE:  # real noise: the matrix of this audit's own confident joint
             noise_matrix = np.asarray(estimate["matrix"], dtype=np.float64)
         issues = find_issues(scores, filter_by, noise_matrix)
@@ -234,8 +235,6 @@ def audit(
 
 def _matrix_source(transition: str) -> str:
     """Where a noise matrix rule's T came from, in words, for summary.json / summary.md."""
-    from noisyseg.losses.transition import FROM_DATA
-
     if transition == FROM_DATA:
         return "data: the audited file's own matrix, counted from clean_category_id"
     if transition == ESTIMATE:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from noisyseg.bench.grid import FixPlan, NoiseSetting, cell_config, fix_cell_configs, fix_plan
+from noisyseg.bench.grid import FIX_DEFAULTS, FixPlan, NoiseSetting, cell_config, fix_cell_configs, fix_plan
 from noisyseg.bench.records import BenchFolder, sha256_of_file
 from noisyseg.bench.report import AUDIT_TRUTH_FIELDS, cell_key, read_curve
 from noisyseg.config import config_from_dict, differing_keys
@@ -289,7 +289,7 @@ def _audit_first_run(plan: FixPlan, sources: list[tuple[Path, list | None]], fir
     inputs = {"checkpoints": {key: sha256_of_file(path) for key, path in checkpoints.items()},
               "train_json": str(train_json), "train_json_sha256": train_sha, "action": plan.action,
               "filter_by": plan.filter_by}
-    if plan.transition != "data":  # audits recorded before the option keep their identity
+    if plan.transition != FIX_DEFAULTS["transition"]:  # audits recorded before the option keep their identity
         inputs["transition"] = plan.transition
     record_path = audit_dir / "bench_audit.json"
     if record_path.is_file() and fixed_json.is_file():

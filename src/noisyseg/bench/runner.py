@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from noisyseg.bench.cells import TrainFile, run_cell
 from noisyseg.bench.grid import (
+    FIX_DEFAULTS,
     NoiseSetting,
     cell_config,
     check_methods,
@@ -161,7 +162,8 @@ def _check_known_matrix_rules(methods: Sequence[str], noise: Sequence[NoiseSetti
         return
     for method in methods:
         plan = fix_plan(method)
-        if plan is not None and plan.filter_by in NOISE_MATRIX_FILTERS and plan.transition == "data":
+        known = plan is not None and plan.transition == FIX_DEFAULTS["transition"]
+        if known and plan.filter_by in NOISE_MATRIX_FILTERS:
             raise NoisysegError(f"--methods {method!r} at --noise clean: the clean file records no noise, so its own "
                                 f"matrix (transition=data) is the identity and {plan.filter_by} flags nothing; add "
                                 f":transition=estimate (the audit's own estimate, as for real noise) or leave clean out")
