@@ -14,6 +14,10 @@ without an output folder).
 ``--rules`` picks other rules; ``RULE@estimate`` runs a noise matrix rule with ``--transition estimate`` (T
 from the audit's own confident joint, what a user with real noise has) instead of the known matrix, and then
 also prints, per class, T's diagonal as estimated beside the file's realised one (mean over seeds).
+``RULE@uniform`` runs it with a one-rate estimate that is not a product option: the noise rate eps as the
+confident joint's off-diagonal share, spread evenly, ``T = (1 - eps) I + eps / (K - 1)`` off the diagonal
+(symmetric noise's form; it borrows one rate across classes instead of estimating each tail class's row from
+a model that has not learned it). Each seed's CE run scores its file once; every rule reads those scores.
 
     .venv/bin/python benchmarks/audit_rules_lt.py benchmarks/results/fashion_lt --setting sym0.4 --seeds 0,1,2
     .venv/bin/python benchmarks/audit_rules_lt.py benchmarks/results/fashion_lt --setting sym0.4 \
@@ -36,36 +40,45 @@ def main() -> None:
     ap.add_argument("--setting", default="sym0.4")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rules", default="prune_by_noise_rate,noise_posterior,noise_budget,noise_budget_learned",
-                    help="comma-separated --filter-by rules; RULE@estimate: with --transition estimate")
+                    help="comma-separated --filter-by rules; RULE@estimate: with --transition estimate; "
+                         "RULE@uniform: with the one-rate estimate above")
     args = ap.parse_args()
 
-    from noisyseg.audit.issues import estimated_noise_matrix
+    from noisyseg.audit.issues import NOISE_MATRIX_FILTERS, confident_joint, estimated_noise_matrix, find_issues
     from noisyseg.losses.transition import transition_matrix
 
     rules = tuple(args.rules.split(","))
     fallback: dict[int, list[str]] = {}
     diagonals: dict[str, list[np.ndarray]] = {"estimated": [], "realised": []}
-    estimated_seeds: set[int] = set()
+    estimated_seeds: set[tuple[str, int]] = set()
     counts: dict[str, dict[str, np.ndarray]] = {}
     names: list[str] = []
     true_counts = None
     for seed in [int(s) for s in args.seeds.split(",")]:
         run = Path(args.bench) / "runs" / "ce" / args.setting / f"seed{seed}"
         data = Path(args.bench) / "noisy" / f"{args.setting}_seed{seed}.json"
+        s = audit(run, data, progress=False, device="cpu", sheet=0).issues.scores  # scored once per seed
+        names = list(s.label_map.names)
+        k = len(names)
+        joint = confident_joint(s)
+        eps = 1.0 - np.trace(joint) / max(joint.sum(), 1e-12)
+        matrices = {"": transition_matrix("data", data, names),
+                    "estimate": np.asarray(estimated_noise_matrix(s)["matrix"]),
+                    "uniform": np.full((k, k), eps / (k - 1)) + np.eye(k) * (1.0 - eps - eps / (k - 1))}
         for rule in rules:
             name, _, source = rule.partition("@")
-            result = audit(run, data, filter_by=name, progress=False, device="cpu", sheet=0,
-                           transition=source or None)
+            issues = find_issues(s, name, matrices[source] if name in NOISE_MATRIX_FILTERS else None)
             if rule == "noise_budget_learned":
-                fallback[seed] = result.issues.spared_classes
-            s = result.issues.scores
-            names = list(s.label_map.names)
-            if source == "estimate" and seed not in estimated_seeds:  # the same scores for every rule of a seed
-                estimated_seeds.add(seed)
-                diagonals["estimated"].append(np.diag(np.asarray(estimated_noise_matrix(s)["matrix"])))
-                diagonals["realised"].append(np.diag(transition_matrix("data", data, names)))
-            k = len(names)
-            given, clean, flagged = s.given_labels, s.clean_labels, result.issues.is_issue
+                fallback[seed] = issues.spared_classes
+            if source and (source, seed) not in estimated_seeds:
+                estimated_seeds.add((source, seed))
+                if source == "uniform":
+                    print(f"seed {seed}: one-rate estimate eps {eps:.3f}, realised noise rate "
+                          f"{np.mean(s.given_labels != s.clean_labels):.3f}")
+                else:
+                    diagonals["estimated"].append(np.diag(matrices["estimate"]))
+                    diagonals["realised"].append(np.diag(matrices[""]))
+            given, clean, flagged = s.given_labels, s.clean_labels, issues.is_issue
             right = given == clean
             add = {"right": np.bincount(given[right], minlength=k), "wrong": np.bincount(given[~right], minlength=k),
                    "right_flagged": np.bincount(given[right & flagged], minlength=k),

@@ -69,7 +69,7 @@ def test_fix_specs_parse_into_plans():
         ("lncis+fix:checkpoint=epochs:snapshots=1", "snapshots must be an integer >= 2, got 1"),
         ("lncis+fix:retrain=focal", "retrain must be a method name"),
         ("lncis+fix:folds=1", "folds must be an integer >= 2, got 1"),
-        ("ce+fix:filter_by=noise_posterior:transition=guess", "transition must be one of data, estimate, got 'guess'"),
+        ("ce+fix:filter_by=noise_posterior:transition=guess", "transition must be one of data, estimate, uniform, got 'guess'"),
         ("ce+fix:transition=estimate", r"transition needs a noise matrix filter_by \(noise_posterior, noise_budget, "),
         ("lncis+fix:beta=1", r"^--methods: 'lncis\+fix:beta=1': loss lncis: unknown parameter\(s\) beta"),
     ]:

@@ -184,6 +184,29 @@ def test_the_estimated_noise_matrix_is_the_confident_joint_by_true_class_and_a_v
     np.testing.assert_allclose(got, matrix[::-1, ::-1])
 
 
+def test_the_uniform_estimate_is_one_rate_from_the_confident_joint_spread_evenly():
+    """--transition uniform: eps = the calibrated confident joint's off-diagonal share (cleanlab's joint,
+    computed here directly), 1 - eps on the diagonal and eps / (K - 1) everywhere else; with synthetic 30%
+    wrong labels the rate comes out near 0.3, and the noise posterior flags by that matrix."""
+    from cleanlab.count import compute_confident_joint
+
+    from noisyseg.audit.issues import uniform_noise_matrix
+
+    s = _scores(n=300, k=4, seed=11)
+    joint = np.asarray(compute_confident_joint(s.given_labels, s.pred_probs, calibrate=True), dtype=np.float64)
+    want_eps = 1.0 - np.trace(joint) / joint.sum()
+    matrix, eps = uniform_noise_matrix(s)
+    assert eps == pytest.approx(want_eps, abs=1e-12)
+    assert abs(eps - np.mean(s.given_labels != s.clean_labels)) < 0.1
+    for c in range(4):
+        for j in range(4):
+            assert matrix[c, j] == pytest.approx(1.0 - want_eps if c == j else want_eps / 3, abs=1e-12)
+    issues = find_issues(s, "noise_posterior", matrix)
+    w = s.pred_probs * matrix[:, s.given_labels].T  # r[c] ~ p[c] T[c, given]
+    r = w[np.arange(300), s.given_labels] / w.sum(axis=1)
+    np.testing.assert_array_equal(issues.is_issue, r < 0.5)
+
+
 def test_noise_posterior_flags_by_the_label_s_posterior_under_the_noise_matrix():
     """label_quality = r[given], r[c] ~ p[c] T[c, given], computed here by hand; flagged below 0.5; the
     suggestion is r's top class, for a flagged label its top class other than the label. Under a known

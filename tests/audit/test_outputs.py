@@ -267,6 +267,38 @@ def test_transition_estimate_flags_with_the_audit_s_own_confident_joint_on_a_fil
     assert f"- noise matrix T: {summary['transition']}" in (out / "summary.md").read_text()
 
 
+def test_transition_uniform_flags_with_one_rate_from_the_confident_joint_and_says_so(
+        tiny_data, untrained_run, tmp_path, capsys):
+    """--transition uniform on a file without clean labels: T = 1 - eps on the diagonal, eps / (K - 1) off
+    it, eps the confident joint's off-diagonal share; the flags are the noise posterior's under that matrix,
+    and the printed line and summary.json name the rate."""
+    from cleanlab.count import compute_confident_joint
+
+    from noisyseg.audit.issues import find_issues
+    from noisyseg.audit.score import score_annotations
+
+    data = Path(tiny_data["train_json"])
+    out = tmp_path / "a"
+    base = _base(tiny_data, untrained_run)
+    code, printed, err = _run(base[:3] + [data] + base[4:] + ["-o", out, "--sheet", 0, "--filter-by",
+                                                              "noise_posterior", "--transition", "uniform"], capsys)
+    assert code == 0, err
+    scores = score_annotations([untrained_run / "checkpoints" / "last.pt"], json.loads(data.read_text()), data,
+                               image_root=tiny_data["image_root"], progress=False)
+    joint = np.asarray(compute_confident_joint(scores.given_labels, scores.pred_probs, calibrate=True))
+    eps = 1.0 - np.trace(joint) / joint.sum()
+    k = scores.label_map.num_classes
+    matrix = np.full((k, k), eps / (k - 1)) + np.eye(k) * (1.0 - eps - eps / (k - 1))
+    line = (f"noise matrix T: uniform: one noise rate, {eps:.3f}, the confident joint's off-diagonal share, "
+            "spread evenly over the other classes")
+    assert line in printed.splitlines()
+    want = find_issues(scores, "noise_posterior", matrix)
+    rows = json.loads((out / "label_issues.json").read_text())["annotations"]
+    assert {int(r["annotation_id"]) for r in rows if r["is_issue"]} == set(
+        scores.annotation_ids[want.is_issue].tolist())
+    assert json.loads((out / "summary.json").read_text())["transition"] == line.removeprefix("noise matrix T: ")
+
+
 def test_noise_posterior_reads_the_audited_file_once(tiny_data, untrained_run, tmp_path, capsys, monkeypatch):
     """The noise matrix comes from the json the audit parsed anyway (a COCO-sized file is 2.7 GB of it):
     the reader the matrix would use on its own is never called, and the flags are those of the matrix

@@ -14,10 +14,12 @@ import numpy as np
 from noisyseg.audit import ACTIONS, FILTERS, NOISE_MATRIX_FILTERS
 from noisyseg.audit.fix import repaired_file
 from noisyseg.audit.issues import (IssueRows, LabelIssues, estimated_noise_matrix, find_issues, summary_data,
-                                   summary_markdown, write_table)
+                                   summary_markdown, uniform_noise_matrix, write_table)
 from noisyseg.errors import NoisysegError
 from noisyseg.losses.transition import ESTIMATE, FROM_DATA
 from noisyseg.utils.io import atomic_write_bytes
+
+UNIFORM = "uniform"  # --transition uniform: one noise rate from the confident joint (uniform_noise_matrix)
 
 
 @dataclass
@@ -104,7 +106,9 @@ def audit(
         transition: with a noise matrix rule, where the matrix comes from (default ``"data"``: the
             audited file's own, from ``clean_category_id``, known for injected noise; ``"estimate"``: for
             real noise, cleanlab's confident joint of this audit's own scores, the matrix it writes to
-            ``noise_matrix.json``; or a matrix file, e.g. an earlier audit's ``noise_matrix.json``).
+            ``noise_matrix.json``; ``"uniform"``: for real noise too, one rate from that joint spread evenly
+            (:func:`noisyseg.audit.issues.uniform_noise_matrix`); or a matrix file, e.g. an earlier audit's
+            ``noise_matrix.json``).
         top: None puts every flagged annotation on the review page; K puts the K most suspicious there,
             flagged or not. ``sheet``: suspects on the contact sheet.
         fix: write the repaired file here (needs ``action``, one of relabel | ignore | drop).
@@ -179,7 +183,7 @@ def audit(
 
         # the file as flat arrays; its parsed json (2.7 GB at COCO size) is freed inside load, after the noise
         # matrix is taken from it
-        from_file = transition is not None and transition != ESTIMATE
+        from_file = transition not in (None, ESTIMATE, UNIFORM)
         flat = AuditData.load(data, read_matrix if from_file else None)
         data_sha256 = file_sha256(data)
         options = {"image_root": image_root, "device": torch_device, "batch_size": batch_size,
@@ -192,6 +196,9 @@ def audit(
         estimate = estimated_noise_matrix(scores) if transition == ESTIMATE or out is not None else None
         if transition == ESTIMATE:  # real noise: the matrix of this audit's own confident joint
             noise_matrix = np.asarray(estimate["matrix"], dtype=np.float64)
+        noise_rate = None
+        if transition == UNIFORM:  # real noise: that joint's one noise rate, spread evenly
+            noise_matrix, noise_rate = uniform_noise_matrix(scores)
         issues = find_issues(scores, filter_by, noise_matrix)
         rows = IssueRows(issues)
         # the large outputs wait on disk (unnamed temporary files in the output folder), not in memory
@@ -201,7 +208,7 @@ def audit(
                                         "rule": issues.rule}, csv_out, json_out)
         summary = summary_data(issues, {"data": str(data), "data_sha256": data_sha256, "device": str(torch_device),
                                         "audit_id": audit_id,
-                                        **({"transition": _matrix_source(transition)} if transition else {})})
+                                        **({"transition": _matrix_source(transition, noise_rate)} if transition else {})})
 
         files: dict[str, Any] = {}
         if out is not None:
@@ -233,12 +240,16 @@ def audit(
     return AuditResult(issues, rows, summary, written, fix_report)
 
 
-def _matrix_source(transition: str) -> str:
-    """Where a noise matrix rule's T came from, in words, for summary.json / summary.md."""
+def _matrix_source(transition: str, noise_rate: float | None = None) -> str:
+    """Where a noise matrix rule's T came from, in words, for summary.json / summary.md (``noise_rate``: the
+    uniform estimate's rate)."""
     if transition == FROM_DATA:
         return "data: the audited file's own matrix, counted from clean_category_id"
     if transition == ESTIMATE:
         return "estimate: cleanlab's calibrated confident joint of this audit's scores (noise_matrix.json)"
+    if transition == UNIFORM:
+        return (f"uniform: one noise rate, {noise_rate:.3f}, the confident joint's off-diagonal share, spread "
+                "evenly over the other classes")
     return f"file: {transition}"
 
 

@@ -559,6 +559,28 @@ def estimated_noise_matrix(scores: AnnotationScores) -> dict[str, Any]:
     return {"classes": list(scores.label_map.names), "matrix": matrix.tolist()}
 
 
+def uniform_noise_matrix(scores: AnnotationScores) -> tuple[np.ndarray, float]:
+    """(T, eps): the one-rate estimate of the noise matrix, ``T = (1 - eps) I`` plus ``eps / (K - 1)`` off the
+    diagonal, eps the share of cleanlab's calibrated confident joint off its diagonal (the estimated noise
+    rate).
+
+    Symmetric noise's form, for real noise whose structure is unknown: one rate borrowed by every class,
+    where :func:`estimated_noise_matrix` estimates each class's row from a model that has not learned the
+    rare classes, so their diagonal comes out far too low and the noise matrix rules flag their right labels
+    (long-tailed bench, sym 0.4, 3 seeds' CE runs: Shirt's diagonal estimated at 0.14 where it is 0.6;
+    ``benchmarks/audit_rules_lt.py``). It presumes that no pair of classes is confused more than the rest.
+    """
+    k = scores.label_map.num_classes
+    joint = confident_joint(scores)
+    total = joint.sum()
+    eps = float(1.0 - np.trace(joint) / total) if total > 0 else 0.0
+    if k == 1:
+        return np.ones((1, 1)), eps
+    matrix = np.full((k, k), eps / (k - 1))
+    np.fill_diagonal(matrix, 1.0 - eps)
+    return matrix, eps
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "-" if v != v else f"{v:.3f}"

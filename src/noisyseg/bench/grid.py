@@ -67,9 +67,10 @@ FIX_SUFFIX = "+fix"
 FIX_CHECKPOINTS = ("last", "ce_stage_end", "epochs")
 FIX_DEFAULTS: dict[str, Any] = {"action": "ignore", "checkpoint": "last", "snapshots": 3, "retrain": None,
                                 "filter_by": "prune_by_noise_rate", "folds": None, "transition": "data"}
-#: Where a noise matrix rule's T comes from in a bench cell: the noisy file's own (known, injected noise) or
-#: the audit's confident-joint estimate (what a user with real noise has).
-FIX_TRANSITIONS = ("data", "estimate")
+#: Where a noise matrix rule's T comes from in a bench cell: the noisy file's own (known, injected noise), the
+#: audit's confident-joint estimate or its one-rate uniform estimate (what a user with real noise has); the
+#: audit's --transition values, written out so that parsing a method does not import the audit (and torch).
+FIX_TRANSITIONS = ("data", "estimate", "uniform")
 
 @dataclass(frozen=True)
 class FixPlan:
@@ -91,8 +92,9 @@ class FixPlan:
         folds: None, or K >= 2 for out-of-sample scoring: the training file's images are split into K
             folds (seeded); K first runs each train on the other K-1 folds and score the annotations of
             their held-out fold. K runs on (K-1)/K of the images: for K = 2 as much training as one run.
-        transition: with a noise matrix rule, ``data`` (the noisy file's own matrix) or ``estimate`` (the
-            audit's confident-joint estimate from the same scores: the real-noise case).
+        transition: with a noise matrix rule, ``data`` (the noisy file's own matrix), ``estimate`` (the
+            audit's confident-joint estimate from the same scores: the real-noise case) or ``uniform`` (one
+            noise rate from that joint, spread evenly: :func:`noisyseg.audit.issues.uniform_noise_matrix`).
     """
 
     spec: str
@@ -146,8 +148,8 @@ def fix_plan(method: str) -> FixPlan | None:
     (last | ce_stage_end | epochs, default last), ``snapshots`` (with checkpoint=epochs, default 3),
     ``retrain`` (a method name, default the base method), ``filter_by`` (a cleanlab rule, default
     prune_by_noise_rate), ``folds`` (K >= 2: out-of-sample scoring by K first runs, default none) and
-    ``transition`` (with a noise matrix rule: data, the noisy file's own matrix, or estimate, the audit's
-    confident-joint estimate; default data); any other ``KEY=VALUE`` is a loss parameter of the base method.
+    ``transition`` (with a noise matrix rule: data, the noisy file's own matrix, estimate, the audit's
+    confident-joint estimate, or uniform, that joint's one noise rate spread evenly; default data); any other ``KEY=VALUE`` is a loss parameter of the base method.
     """
     from noisyseg.audit import ACTIONS, FILTERS, NOISE_MATRIX_FILTERS
 

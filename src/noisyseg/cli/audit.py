@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transition", metavar="T", default=None,
                    help="with --filter-by noise_posterior, noise_budget, noise_budget_learned or noise_budget_trusted: data (DATA's "
                         "own matrix, from clean_category_id: injected noise), estimate (real noise: cleanlab's confident joint of "
-                        "this audit's own scores, the matrix it writes to noise_matrix.json) or a matrix file such as an earlier "
+                        "this audit's own scores, the matrix it writes to noise_matrix.json), uniform (real noise: one rate from that "
+                        "joint, spread evenly over the other classes) or a matrix file such as an earlier "
                         "audit's noise_matrix.json (default data)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="images per forward pass (default 8)")

@@ -72,8 +72,9 @@ def _methods_epilog() -> str:
                        initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False),
         "  folds=K  K >= 2: score each annotation with a model that did not train on it",
         *textwrap.wrap(f"transition={'|'.join(grid.FIX_TRANSITIONS)}  with a noise matrix rule (noise_posterior, "
-                       "noise_budget*): the noisy file's own matrix (known, injected noise) or the audit's "
-                       f"confident-joint estimate (real noise) (default {grid.FIX_DEFAULTS['transition']})", 96,
+                       "noise_budget*): the noisy file's own matrix (known, injected noise), the audit's "
+                       "confident-joint estimate or that joint's one noise rate spread evenly (real noise) "
+                       f"(default {grid.FIX_DEFAULTS['transition']})", 96,
                        initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False),
         "",
         "examples:",
