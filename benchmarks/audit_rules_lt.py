@@ -14,10 +14,10 @@ without an output folder).
 ``--rules`` picks other rules; ``RULE@estimate`` runs a noise matrix rule with ``--transition estimate`` (T
 from the audit's own confident joint, what a user with real noise has) instead of the known matrix, and then
 also prints, per class, T's diagonal as estimated beside the file's realised one (mean over seeds).
-``RULE@uniform`` runs it with a one-rate estimate that is not a product option: the noise rate eps as the
-confident joint's off-diagonal share, spread evenly, ``T = (1 - eps) I + eps / (K - 1)`` off the diagonal
-(symmetric noise's form; it borrows one rate across classes instead of estimating each tail class's row from
-a model that has not learned it). Each seed's CE run scores its file once; every rule reads those scores.
+``RULE@uniform`` runs it with ``--transition uniform``: one noise rate eps, the confident joint's off-diagonal
+share, ``1 - eps`` on T's diagonal and ``eps / (K - 1)`` off it (symmetric noise's form; it borrows one rate
+across classes instead of estimating each tail class's row from a model that has not learned it), and prints
+each seed's eps. Each seed's CE run scores its file once; every rule reads those scores.
 
     .venv/bin/python benchmarks/audit_rules_lt.py benchmarks/results/fashion_lt --setting sym0.4 --seeds 0,1,2
     .venv/bin/python benchmarks/audit_rules_lt.py benchmarks/results/fashion_lt --setting sym0.4 \
@@ -44,7 +44,7 @@ def main() -> None:
                          "RULE@uniform: with the one-rate estimate above")
     args = ap.parse_args()
 
-    from noisyseg.audit.issues import NOISE_MATRIX_FILTERS, confident_joint, estimated_noise_matrix, find_issues
+    from noisyseg.audit.issues import NOISE_MATRIX_FILTERS, estimated_noise_matrix, find_issues, uniform_noise_matrix
     from noisyseg.losses.transition import transition_matrix
 
     rules = tuple(args.rules.split(","))
@@ -60,11 +60,9 @@ def main() -> None:
         s = audit(run, data, progress=False, device="cpu", sheet=0).issues.scores  # scored once per seed
         names = list(s.label_map.names)
         k = len(names)
-        joint = confident_joint(s)
-        eps = 1.0 - np.trace(joint) / max(joint.sum(), 1e-12)
+        uniform, eps = uniform_noise_matrix(s)
         matrices = {"": transition_matrix("data", data, names),
-                    "estimate": np.asarray(estimated_noise_matrix(s)["matrix"]),
-                    "uniform": np.full((k, k), eps / (k - 1)) + np.eye(k) * (1.0 - eps - eps / (k - 1))}
+                    "estimate": np.asarray(estimated_noise_matrix(s)["matrix"]), "uniform": uniform}
         for rule in rules:
             name, _, source = rule.partition("@")
             issues = find_issues(s, name, matrices[source] if name in NOISE_MATRIX_FILTERS else None)
