@@ -92,8 +92,8 @@ def test_audit_methods_that_cannot_run_are_refused_before_any_work(tmp_path):
     with pytest.raises(NoisysegError, match=r"^--methods 'ce\+fix:filter_by=noise_budget_learned:retrain=ce' at --noise "
                                             r"clean: the clean file records no noise, so its own matrix \(transition="
                                             r"data\) is the identity and noise_budget_learned flags nothing; add "
-                                            r":transition=estimate \(the audit's own estimate, as for real noise\) "
-                                            r"or leave clean out$"):
+                                            r":transition=estimate or :transition=uniform \(estimates from the "
+                                            r"audit's own scores, as for real noise\) or leave clean out$"):
         run_bench(tree, ["ce", method], ["sym0.5", "clean"], [0], tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 

@@ -149,7 +149,8 @@ def fix_plan(method: str) -> FixPlan | None:
     ``retrain`` (a method name, default the base method), ``filter_by`` (a cleanlab rule, default
     prune_by_noise_rate), ``folds`` (K >= 2: out-of-sample scoring by K first runs, default none) and
     ``transition`` (with a noise matrix rule: data, the noisy file's own matrix, estimate, the audit's
-    confident-joint estimate, or uniform, that joint's one noise rate spread evenly; default data); any other ``KEY=VALUE`` is a loss parameter of the base method.
+    confident-joint estimate, or uniform, that joint's one noise rate spread evenly; default data); any other
+    ``KEY=VALUE`` is a loss parameter of the base method.
     """
     from noisyseg.audit import ACTIONS, FILTERS, NOISE_MATRIX_FILTERS
 

@@ -166,7 +166,8 @@ def _check_known_matrix_rules(methods: Sequence[str], noise: Sequence[NoiseSetti
         if known and plan.filter_by in NOISE_MATRIX_FILTERS:
             raise NoisysegError(f"--methods {method!r} at --noise clean: the clean file records no noise, so its own "
                                 f"matrix (transition=data) is the identity and {plan.filter_by} flags nothing; add "
-                                f":transition=estimate (the audit's own estimate, as for real noise) or leave clean out")
+                                ":transition=estimate or :transition=uniform (estimates from the audit's own scores, "
+                                "as for real noise) or leave clean out")
 
 
 def _check_cell_configs(base: dict, methods: list[str], seeds: list[int], train_json: Path) -> None:
