@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import tiny_config, write_tiny_coco
+from helpers import tiny_config, utf8_safe_report, write_tiny_coco
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Reports whose text UTF-8 cannot encode are escaped (helpers.utf8_safe_report): such a report would
+    otherwise end the run in an INTERNALERROR that hides which test failed and why."""
+    report = yield
+    utf8_safe_report(report)
+    return report
 
 
 @pytest.fixture(autouse=True)

@@ -179,3 +179,24 @@ def snapshot(*roots: Path) -> dict:
         for p in sorted(root.rglob("*")):
             out[p] = (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
     return out
+
+
+def utf8_safe_report(report) -> None:
+    """Escape, in place, the characters of a test report that UTF-8 cannot encode (lone surrogates, as a
+    file name decoded with ``surrogateescape`` carries), so the report reaches the pytest-xdist controller.
+
+    A worker sends its reports over execnet, which refuses such a string, and the worker then stops the whole
+    session with an INTERNALERROR that names neither the test nor its failure."""
+
+    def safe(text: str) -> str:
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    report.sections = [(title, safe(content)) for title, content in report.sections]
+    if report.longrepr is not None and not isinstance(report.longrepr, tuple):  # a skip's longrepr is a tuple
+        text = str(report.longrepr)
+        if safe(text) != text:
+            report.longrepr = safe(text)
