@@ -105,6 +105,20 @@ _FAULTY_TRAIN = textwrap.dedent("""
     import os, signal, sys
     from noisyseg.engine import trainer
 
+    if os.environ.get("THREADS_AT_EXIT"):  # this process's native threads when Python exits, to a file
+        import atexit
+
+        def write_threads():
+            names = []
+            for t in os.listdir("/proc/self/task"):
+                try:
+                    names.append(open(f"/proc/self/task/{t}/comm").read().strip())
+                except FileNotFoundError:  # a thread that ended in between
+                    pass
+            with open(os.environ["THREADS_AT_EXIT"] + os.environ["RANK"], "w") as f:
+                f.write(" ".join(sorted(names)))
+
+        atexit.register(write_threads)
     if os.environ.get("KILL_AT_STEP"):  # kill -9 every process at this training step (1-based)
         real_step, calls = trainer.train_step, []
 
@@ -179,11 +193,17 @@ def test_a_non_finite_loss_on_one_process_stops_both_with_one_line(tiny_coco, tm
     cfg.write_text(yaml.safe_dump(tiny_config(tiny_coco, threads=1)))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("NAN_ON_RANK", "1")
+    monkeypatch.setenv("THREADS_AT_EXIT", str(tmp_path / "threads_of_rank"))
     assert _faulty(tmp_path, str(cfg), "--out", str(tmp_path / "run")) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("noisyseg train: error: non-finite loss at epoch 1, iteration 1 on process 1 (")
     assert err[0].endswith("no checkpoint was written yet; try a lower train.lr or train.grad_clip")
+    # the process group ended with the run, not at exit, where a group thread still running can abort the
+    # process (SIGABRT, "terminate called without an active exception") and add lines to the one above
+    for rank in (0, 1):
+        threads = (tmp_path / f"threads_of_rank{rank}").read_text().split()
+        assert "python" in threads and not [t for t in threads if "gloo" in t], (rank, threads)
 
 
 @needs_dist

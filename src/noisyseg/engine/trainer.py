@@ -205,6 +205,10 @@ class Run:
         self.metrics_log.close()
         if self.lock is not None:
             self.lock.close()
+        # Drop the DDP wrapper: its reducer holds the process group, which then ends (threads joined) in
+        # cleanup() rather than when the interpreter exits, where a group thread still running aborts the
+        # process ("terminate called without an active exception", seen on a loaded machine).
+        self.train_model = self.model
 
 
 def train(cfg: Config, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
