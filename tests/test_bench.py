@@ -384,6 +384,35 @@ def test_report_only_rewrites_the_tables_from_the_csv(bench, capsys):
         report_bench(Path(out).parent / "nothing", ["ce"], ["clean"])
 
 
+def test_report_only_keeps_the_recorded_curve_of_a_row_whose_run_ends_elsewhere(bench, tmp_path):
+    """A run in the folder that is not the one its row records (a fix cell's base trained again on another
+    machine, to another AP) leaves the recorded curve in curves.csv; a run that is the row's replaces it."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(bench["out"], out)
+    rows, curves = read_csv(out / "results.csv"), read_csv(out / "curves.csv")
+    moved, kept = rows[0], rows[1]
+    key = (moved["method"], moved["noise"], moved["seed"])
+    # the row and its curve as another machine recorded them: 0.5 AP higher at the end
+    recorded = [dict(c) for c in curves if (c["method"], c["noise"], c["seed"]) == key]
+    recorded[-1]["mask_AP"] = str(float(recorded[-1]["mask_AP"]) + 0.5)
+    moved["mask_AP"] = recorded[-1]["mask_AP"]
+    others = [c for c in curves if (c["method"], c["noise"], c["seed"]) != key]
+    kept_key = (kept["method"], kept["noise"], kept["seed"])
+    others = [c for c in others if (c["method"], c["noise"], c["seed"]) != kept_key]  # to be read back
+    for name, table in (("results.csv", rows), ("curves.csv", recorded + others)):
+        with open(out / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+    report_bench(out, ["ce", "lncis"], ["clean", "sym0.5"])
+    after = read_csv(out / "curves.csv")
+    assert [c for c in after if (c["method"], c["noise"], c["seed"]) == key] == recorded
+    back = [c for c in after if (c["method"], c["noise"], c["seed"]) == kept_key]
+    assert back and float(back[-1]["mask_AP"]) == pytest.approx(float(kept["mask_AP"]), rel=1e-9)
+
+
 def test_the_python_api_takes_a_config_object(bench, tmp_path):
     from noisyseg.config import load_config
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -118,8 +119,8 @@ def run_bench(config: Any, methods: Sequence[str], noise: Sequence[NoiseSetting 
 
 
 def report_bench(out_dir: str | Path, methods: Sequence[str], noise: Sequence[NoiseSetting | str]) -> list[dict]:
-    """Train nothing: rewrite ``curves.csv`` (from the runs still in the folder), ``table.md`` and
-    ``ap_vs_noise.png`` from ``results.csv``; return its rows."""
+    """Train nothing: rewrite ``curves.csv`` (from the runs still in the folder that end at their row's
+    AP), ``table.md`` and ``ap_vs_noise.png`` from ``results.csv``; return its rows."""
     out = Path(out_dir)
     methods = list(methods)
     noise = [parse_noise_setting(n) if isinstance(n, str) else n for n in noise]
@@ -134,7 +135,9 @@ def report_bench(out_dir: str | Path, methods: Sequence[str], noise: Sequence[No
         for row in rows:
             method, name, seed = cell_key(row)
             fresh = read_curve(RunFolder(run_dir_of(out, method, name, seed)).log_records(), method, name, seed)
-            if fresh:
+            # Only the run the row records: a fix cell's base run trained again (on another machine, to
+            # another AP; its row stays as recorded) or a run cut short keeps the curve that was recorded.
+            if fresh and math.isclose(float(fresh[-1]["mask_AP"]), float(row["mask_AP"]), rel_tol=1e-9):
                 curves = [c for c in curves if cell_key(c) != (method, name, seed)] + fresh
         write_data(out, rows, curves, classes)
         write_report(out, rows, curves, methods, [n.name for n in noise], classes)
