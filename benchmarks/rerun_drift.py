@@ -20,11 +20,13 @@ import subprocess
 from pathlib import Path
 
 
-def _final_points(text: str) -> dict[tuple[str, str, str], tuple[int, float]]:
+def _final_points(text: str) -> dict[tuple[str, str, int], tuple[int, float]]:
     """(method, noise, seed) -> (last epoch, its mask AP) of every curve in a curves.csv text."""
-    last: dict[tuple[str, str, str], tuple[int, float]] = {}
+    from noisyseg.bench.report import cell_key
+
+    last: dict[tuple[str, str, int], tuple[int, float]] = {}
     for c in csv.DictReader(io.StringIO(text)):
-        key, epoch = (c["method"], c["noise"], c["seed"]), int(c["epoch"])
+        key, epoch = cell_key(c), int(c["epoch"])
         if key not in last or epoch > last[key][0]:
             last[key] = (epoch, float(c["mask_AP"]))
     return last
@@ -34,14 +36,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="a bench folder committed to this git repository")
     args = parser.parse_args()
+    from noisyseg.bench.report import cell_key, read_rows
+
     folder = args.folder
-    rows = {(r["method"], r["noise"], r["seed"]): float(r["mask_AP"])
-            for r in csv.DictReader(open(folder / "results.csv", newline=""))}
+    rows = {cell_key(r): float(r["mask_AP"]) for r in read_rows(folder / "results.csv", check=True)}
     path = str(folder / "curves.csv")
     commits = subprocess.run(["git", "log", "--format=%h", "--", path], capture_output=True, text=True,
                              check=True).stdout.split()
     final_epoch = {key: epoch for key, (epoch, _) in _final_points((folder / "curves.csv").read_text()).items()}
-    reruns: dict[tuple[str, str, str], list[float]] = {}
+    reruns: dict[tuple[str, str, int], list[float]] = {}
     for commit in reversed(commits):  # oldest first
         text = subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True, check=True).stdout
         for key, (epoch, ap) in _final_points(text).items():
@@ -60,7 +63,7 @@ def main() -> None:
     for key in sorted(reruns):
         for ap in reruns[key]:
             diffs.append(abs(ap - rows[key]))
-            print(f"| {' / '.join(key)} | {rows[key]:.2f} | {ap:.2f} | {ap - rows[key]:+.2f} |")
+            print(f"| {' / '.join(map(str, key))} | {rows[key]:.2f} | {ap:.2f} | {ap - rows[key]:+.2f} |")
     if diffs:
         print(f"\nmean |rerun - recorded| {statistics.mean(diffs):.2f}, largest {max(diffs):.2f}")
     spreads = {}

@@ -198,5 +198,6 @@ def utf8_safe_report(report) -> None:
     report.sections = [(title, safe(content)) for title, content in report.sections]
     if report.longrepr is not None and not isinstance(report.longrepr, tuple):  # a skip's longrepr is a tuple
         text = str(report.longrepr)
-        if safe(text) != text:
-            report.longrepr = safe(text)
+        escaped = safe(text)
+        if escaped != text:
+            report.longrepr = escaped

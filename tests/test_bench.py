@@ -26,7 +26,7 @@ from noisyseg.bench import (
     run_dir_of,
 )
 from noisyseg.bench.grid import fix_cell_configs, fix_plan
-from noisyseg.bench.report import paired_differences, peak_minus_final, read_curve, recovered_fraction
+from noisyseg.bench.report import cell_key, paired_differences, peak_minus_final, read_curve, recovered_fraction
 from noisyseg.cli import main
 from noisyseg.config import config_from_dict
 from noisyseg.engine.run_folder import RunFolder
@@ -393,14 +393,12 @@ def test_report_only_keeps_the_recorded_curve_of_a_row_whose_run_ends_elsewhere(
     shutil.copytree(bench["out"], out)
     rows, curves = read_csv(out / "results.csv"), read_csv(out / "curves.csv")
     moved, kept = rows[0], rows[1]
-    key = (moved["method"], moved["noise"], moved["seed"])
+    key, kept_key = cell_key(moved), cell_key(kept)
     # the row and its curve as another machine recorded them: 0.5 AP higher at the end
-    recorded = [dict(c) for c in curves if (c["method"], c["noise"], c["seed"]) == key]
+    recorded = [dict(c) for c in curves if cell_key(c) == key]
     recorded[-1]["mask_AP"] = str(float(recorded[-1]["mask_AP"]) + 0.5)
     moved["mask_AP"] = recorded[-1]["mask_AP"]
-    others = [c for c in curves if (c["method"], c["noise"], c["seed"]) != key]
-    kept_key = (kept["method"], kept["noise"], kept["seed"])
-    others = [c for c in others if (c["method"], c["noise"], c["seed"]) != kept_key]  # to be read back
+    others = [c for c in curves if cell_key(c) not in (key, kept_key)]  # kept's curve is to be read back
     for name, table in (("results.csv", rows), ("curves.csv", recorded + others)):
         with open(out / name, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(table[0]))
@@ -408,8 +406,8 @@ def test_report_only_keeps_the_recorded_curve_of_a_row_whose_run_ends_elsewhere(
             writer.writerows(table)
     report_bench(out, ["ce", "lncis"], ["clean", "sym0.5"])
     after = read_csv(out / "curves.csv")
-    assert [c for c in after if (c["method"], c["noise"], c["seed"]) == key] == recorded
-    back = [c for c in after if (c["method"], c["noise"], c["seed"]) == kept_key]
+    assert [c for c in after if cell_key(c) == key] == recorded
+    back = [c for c in after if cell_key(c) == kept_key]
     assert back and float(back[-1]["mask_AP"]) == pytest.approx(float(kept["mask_AP"]), rel=1e-9)
 
 
